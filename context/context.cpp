@@ -1,0 +1,567 @@
+#include "context/context.hpp"
+
+#include "context/after_func.hpp"
+#include "context/format.hpp"
+#include "context/with_cancel.hpp"
+#include "context/with_deadline.hpp"
+#include "context/with_value.hpp"
+#include "context/without_cancel.hpp"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <cassert>
+#include <string>
+#include <vector>
+
+namespace tether {
+
+// ---- errc ------------------------------------------------------------------------------
+
+namespace {
+
+class category_impl final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "tether"; }
+    std::string message(int ev) const override {
+        switch (static_cast<errc>(ev)) {
+        case errc::canceled:
+            return "context canceled";
+        case errc::deadline_exceeded:
+            return "context deadline exceeded";
+        }
+        return "unknown tether error";
+    }
+    std::error_condition default_error_condition(int ev) const noexcept override {
+        if (static_cast<errc>(ev) == errc::canceled) {
+            return std::errc::operation_canceled;
+        }
+        if (static_cast<errc>(ev) == errc::deadline_exceeded) {
+            return std::errc::timed_out;
+        }
+        return {ev, *this};
+    }
+};
+
+} // namespace
+
+const std::error_category& tether_category() noexcept {
+    static const category_impl c;
+    return c;
+}
+
+std::string_view to_string(errc e) noexcept {
+    switch (e) {
+    case errc::canceled:
+        return "context canceled";
+    case errc::deadline_exceeded:
+        return "context deadline exceeded";
+    }
+    return "unknown tether error";
+}
+
+// ---- deferred work -----------------------------------------------------------------------
+//
+// after_func with no loop runs its function on the canceling thread once the outermost
+// cancel() on that thread has returned, so a function that cancels again, or takes a lock the
+// canceler holds, never runs inside the cancel.
+
+namespace {
+
+struct deferred_queue {
+    int depth = 0;
+    std::vector<std::function<void()>> fns;
+};
+thread_local deferred_queue tls_deferred;
+
+struct deferred_scope {
+    deferred_scope() noexcept { ++tls_deferred.depth; }
+    ~deferred_scope() {
+        if (--tls_deferred.depth == 0) {
+            while (!tls_deferred.fns.empty()) {
+                auto fns = std::move(tls_deferred.fns);
+                tls_deferred.fns.clear();
+                for (auto& fn : fns) {
+                    fn();
+                }
+            }
+        }
+    }
+};
+
+} // namespace
+
+// ---- nodes -----------------------------------------------------------------------------
+
+namespace detail {
+
+void node::release_slow() noexcept {
+    // Walk up iteratively: dropping a long chain must not recurse once per link.
+    node* n = this;
+    while (n != nullptr) {
+        node* p = n->parent;
+        n->destroy(n);
+        if (p == nullptr || p->immortal || p->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+            break;
+        }
+        n = p;
+    }
+}
+
+bool cancel_state::add_callback(callback_node* cb) noexcept {
+    lock.lock();
+    if (state.load(std::memory_order_relaxed) != 0) {
+        lock.unlock();
+        return false;
+    }
+    cb->done.store(false, std::memory_order_relaxed);
+    cb->prev = nullptr;
+    cb->next = head;
+    if (head) {
+        head->prev = cb;
+    }
+    head = cb;
+    cb->linked = true;
+    ++callbacks;
+    lock.unlock();
+    return true;
+}
+
+void cancel_state::remove_callback(callback_node* cb) noexcept {
+    lock.lock();
+    if (cb->linked) {
+        if (cb->prev) {
+            cb->prev->next = cb->next;
+        } else {
+            head = cb->next;
+        }
+        if (cb->next) {
+            cb->next->prev = cb->prev;
+        }
+        cb->linked = false;
+        --callbacks;
+        lock.unlock();
+        return;
+    }
+    if (running == cb) {
+        if (running_thread == std::this_thread::get_id()) {
+            // Removed from inside its own callback: the canceler must not touch it again.
+            *cb->destroyed = true;
+            lock.unlock();
+            return;
+        }
+        lock.unlock();
+        // Running on another thread: wait until it has returned. Callbacks are short
+        // (they post a wakeup), so yielding beats parking here.
+        while (!cb->done.load(std::memory_order_acquire)) {
+            std::this_thread::yield();
+        }
+        return;
+    }
+    lock.unlock();
+}
+
+void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept {
+    deferred_scope scope;
+    lock.lock();
+    if (state.load(std::memory_order_relaxed) != 0) {
+        lock.unlock();
+        return;
+    }
+    err = e;
+    cause = c ? c : e;
+    state.store(1, std::memory_order_release);
+    bool armed = std::exchange(timer_armed, false);
+    while (callback_node* cb = head) {
+        head = cb->next;
+        if (head) {
+            head->prev = nullptr;
+        }
+        cb->linked = false;
+        --callbacks;
+        bool destroyed = false;
+        cb->destroyed = &destroyed;
+        running = cb;
+        running_thread = std::this_thread::get_id();
+        lock.unlock();
+        cb->fn(cb);
+        lock.lock();
+        running = nullptr;
+        if (!destroyed) {
+            cb->destroyed = nullptr;
+            cb->done.store(true, std::memory_order_release);
+        }
+    }
+    lock.unlock();
+    if (armed && clk->unschedule(timer)) {
+        release();
+    }
+    if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
+        parent->canceler->remove_callback(&parent_link);
+    }
+}
+
+void link_child(node& child, const context& parent) noexcept {
+    node* p = parent.node();
+    child.parent = p;
+    if (p != nullptr) {
+        p->add_ref();
+        child.canceler = p->canceler;
+        child.clk = p->clk;
+        child.deadline = p->deadline;
+    } else {
+        child.clk = &real_clock();
+    }
+}
+
+std::uint32_t registration_count(const context& ctx) noexcept {
+    node* n = ctx.node();
+    if (n == nullptr || n->kind != node_kind::cancel) {
+        return 0;
+    }
+    auto* c = static_cast<cancel_state*>(n);
+    c->lock.lock();
+    std::uint32_t k = c->callbacks;
+    c->lock.unlock();
+    return k;
+}
+
+} // namespace detail
+
+// ---- roots -----------------------------------------------------------------------------
+
+namespace {
+
+void destroy_plain(detail::node* n) noexcept { delete n; }
+
+detail::node* todo_node() noexcept {
+    static detail::node n;
+    static const bool init = [] {
+        n.kind = detail::node_kind::todo;
+        n.immortal = true;
+        n.clk = &real_clock();
+        n.destroy = &destroy_plain;
+        return true;
+    }();
+    (void)init;
+    return &n;
+}
+
+} // namespace
+
+context background(clock& clk) {
+    if (&clk == &real_clock()) {
+        return context{};
+    }
+    auto* n = new detail::node;
+    n->kind = detail::node_kind::background;
+    n->clk = &clk;
+    n->destroy = &destroy_plain;
+    return context::adopt(n);
+}
+
+context todo() noexcept { return context::adopt(todo_node()); }
+
+std::error_code cause(const context& ctx) noexcept {
+    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
+    if (c == nullptr || !c->is_done()) {
+        return {};
+    }
+    return c->cause;
+}
+
+// ---- cancel_registration ---------------------------------------------------------------
+
+void cancel_registration::trampoline(detail::callback_node* cb) noexcept {
+    auto* self = static_cast<cancel_registration*>(cb->data);
+    function fn = self->fn_;
+    void* data = self->data_;
+    self->owner_ = nullptr;
+    fn(data);
+}
+
+bool cancel_registration::arm(const context& ctx, function fn, void* data) noexcept {
+    disarm();
+    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
+    if (c == nullptr) {
+        return true;
+    }
+    fn_ = fn;
+    data_ = data;
+    node_.fn = &trampoline;
+    node_.data = this;
+    owner_ = c;
+    if (!c->add_callback(&node_)) {
+        owner_ = nullptr;
+        return false;
+    }
+    return true;
+}
+
+void cancel_registration::disarm() noexcept {
+    // The callback clears owner_ before it runs fn_, but that may be on another thread, so
+    // always ask the cancel state: it unlinks us, or waits while we run elsewhere.
+    detail::cancel_state* c = owner_;
+    if (c != nullptr) {
+        c->remove_callback(&node_);
+        owner_ = nullptr;
+    }
+}
+
+// ---- with_cancel / with_deadline -------------------------------------------------------
+
+namespace {
+
+void destroy_cancel(detail::node* n) noexcept { delete static_cast<detail::cancel_state*>(n); }
+
+void on_parent_done(detail::callback_node* cb) noexcept {
+    auto* self = static_cast<detail::cancel_state*>(cb->data);
+    detail::cancel_state* p = self->parent->canceler;
+    // The parent has popped our link itself: don't ask it to remove us again.
+    self->cancel(p->err, p->cause, false);
+}
+
+void on_deadline(detail::timer_node* t) noexcept {
+    auto* self = static_cast<detail::cancel_state*>(t->data);
+    self->cancel(errc::deadline_exceeded, self->deadline_cause, true);
+    self->release(); // the reference the timer held
+}
+
+// Makes a cancel node under `parent`, registered on the parent's cancel state. A parent
+// that is already done gives a child born done with the parent's error and cause.
+detail::cancel_state* make_cancel_node(const context& parent) {
+    auto* n = new detail::cancel_state;
+    n->kind = detail::node_kind::cancel;
+    n->destroy = &destroy_cancel;
+    detail::link_child(*n, parent);
+    detail::cancel_state* pc = n->canceler; // the parent's
+    n->canceler = n;
+    n->parent_link.fn = &on_parent_done;
+    n->parent_link.data = n;
+    n->timer.fire = &on_deadline;
+    n->timer.data = n;
+    if (pc != nullptr && !pc->add_callback(&n->parent_link)) {
+        n->cancel(pc->err, pc->cause, false);
+    }
+    return n;
+}
+
+std::pair<context, cancel_handle> make_pair_for(detail::cancel_state* n) {
+    n->add_ref(); // one for the context, one for the handle
+    return {context::adopt(n), cancel_handle{n}};
+}
+
+} // namespace
+
+void cancel_handle::cancel(std::error_code c) const noexcept {
+    if (s_ != nullptr) {
+        s_->cancel(errc::canceled, c, true);
+    }
+}
+
+void cancel_handle::reset() noexcept {
+    if (s_ != nullptr) {
+        s_->cancel(errc::canceled, {}, true);
+        std::exchange(s_, nullptr)->release();
+    }
+}
+
+std::pair<context, cancel_handle> with_cancel(const context& parent) {
+    return make_pair_for(make_cancel_node(parent));
+}
+
+std::pair<context, cancel_handle> with_cancel_cause(const context& parent) {
+    return with_cancel(parent);
+}
+
+std::pair<context, cancel_handle> with_deadline_cause(const context& parent, time_point d,
+                                                      std::error_code cause) {
+    if (parent.has_deadline() && *parent.deadline() <= d) {
+        // The parent's deadline comes first: the child is a plain cancel node (Go does the
+        // same), and the parent's timer ends both.
+        return with_cancel(parent);
+    }
+    detail::cancel_state* n = make_cancel_node(parent);
+    n->deadline = d;
+    n->deadline_cause = cause;
+    auto result = make_pair_for(n);
+    if (d <= n->clk->now()) {
+        n->cancel(errc::deadline_exceeded, cause, true);
+        return result;
+    }
+    n->lock.lock();
+    if (n->state.load(std::memory_order_relaxed) == 0) {
+        // Scheduling under our lock orders it before any cancel, which unschedules. The
+        // clock never fires inside schedule(), and fires with its own lock released, so
+        // this nesting can't deadlock.
+        n->timer_armed = true;
+        n->timer.when = d;
+        n->add_ref(); // held by the timer until it fires or is unscheduled
+        n->clk->schedule(n->timer);
+    }
+    n->lock.unlock();
+    return result;
+}
+
+std::pair<context, cancel_handle> with_deadline(const context& parent, time_point d) {
+    return with_deadline_cause(parent, d, {});
+}
+
+std::pair<context, cancel_handle> with_timeout(const context& parent, duration timeout) {
+    return with_deadline_cause(parent, parent.clock().now() + timeout, {});
+}
+
+std::pair<context, cancel_handle> with_timeout_cause(const context& parent, duration timeout,
+                                                     std::error_code cause) {
+    return with_deadline_cause(parent, parent.clock().now() + timeout, cause);
+}
+
+// ---- without_cancel --------------------------------------------------------------------
+
+context without_cancel(const context& parent) {
+    auto* n = new detail::node;
+    n->kind = detail::node_kind::without_cancel;
+    n->destroy = &destroy_plain;
+    detail::link_child(*n, parent);
+    n->canceler = nullptr;
+    n->deadline = time_point::max();
+    return context::adopt(n);
+}
+
+// ---- after_func ------------------------------------------------------------------------
+
+namespace detail {
+
+struct after_func_state {
+    enum : int { pending, started, stopped };
+    std::atomic<int> st{pending};
+    std::function<void()> fn;
+    executor* ex = nullptr;
+    context ctx; // keeps the cancel state alive while registered
+    callback_node cb;
+    std::shared_ptr<after_func_state> self; // held while registered
+
+    void start(std::shared_ptr<after_func_state> keep) {
+        auto run = [keep = std::move(keep)] { keep->fn(); };
+        if (ex != nullptr) {
+            ex->post(std::move(run));
+        } else if (tls_deferred.depth > 0) {
+            tls_deferred.fns.emplace_back(std::move(run));
+        } else {
+            real_executor().post(std::move(run));
+        }
+    }
+};
+
+} // namespace detail
+
+namespace {
+
+void on_after_func(detail::callback_node* cb) noexcept {
+    auto* s = static_cast<detail::after_func_state*>(cb->data);
+    int expected = detail::after_func_state::pending;
+    std::shared_ptr<detail::after_func_state> keep = std::move(s->self);
+    if (s->st.compare_exchange_strong(expected, detail::after_func_state::started)) {
+        try {
+            s->start(keep);
+        } catch (...) {
+            // Out of memory while queueing: nothing sensible to report from a cancel.
+        }
+    }
+}
+
+} // namespace
+
+after_func_handle after_func(const context& ctx, std::function<void()> fn) {
+    auto s = std::make_shared<detail::after_func_state>();
+    s->fn = std::move(fn);
+    s->ex = current_executor();
+    s->ctx = ctx;
+    s->cb.fn = &on_after_func;
+    s->cb.data = s.get();
+    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
+    if (c == nullptr) {
+        return after_func_handle{std::move(s)}; // never done: fn never runs
+    }
+    s->self = s;
+    if (!c->add_callback(&s->cb)) {
+        // Already done: start it now, but never inside this call.
+        s->self.reset();
+        s->st.store(detail::after_func_state::started, std::memory_order_relaxed);
+        auto run = [keep = s] { keep->fn(); };
+        if (s->ex != nullptr) {
+            s->ex->post(std::move(run));
+        } else {
+            real_executor().post(std::move(run));
+        }
+    }
+    return after_func_handle{std::move(s)};
+}
+
+bool after_func_handle::stop() const noexcept {
+    if (!s_) {
+        return false;
+    }
+    int expected = detail::after_func_state::pending;
+    if (!s_->st.compare_exchange_strong(expected, detail::after_func_state::stopped)) {
+        return false;
+    }
+    detail::cancel_state* c = s_->ctx.node() ? s_->ctx.node()->canceler : nullptr;
+    if (c != nullptr) {
+        c->remove_callback(&s_->cb);
+    }
+    s_->self.reset();
+    return true;
+}
+
+// ---- printing --------------------------------------------------------------------------
+
+namespace {
+
+void describe(const detail::node* n, std::string& out) {
+    if (n == nullptr) {
+        out += "context.Background";
+        return;
+    }
+    if (n->parent != nullptr) {
+        describe(n->parent, out); // chains are short; printing is for humans
+    } else if (n->kind != detail::node_kind::background && n->kind != detail::node_kind::todo) {
+        out += "context.Background";
+    }
+    switch (n->kind) {
+    case detail::node_kind::background:
+        out += "context.Background";
+        break;
+    case detail::node_kind::todo:
+        out += "context.TODO";
+        break;
+    case detail::node_kind::cancel:
+        if (n->deadline != time_point::max() &&
+            (n->parent == nullptr || n->parent->deadline != n->deadline)) {
+            auto left = std::chrono::duration_cast<std::chrono::microseconds>(n->deadline -
+                                                                              n->clk->now());
+            fmt::format_to(std::back_inserter(out), ".WithDeadline({} [{}])",
+                           n->deadline.time_since_epoch(), left);
+        } else {
+            out += ".WithCancel";
+        }
+        break;
+    case detail::node_kind::value:
+        out += '.';
+        n->describe(n, out);
+        break;
+    case detail::node_kind::without_cancel:
+        out += ".WithoutCancel";
+        break;
+    }
+}
+
+} // namespace
+
+std::string to_string(const context& ctx) {
+    std::string out;
+    describe(ctx.node(), out);
+    return out;
+}
+
+} // namespace tether

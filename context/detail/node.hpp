@@ -1,0 +1,84 @@
+#pragma once
+// The nodes of a context tree. Users hold them through `tether::context`.
+
+#include "context/clock.hpp"
+#include "context/detail/spin_lock.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <thread>
+
+namespace tether::detail {
+
+struct cancel_state;
+
+enum class node_kind : std::uint8_t { background, todo, cancel, value, without_cancel };
+
+/// One link of a context chain. Every derived context is one allocation of a type
+/// derived from `node`; the chain is immutable once built, except for the cancel state.
+struct node {
+    std::atomic<std::uint32_t> refs{1};
+    node_kind kind = node_kind::background;
+    bool immortal = false;
+    node* parent = nullptr;            // strong reference, null for roots
+    cancel_state* canceler = nullptr;  // nearest cancelable ancestor-or-self; null: never done
+    tether::clock* clk = nullptr;      // never null
+    time_point deadline = time_point::max(); // effective deadline (min rule); max(): none
+    const void* key = nullptr;         // value nodes: the key's address
+    void (*destroy)(node*) noexcept = nullptr;
+    void (*describe)(const node*, std::string&) = nullptr; // value nodes: "WithValue(k, v)"
+
+    void add_ref() noexcept {
+        if (!immortal) {
+            refs.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+    void release() noexcept {
+        if (!immortal && refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            release_slow();
+        }
+    }
+    void release_slow() noexcept;
+};
+
+/// A registration on a cancel state: linked in its list until canceled or removed.
+struct callback_node {
+    callback_node* prev = nullptr;
+    callback_node* next = nullptr;
+    void (*fn)(callback_node*) noexcept = nullptr;
+    void* data = nullptr; // what fn works on
+    bool linked = false;
+    bool* destroyed = nullptr;     // set while running: unregister from inside fn sets *destroyed
+    std::atomic<bool> done{false}; // the callback has finished running
+};
+
+/// A node that can be canceled: with_cancel, with_deadline and their cause variants.
+struct cancel_state : node {
+    std::atomic<std::uint8_t> state{0}; // 0 active, 1 done
+    std::error_code err;                 // written before state becomes 1
+    std::error_code cause;
+    std::error_code deadline_cause;      // cause reported when the deadline fires
+    spin_lock lock;
+    callback_node* head = nullptr;
+    callback_node* running = nullptr;
+    std::thread::id running_thread;
+    callback_node parent_link; // our registration on parent->canceler
+    timer_node timer;
+    bool timer_armed = false;
+    std::uint32_t callbacks = 0; // registrations currently linked (children included)
+
+    bool is_done() const noexcept { return state.load(std::memory_order_acquire) != 0; }
+
+    /// Links `cb`; returns false (and links nothing) if already done.
+    bool add_callback(callback_node* cb) noexcept;
+    /// Unlinks `cb`, or waits until it has finished running on another thread.
+    void remove_callback(callback_node* cb) noexcept;
+    /// Cancels with `err` and `cause` (cause defaults to err) unless already done.
+    void cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept;
+};
+
+inline node* ancestor_canceler_node(node* n) noexcept { return n ? n->canceler : nullptr; }
+
+} // namespace tether::detail

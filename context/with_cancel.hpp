@@ -1,0 +1,68 @@
+#pragma once
+// with_cancel: a child context and the move-only handle that cancels it.
+
+#include "context/context.hpp"
+
+#include <system_error>
+#include <utility>
+
+namespace tether {
+
+/// Cancels the context it was returned with: move-only, idempotent, and it cancels when
+/// destroyed (Go's `defer cancel()` that can't be forgotten).
+///
+/// Calling it releases the context's resources: its registration on its parent and its
+/// deadline timer. Only the first call has an effect.
+///
+/// Thread safety: may be called from any thread, concurrently with other cancels.
+class cancel_handle {
+public:
+    cancel_handle() noexcept = default;
+    cancel_handle(cancel_handle&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    cancel_handle& operator=(cancel_handle&& o) noexcept {
+        if (this != &o) {
+            reset();
+            s_ = std::exchange(o.s_, nullptr);
+        }
+        return *this;
+    }
+    ~cancel_handle() { reset(); }
+
+    /// Cancels the context with `errc::canceled` (no-op if it is already done).
+    void operator()() const noexcept { cancel({}); }
+    /// Cancels the context with `errc::canceled` and `cause` (the cause of a
+    /// `with_cancel_cause` context; an empty cause means `errc::canceled`).
+    void operator()(std::error_code cause) const noexcept { cancel(cause); }
+    /// Same as `operator()`.
+    void cancel(std::error_code cause = {}) const noexcept;
+
+    /// Cancels, then lets go of the context (the handle becomes empty).
+    void reset() noexcept;
+    /// Returns true if the handle still refers to a context.
+    explicit operator bool() const noexcept { return s_ != nullptr; }
+
+    explicit cancel_handle(detail::cancel_state* s) noexcept : s_(s) {}
+
+private:
+    detail::cancel_state* s_ = nullptr;
+};
+
+/// Returns a child of `parent` and the handle that cancels it.
+///
+/// The child is done when `cancel` is called or destroyed, or when `parent` is done,
+/// whichever happens first; a parent that is already done gives a child born done.
+/// Canceling the child never affects `parent` or its other children.
+///
+/// Errors: throws std::bad_alloc if the node can't be allocated (one allocation).
+///
+/// Example:
+///
+///     auto [ctx, cancel] = tether::with_cancel(parent);
+///     // ... hand ctx to work; cancel() (or leaving the scope) stops it.
+[[nodiscard]] std::pair<context, cancel_handle> with_cancel(const context& parent);
+
+/// Like `with_cancel`, but the handle's cause (`cancel(cause)`) is kept and reported by
+/// `tether::cause()`. `err()` is still `errc::canceled`.
+[[nodiscard]] std::pair<context, cancel_handle> with_cancel_cause(const context& parent);
+
+} // namespace tether

@@ -1,0 +1,99 @@
+#pragma once
+// with_value: request-scoped values under typed keys that compare by identity.
+
+#include "context/context.hpp"
+
+#include <fmt/format.h>
+
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace tether {
+
+/// A key for values of type `T` in a context: two keys are equal only if they are the same
+/// object, so libraries can never collide.
+///
+/// Declare keys as `inline constexpr` objects at namespace scope; the optional name is only
+/// used when printing a context.
+///
+/// Example:
+///
+///     struct user_id { std::string value; };
+///     inline constexpr tether::context_key<user_id> user_key{"user"};
+///     auto ctx = tether::with_value(parent, user_key, user_id{"ada"});
+///     if (const user_id* u = ctx.value(user_key)) { ... }
+template <class T>
+class context_key {
+public:
+    constexpr context_key() noexcept = default;
+    constexpr explicit context_key(const char* name) noexcept : name_(name) {}
+    context_key(const context_key&) = delete;
+    context_key& operator=(const context_key&) = delete;
+
+    /// Returns the name given at construction, or "key".
+    constexpr std::string_view name() const noexcept { return name_; }
+
+private:
+    const char* name_ = "key";
+};
+
+namespace detail {
+
+template <class T>
+struct value_node : node {
+    template <class... Args>
+    explicit value_node(Args&&... args) : value(std::forward<Args>(args)...) {}
+    T value;
+    std::string_view key_name;
+
+    static void destroy_fn(node* n) noexcept { delete static_cast<value_node*>(n); }
+    static void describe_fn(const node* n, std::string& out) {
+        auto* self = static_cast<const value_node*>(n);
+        if constexpr (fmt::is_formattable<T>::value) {
+            fmt::format_to(std::back_inserter(out), "WithValue({}, {})", self->key_name,
+                           self->value);
+        } else {
+            fmt::format_to(std::back_inserter(out), "WithValue({}, <{} bytes>)", self->key_name,
+                           sizeof(T));
+        }
+    }
+};
+
+/// Fills the inherited fields of a new node derived from `parent`.
+void link_child(node& child, const context& parent) noexcept;
+
+} // namespace detail
+
+/// Returns a child of `parent` that carries `value` under `key`; lookups of other keys
+/// pass through to `parent`.
+///
+/// A later `with_value` under the same key shadows this one in its descendants only.
+/// Use values for request-scoped data (request ID, user, role), not optional parameters.
+///
+/// Errors: throws std::bad_alloc if the node can't be allocated (one allocation).
+template <class T, class V>
+[[nodiscard]] context with_value(const context& parent, const context_key<T>& key, V&& value) {
+    auto* n = new detail::value_node<T>(std::forward<V>(value));
+    n->kind = detail::node_kind::value;
+    n->key = &key;
+    n->key_name = key.name();
+    n->destroy = &detail::value_node<T>::destroy_fn;
+    n->describe = &detail::value_node<T>::describe_fn;
+    detail::link_child(*n, parent);
+    return context::adopt(n);
+}
+
+template <class T>
+const T* context::value(const context_key<T>& key) const noexcept {
+    const void* k = &key;
+    for (const detail::node* n = n_; n != nullptr; n = n->parent) {
+        if (n->key == k) {
+            return &static_cast<const detail::value_node<T>*>(n)->value;
+        }
+    }
+    return nullptr;
+}
+
+} // namespace tether

@@ -1,0 +1,4 @@
+#pragma once
+// Networking on io_uring.
+
+#include "tether/runtime.hpp"
