@@ -281,8 +281,11 @@ void cancel_registration::trampoline(detail::callback_node* cb) noexcept {
 }
 
 bool cancel_registration::arm(const context& ctx, function fn, void* data) noexcept {
+    return arm(ctx.node() ? ctx.node()->canceler : nullptr, fn, data);
+}
+
+bool cancel_registration::arm(detail::cancel_state* c, function fn, void* data) noexcept {
     disarm();
-    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
     if (c == nullptr) {
         return true;
     }

@@ -178,6 +178,9 @@ public:
     /// For a context that is never done, arms nothing and returns true. Arming an armed
     /// slot first disarms it.
     bool arm(const context& ctx, function fn, void* data) noexcept;
+    /// Arms `fn` on the cancel state behind a done signal (`done_signal::state()`); as
+    /// above. A null state is never done: arms nothing and returns true.
+    bool arm(detail::cancel_state* state, function fn, void* data) noexcept;
 
     /// Removes the callback if it has not run; returns after it finished if it is running.
     void disarm() noexcept;
