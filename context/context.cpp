@@ -114,7 +114,6 @@ bool cancel_state::add_callback(callback_node* cb) noexcept {
         lock.unlock();
         return false;
     }
-    cb->done.store(false, std::memory_order_relaxed);
     cb->prev = nullptr;
     cb->next = head;
     if (head) {
@@ -143,21 +142,20 @@ void cancel_state::remove_callback(callback_node* cb) noexcept {
         lock.unlock();
         return;
     }
-    if (running == cb) {
-        if (running_thread == std::this_thread::get_id()) {
-            // Removed from inside its own callback: the canceler must not touch it again.
-            *cb->destroyed = true;
-            lock.unlock();
-            return;
-        }
+    if (running.load(std::memory_order_relaxed) == cb &&
+        running_thread != std::this_thread::get_id()) {
         lock.unlock();
-        // Running on another thread: wait until it has returned. Callbacks are short
-        // (they post a wakeup), so yielding beats parking here.
-        while (!cb->done.load(std::memory_order_acquire)) {
+        // Running on another thread: wait until it has returned. The canceler never touches
+        // cb after its callback returns, and cb can't run again (the state is done), so once
+        // running has moved on the caller may free cb. Callbacks are short (they post a
+        // wakeup), so yielding beats parking here.
+        while (running.load(std::memory_order_acquire) == cb) {
             std::this_thread::yield();
         }
         return;
     }
+    // Not linked and not running: never armed, already run, or removed from inside its own
+    // callback (which returns at once; the canceler won't touch cb again).
     lock.unlock();
 }
 
@@ -179,18 +177,12 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
         cb->linked = false;
         --callbacks;
-        bool destroyed = false;
-        cb->destroyed = &destroyed;
-        running = cb;
         running_thread = std::this_thread::get_id();
+        running.store(cb, std::memory_order_relaxed);
         lock.unlock();
-        cb->fn(cb);
+        cb->fn(cb); // may free cb: don't touch it from here on
         lock.lock();
-        running = nullptr;
-        if (!destroyed) {
-            cb->destroyed = nullptr;
-            cb->done.store(true, std::memory_order_release);
-        }
+        running.store(nullptr, std::memory_order_release);
     }
     lock.unlock();
     if (armed && clk->unschedule(timer)) {
@@ -273,11 +265,10 @@ std::error_code cause(const context& ctx) noexcept {
 // ---- cancel_registration ---------------------------------------------------------------
 
 void cancel_registration::trampoline(detail::callback_node* cb) noexcept {
+    // owner_ belongs to the thread that owns the registration: the canceler must not write
+    // it, and disarm() must still ask the cancel state, which waits while we run.
     auto* self = static_cast<cancel_registration*>(cb->data);
-    function fn = self->fn_;
-    void* data = self->data_;
-    self->owner_ = nullptr;
-    fn(data);
+    self->fn_(self->data_);
 }
 
 bool cancel_registration::arm(const context& ctx, function fn, void* data) noexcept {
@@ -293,21 +284,22 @@ bool cancel_registration::arm(detail::cancel_state* c, function fn, void* data) 
     data_ = data;
     node_.fn = &trampoline;
     node_.data = this;
-    owner_ = c;
     if (!c->add_callback(&node_)) {
-        owner_ = nullptr;
         return false;
     }
+    // Hold the cancel state until disarm(): the contexts that named it may all be gone by
+    // then, and disarm() has to ask it whether our callback is running.
+    c->add_ref();
+    owner_ = c;
     return true;
 }
 
 void cancel_registration::disarm() noexcept {
-    // The callback clears owner_ before it runs fn_, but that may be on another thread, so
-    // always ask the cancel state: it unlinks us, or waits while we run elsewhere.
-    detail::cancel_state* c = owner_;
-    if (c != nullptr) {
+    // Always ask the cancel state, even if the callback has run: it unlinks us, or waits
+    // while the callback runs on another thread.
+    if (detail::cancel_state* c = std::exchange(owner_, nullptr)) {
         c->remove_callback(&node_);
-        owner_ = nullptr;
+        c->release();
     }
 }
 

@@ -162,7 +162,11 @@ std::error_code cause(const context& ctx) noexcept;
 /// Thread safety: the callback runs on the thread that cancels (or fires the deadline).
 /// `disarm()` may be called from any thread: if the callback is running on another
 /// thread, it waits until it has returned; from inside the callback itself it returns at
-/// once.
+/// once (the callback may even destroy its registration). One thread at a time may call
+/// `arm()`, `disarm()` and `is_armed()` on a registration.
+///
+/// Lifetime: an armed registration holds a reference on the context's cancel state until
+/// `disarm()`, so the context itself need not outlive it.
 class cancel_registration {
 public:
     /// The callback: receives the `data` pointer given to `arm()`.
@@ -185,7 +189,8 @@ public:
     /// Removes the callback if it has not run; returns after it finished if it is running.
     void disarm() noexcept;
 
-    /// Returns true while the slot is armed on a context.
+    /// Returns true from a successful `arm()` on a context that can be done until
+    /// `disarm()`, whether or not the callback has run.
     bool is_armed() const noexcept { return owner_ != nullptr; }
 
 private:

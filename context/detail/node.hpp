@@ -44,14 +44,15 @@ struct node {
 };
 
 /// A registration on a cancel state: linked in its list until canceled or removed.
+///
+/// Once the canceler has called `fn` it never touches the node again, so `fn` may free
+/// the node (or drop the last reference to what owns it).
 struct callback_node {
     callback_node* prev = nullptr;
     callback_node* next = nullptr;
     void (*fn)(callback_node*) noexcept = nullptr;
     void* data = nullptr; // what fn works on
     bool linked = false;
-    bool* destroyed = nullptr;     // set while running: unregister from inside fn sets *destroyed
-    std::atomic<bool> done{false}; // the callback has finished running
 };
 
 /// A node that can be canceled: with_cancel, with_deadline and their cause variants.
@@ -62,7 +63,9 @@ struct cancel_state : node {
     std::error_code deadline_cause;      // cause reported when the deadline fires
     spin_lock lock;
     callback_node* head = nullptr;
-    callback_node* running = nullptr;
+    // The callback being run by the canceler; written under `lock`, and read without it by
+    // remove_callback() waiting for that callback to return.
+    std::atomic<callback_node*> running{nullptr};
     std::thread::id running_thread;
     callback_node parent_link; // our registration on parent->canceler
     timer_node timer;
@@ -73,9 +76,14 @@ struct cancel_state : node {
 
     /// Links `cb`; returns false (and links nothing) if already done.
     bool add_callback(callback_node* cb) noexcept;
-    /// Unlinks `cb`, or waits until it has finished running on another thread.
+    /// Unlinks `cb`, or waits until it has finished running on another thread. Returns at
+    /// once when called from inside `cb` itself.
     void remove_callback(callback_node* cb) noexcept;
     /// Cancels with `err` and `cause` (cause defaults to err) unless already done.
+    ///
+    /// With `remove_from_parent`, also unlinks the node from its parent's cancel state, or
+    /// waits while the parent is propagating into it on another thread: once this returns,
+    /// the parent no longer refers to this node, so the caller may drop its reference.
     void cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept;
 };
 
