@@ -164,6 +164,12 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     lock.lock();
     if (state.load(std::memory_order_relaxed) != 0) {
         lock.unlock();
+        // Someone else canceled first, maybe the parent, which may still be propagating into
+        // this node on another thread without holding a reference to it. Our caller may drop
+        // the last reference as soon as we return, so wait until the parent is done with us.
+        if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
+            parent->canceler->remove_callback(&parent_link);
+        }
         return;
     }
     err = e;
