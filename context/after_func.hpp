@@ -35,12 +35,13 @@ private:
 
 /// Arranges for `fn` to run once after `ctx` is done, and returns a handle that can stop it.
 ///
-/// `fn` runs as its own task on the executor that registered it (the loop running the
-/// calling task), never inside the `after_func()` call or inside the `cancel()` that
-/// triggered it. Called with no loop running, `fn` runs on the thread that canceled, after
-/// that cancel is complete (for a deadline, on the clock's timer thread); if `ctx` is
-/// already done, on `real_executor()`'s background thread. For a context that is never
-/// done, `fn` never runs.
+/// `fn` runs as its own task on the executor that was current when `after_func` was called
+/// (the loop running the calling task), never inside the `after_func()` call or inside the
+/// `cancel()` that triggered it: it is posted once that cancel has finished propagating, so
+/// `fn` sees every descendant of the canceled context done. Called with no executor (no loop
+/// running), `fn` is posted to `real_executor()`'s background thread instead, so it may take
+/// a lock that the canceler holds. If `ctx` is already done, `fn` is posted at once. For a
+/// context that is never done, `fn` never runs.
 ///
 /// Errors: throws std::bad_alloc if the registration can't be allocated.
 [[nodiscard("keep the handle to stop fn, or cast to void")]] after_func_handle

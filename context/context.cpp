@@ -11,8 +11,8 @@
 #include <fmt/format.h>
 
 #include <cassert>
+#include <memory>
 #include <string>
-#include <vector>
 
 namespace tether {
 
@@ -62,29 +62,36 @@ std::string_view to_string(errc e) noexcept {
 
 // ---- deferred work -----------------------------------------------------------------------
 //
-// after_func with no loop runs its function on the canceling thread once the outermost
-// cancel() on that thread has returned, so a function that cancels again, or takes a lock the
-// canceler holds, never runs inside the cancel.
+// after_func functions started by a cancel are queued on the canceling thread and posted once
+// the outermost cancel on that thread has finished propagating, so that a function sees the
+// whole subtree canceled. They are posted to the executor that registered them, or to
+// real_executor()'s thread: never run on the canceling thread, where the caller of cancel()
+// may hold a lock the function takes, or may not have finished its own cancel() call.
+
+namespace detail {
+struct after_func_state;
+}
 
 namespace {
 
+// Trivially destructible, so that threads that never exit (the real clock's) leave no
+// exit-time destructor registered.
 struct deferred_queue {
     int depth = 0;
-    std::vector<std::function<void()>> fns;
+    detail::after_func_state* head = nullptr; // started after_funcs, linked through `next`
+    detail::after_func_state* tail = nullptr;
 };
 thread_local deferred_queue tls_deferred;
 
+void post_deferred() noexcept; // with after_func below
+
 struct deferred_scope {
     deferred_scope() noexcept { ++tls_deferred.depth; }
+    deferred_scope(const deferred_scope&) = delete;
+    deferred_scope& operator=(const deferred_scope&) = delete;
     ~deferred_scope() {
-        if (--tls_deferred.depth == 0) {
-            while (!tls_deferred.fns.empty()) {
-                auto fns = std::move(tls_deferred.fns);
-                tls_deferred.fns.clear();
-                for (auto& fn : fns) {
-                    fn();
-                }
-            }
+        if (--tls_deferred.depth == 0 && tls_deferred.head != nullptr) {
+            post_deferred();
         }
     }
 };
@@ -440,18 +447,8 @@ struct after_func_state {
     executor* ex = nullptr;
     context ctx; // keeps the cancel state alive while registered
     callback_node cb;
-    std::shared_ptr<after_func_state> self; // held while registered
-
-    void start(std::shared_ptr<after_func_state> keep) {
-        auto run = [keep = std::move(keep)] { keep->fn(); };
-        if (ex != nullptr) {
-            ex->post(std::move(run));
-        } else if (tls_deferred.depth > 0) {
-            tls_deferred.fns.emplace_back(std::move(run));
-        } else {
-            real_executor().post(std::move(run));
-        }
-    }
+    std::shared_ptr<after_func_state> self; // held while registered, then until posted
+    after_func_state* next = nullptr;       // in the canceling thread's deferred queue
 };
 
 } // namespace detail
@@ -461,10 +458,32 @@ namespace {
 void on_after_func(detail::callback_node* cb) noexcept {
     auto* s = static_cast<detail::after_func_state*>(cb->data);
     int expected = detail::after_func_state::pending;
-    std::shared_ptr<detail::after_func_state> keep = std::move(s->self);
-    if (s->st.compare_exchange_strong(expected, detail::after_func_state::started)) {
+    if (!s->st.compare_exchange_strong(expected, detail::after_func_state::started)) {
+        return; // stop() won; it waits for us to return, then drops s->self
+    }
+    // Called inside a cancel's deferred_scope: queue s (s->self keeps it alive) and post it
+    // once the outermost cancel on this thread is complete.
+    assert(tls_deferred.depth > 0);
+    s->next = nullptr;
+    if (tls_deferred.tail != nullptr) {
+        tls_deferred.tail->next = s;
+    } else {
+        tls_deferred.head = s;
+    }
+    tls_deferred.tail = s;
+}
+
+void post_deferred() noexcept {
+    while (detail::after_func_state* s = tls_deferred.head) {
+        tls_deferred.head = s->next;
+        if (tls_deferred.head == nullptr) {
+            tls_deferred.tail = nullptr;
+        }
+        // May be the last reference once the handle is gone.
+        std::shared_ptr<detail::after_func_state> keep = std::move(s->self);
+        executor* ex = s->ex != nullptr ? s->ex : &real_executor();
         try {
-            s->start(keep);
+            ex->post([keep = std::move(keep)] { keep->fn(); });
         } catch (...) {
             // Out of memory while queueing: nothing sensible to report from a cancel.
         }
