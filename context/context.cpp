@@ -336,14 +336,22 @@ void on_deadline(detail::timer_node* t) noexcept {
 }
 
 // Makes a cancel node under `parent`, registered on the parent's cancel state. A parent
-// that is already done gives a child born done with the parent's error and cause.
-detail::cancel_state* make_cancel_node(const context& parent) {
+// that is already done gives a child born done with the parent's error and cause. Every
+// field is set before the node is linked: from then on the parent may cancel it from
+// another thread.
+detail::cancel_state* make_cancel_node(const context& parent,
+                                       time_point deadline = time_point::max(),
+                                       std::error_code deadline_cause = {}) {
     auto* n = new detail::cancel_state;
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_cancel;
     detail::link_child(*n, parent);
     detail::cancel_state* pc = n->canceler; // the parent's
     n->canceler = n;
+    if (deadline < n->deadline) {
+        n->deadline = deadline;
+        n->deadline_cause = deadline_cause;
+    }
     n->parent_link.fn = &on_parent_done;
     n->parent_link.data = n;
     n->timer.fire = &on_deadline;
@@ -389,9 +397,7 @@ std::pair<context, cancel_handle> with_deadline_cause(const context& parent, tim
         // same), and the parent's timer ends both.
         return with_cancel(parent);
     }
-    detail::cancel_state* n = make_cancel_node(parent);
-    n->deadline = d;
-    n->deadline_cause = cause;
+    detail::cancel_state* n = make_cancel_node(parent, d, cause);
     auto result = make_pair_for(n);
     if (d <= n->clk->now()) {
         n->cancel(errc::deadline_exceeded, cause, true);
@@ -405,7 +411,15 @@ std::pair<context, cancel_handle> with_deadline_cause(const context& parent, tim
         n->timer_armed = true;
         n->timer.when = d;
         n->add_ref(); // held by the timer until it fires or is unscheduled
-        n->clk->schedule(n->timer);
+        try {
+            n->clk->schedule(n->timer);
+        } catch (...) {
+            // The clock could not grow its heap: undo, and let `result` cancel on unwind.
+            n->timer_armed = false;
+            n->lock.unlock();
+            n->release();
+            throw;
+        }
     }
     n->lock.unlock();
     return result;
