@@ -203,9 +203,12 @@ bool manual_clock::unschedule(detail::timer_node& t) noexcept {
 }
 
 void manual_clock::advance(duration d) {
+    std::unique_lock lk(mu_);
     if (d.count() > 0) {
-        set(now() + d);
+        // Read and write now_ under the lock: two threads advancing by d move it by 2d.
+        now_.store(now_.load(std::memory_order_relaxed) + d.count(), std::memory_order_release);
     }
+    fire_due(lk);
 }
 
 void manual_clock::set(time_point t) {
@@ -213,6 +216,10 @@ void manual_clock::set(time_point t) {
     if (t.time_since_epoch().count() > now_.load(std::memory_order_relaxed)) {
         now_.store(t.time_since_epoch().count(), std::memory_order_release);
     }
+    fire_due(lk);
+}
+
+void manual_clock::fire_due(std::unique_lock<std::mutex>& lk) {
     time_point n = now();
     while (detail::timer_node* tn = heap_.pop_due(n)) {
         lk.unlock();

@@ -48,6 +48,9 @@ public:
     void unobserve(std::uint64_t id);
 
 private:
+    // Fires the timers due at now(), then calls the observers; releases `lk`.
+    void fire_due(std::unique_lock<std::mutex>& lk);
+
     std::atomic<time_point::rep> now_;
     mutable std::mutex mu_;
     detail::timer_heap heap_;
