@@ -13,7 +13,7 @@ namespace tether {
 /// Returns the chain of `ctx` as Go's String() does, root first:
 /// "context.Background.WithCancel.WithValue(user, ada)".
 std::string to_string(const context& ctx);
-/// Returns "canceled" or "deadline exceeded" (Go's error strings, without the prefix).
+/// Returns Go's error string for `e`: "context canceled" or "context deadline exceeded".
 std::string_view to_string(errc e) noexcept;
 } // namespace tether
 
