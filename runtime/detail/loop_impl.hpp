@@ -1,0 +1,132 @@
+#pragma once
+// The loop's insides: the ring, queues and timers. Included by runtime and net .cpp files
+// only (it pulls in liburing).
+
+#include "context/detail/timer_heap.hpp"
+#include "runtime/detail/op.hpp"
+#include "runtime/detail/waiter.hpp"
+#include "runtime/loop.hpp"
+
+#include <liburing.h>
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace tether::detail {
+
+/// The clock the loop gives its contexts: reads the loop's time source and keeps their
+/// deadline timers in a locked heap (contexts may be created on any thread), fired on the
+/// loop's thread.
+class loop_clock final : public clock {
+public:
+    loop_clock(loop_impl& l, clock* source) noexcept : loop_(l), source_(source) {}
+    time_point now() const noexcept override {
+        return source_ ? source_->now() : std::chrono::steady_clock::now();
+    }
+    void schedule(timer_node& t) override;
+    bool unschedule(timer_node& t) noexcept override;
+    /// Fires due timers (loop thread); returns how many fired.
+    int fire_due(time_point now);
+    time_point next() const;
+
+private:
+    loop_impl& loop_;
+    clock* source_;
+    mutable std::mutex mu_;
+    timer_heap heap_;
+};
+
+class loop_impl final : public executor {
+public:
+    loop_impl(loop& owner, loop::options opts);
+    ~loop_impl() override;
+
+    // executor
+    void post(std::function<void()> fn) override;
+
+    bool run_once(std::optional<duration> timeout);
+    void run_until_idle();
+    void stop() noexcept;
+    bool stopping() const noexcept { return stop_.load(std::memory_order_acquire); }
+    void clear_stop() noexcept { stop_.store(false, std::memory_order_release); }
+
+    /// Returns an SQE, submitting (and stashing completions) when the SQ is full.
+    io_uring_sqe* get_sqe();
+    void schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
+
+    /// Sleep timers (loop thread only).
+    void add_timer(timer_node& t) { sleeps_.push(&t); }
+    bool remove_timer(timer_node& t) noexcept { return sleeps_.remove(&t); }
+
+    /// Queues a waiter whose context was canceled on another thread.
+    void remote_cancel(waiter* w) noexcept;
+    /// Removes `w` from the remote queue if it is there (loop thread; after disarm).
+    void unqueue_remote(waiter* w) noexcept;
+    /// Wakes the loop from another thread.
+    void wake() noexcept;
+
+    int notify_fd();
+    clock& ctx_clock() noexcept { return clock_; }
+    const context& background() const noexcept { return background_; }
+    time_point now() const noexcept { return clock_.now(); }
+    std::uint32_t flags() const noexcept { return ring_flags_; }
+    bool on_loop_thread() const noexcept;
+    loop& owner() noexcept { return owner_; }
+
+    // Counters for tests and benchmarks.
+    std::uint64_t submitted_cancels = 0;
+
+private:
+    void setup_ring(const loop::options& o);
+    void arm_wake_read();
+    void bind_thread();
+    bool drain_remote();
+    bool run_ready();
+    bool fire_timers();
+    int reap();
+    void dispatch(std::uint64_t user_data, int res, std::uint32_t flags);
+    void enter(bool wait, std::optional<duration> timeout);
+
+    loop& owner_;
+    io_uring ring_{};
+    std::uint32_t ring_flags_ = 0;
+    bool enabled_ = false;
+    bool single_issuer_ = false;
+    std::deque<std::coroutine_handle<>> ready_;
+    timer_heap sleeps_;
+    loop_clock clock_;
+    clock* source_;
+    std::uint64_t observer_ = 0;
+    context background_;
+
+    // Cross-thread state.
+    std::mutex remote_mu_;
+    std::vector<std::function<void()>> posted_;
+    waiter* remote_head_ = nullptr;
+    bool wake_pending_ = false;
+    std::atomic<bool> has_remote_{false};
+    std::atomic<bool> stop_{false};
+
+    int wake_fd_ = -1;
+    std::uint64_t wake_buf_ = 0;
+    struct wake_op : completion {
+        loop_impl* self = nullptr;
+    } wake_op_{};
+    int notify_fd_ = -1;
+
+    // CQEs reaped while the SQ was full, processed at the next reap.
+    struct stashed {
+        std::uint64_t user_data;
+        int res;
+        std::uint32_t flags;
+    };
+    std::vector<stashed> stash_;
+    std::vector<stashed> batch_;
+};
+
+} // namespace tether::detail

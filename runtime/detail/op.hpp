@@ -1,0 +1,34 @@
+#pragma once
+// An io_uring operation awaited by a coroutine. liburing stays in the .cpp files: an op
+// prepares its SQE through a function pointer that receives it as void*.
+
+#include "runtime/detail/waiter.hpp"
+#include "runtime/result.hpp"
+
+#include <coroutine>
+#include <cstdint>
+
+namespace tether::detail {
+
+/// What the loop calls for each CQE: user_data points at a completion.
+struct completion {
+    void (*complete)(completion*, int res, std::uint32_t flags) noexcept = nullptr;
+};
+
+/// One SQE awaited by one coroutine, canceled in the kernel (IORING_OP_ASYNC_CANCEL) when
+/// its context is done; the coroutine resumes only when the operation's own CQE arrives,
+/// so buffers lent to the kernel stay alive until then.
+struct uring_op : completion, waiter {
+    void (*prep)(uring_op*, void* sqe) noexcept = nullptr;
+    int res = 0;
+    std::uint32_t cqe_flags = 0;
+
+    /// Submits the op under `c` for coroutine `h`; returns false if it must not suspend
+    /// (the context was already done: `error` says why, nothing was submitted).
+    bool start(const context& c, std::coroutine_handle<> h) noexcept;
+    /// Returns the op's result: res >= 0, or the error (the context's reason for a CQE
+    /// canceled by it).
+    result<int> outcome() const noexcept;
+};
+
+} // namespace tether::detail

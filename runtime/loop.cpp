@@ -1,0 +1,622 @@
+#include "runtime/loop.hpp"
+
+#include "context/manual_clock.hpp"
+#include "runtime/detail/loop_impl.hpp"
+
+#include <liburing.h>
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <system_error>
+#include <unistd.h>
+
+namespace tether {
+
+namespace {
+thread_local loop* tls_loop = nullptr;
+} // namespace
+
+namespace detail {
+
+const context& default_context() noexcept {
+    static const context bg;
+    return bg;
+}
+
+loop* current_loop() noexcept { return tls_loop; }
+
+// ---- waiter ------------------------------------------------------------------------------
+
+namespace {
+void on_ctx_done(void* p) noexcept {
+    auto* w = static_cast<waiter*>(p);
+    if (tls_loop == w->lp) {
+        if (!w->completed) {
+            w->on_cancel(w);
+        }
+    } else {
+        w->lp->impl().remote_cancel(w);
+    }
+}
+} // namespace
+
+bool waiter::arm(const context& c) noexcept {
+    ctx = &c;
+    completed = false;
+    cancel_requested = false;
+    if (!reg.arm(c, &on_ctx_done, this)) {
+        error = c.err();
+        return false;
+    }
+    return true;
+}
+
+bool waiter::arm_on(cancel_state* c) noexcept {
+    completed = false;
+    cancel_requested = false;
+    return reg.arm(c, &on_ctx_done, this);
+}
+
+bool waiter::finish_quietly(std::error_code e) noexcept {
+    if (completed) {
+        return false;
+    }
+    completed = true;
+    error = e;
+    // Waits for a cancel callback running on another thread; afterwards remote_queued
+    // is stable.
+    reg.disarm();
+    if (remote_queued) {
+        lp->impl().unqueue_remote(this);
+    }
+    return true;
+}
+
+void waiter::finish(std::error_code e) noexcept {
+    if (finish_quietly(e)) {
+        lp->schedule(handle);
+    }
+}
+
+std::error_code waiter::cancel_error() const noexcept {
+    std::error_code e = ctx ? ctx->err() : std::error_code{};
+    return e ? e : make_error_code(errc::canceled);
+}
+
+// ---- done_awaiter ------------------------------------------------------------------------
+
+void done_awaiter::resolve(done_awaiter* self, std::error_code e) noexcept {
+    if (std::exchange(self->resolved_, true)) {
+        return;
+    }
+    self->own_.finish_quietly(e);
+    self->target_w_.finish_quietly({});
+    self->error_ = e;
+    self->own_.lp->schedule(self->own_.handle);
+}
+
+bool done_awaiter::suspend(const context& own, std::coroutine_handle<> h) noexcept {
+    loop* l = tls_loop;
+    assert(l != nullptr && "co_await ctx.done() must run on a loop");
+    if (target_.ready()) {
+        return false;
+    }
+    if (std::error_code e = own.err()) {
+        error_ = e;
+        return false;
+    }
+    for (waiter* w : {&own_, &target_w_}) {
+        w->lp = l;
+        w->handle = h;
+        w->data = this;
+    }
+    own_.on_cancel = [](waiter* w) noexcept {
+        resolve(static_cast<done_awaiter*>(w->data), w->cancel_error());
+    };
+    target_w_.on_cancel = [](waiter* w) noexcept {
+        resolve(static_cast<done_awaiter*>(w->data), {});
+    };
+    if (own.node() && own.node()->canceler == target_.state()) {
+        // Waiting for our own context: done is success, one registration is enough.
+        own_.on_cancel = target_w_.on_cancel;
+        target_w_.completed = true;
+        if (!own_.arm(own)) {
+            own_.completed = true;
+            return false;
+        }
+        return true;
+    }
+    target_w_.completed = false;
+    own_.completed = false;
+    if (!target_w_.arm_on(target_.state())) {
+        target_w_.completed = true;
+        return false;
+    }
+    if (!own_.arm(own)) {
+        target_w_.finish_quietly({});
+        own_.completed = true;
+        error_ = own_.error;
+        return false;
+    }
+    return true;
+}
+
+// ---- uring_op ----------------------------------------------------------------------------
+
+namespace {
+
+void uring_op_cancel(waiter* w) noexcept {
+    auto* op = static_cast<uring_op*>(w);
+    if (op->completed || op->cancel_requested) {
+        return;
+    }
+    op->cancel_requested = true;
+    loop_impl& l = op->lp->impl();
+    io_uring_sqe* sqe = l.get_sqe();
+    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(static_cast<completion*>(op)), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    ++l.submitted_cancels;
+}
+
+void uring_op_complete(completion* c, int res, std::uint32_t flags) noexcept {
+    auto* op = static_cast<uring_op*>(c);
+    op->res = res;
+    op->cqe_flags = flags;
+    op->finish({});
+}
+
+} // namespace
+
+bool uring_op::start(const context& c, std::coroutine_handle<> h) noexcept {
+    lp = tls_loop;
+    assert(lp != nullptr && "tether I/O must be awaited on a running loop");
+    handle = h;
+    on_cancel = &uring_op_cancel;
+    complete = &uring_op_complete;
+    if (!arm(c)) {
+        return false;
+    }
+    io_uring_sqe* sqe = lp->impl().get_sqe();
+    prep(this, sqe);
+    io_uring_sqe_set_data(sqe, static_cast<completion*>(this));
+    return true;
+}
+
+result<int> uring_op::outcome() const noexcept {
+    if (error) {
+        return error; // never submitted: the context was already done
+    }
+    if (res >= 0) {
+        return res;
+    }
+    if ((res == -ECANCELED || res == -EINTR) && cancel_requested) {
+        return cancel_error();
+    }
+    return system_error_code(-res);
+}
+
+// ---- loop_clock --------------------------------------------------------------------------
+
+void loop_clock::schedule(timer_node& t) {
+    bool earliest;
+    {
+        std::lock_guard lk(mu_);
+        earliest = heap_.push(&t);
+    }
+    if (earliest && !loop_.on_loop_thread()) {
+        loop_.post([] {}); // recompute the wait
+    }
+}
+
+bool loop_clock::unschedule(timer_node& t) noexcept {
+    std::lock_guard lk(mu_);
+    return heap_.remove(&t);
+}
+
+int loop_clock::fire_due(time_point n) {
+    int fired = 0;
+    std::unique_lock lk(mu_);
+    while (timer_node* t = heap_.pop_due(n)) {
+        lk.unlock();
+        t->fire(t);
+        ++fired;
+        lk.lock();
+    }
+    return fired;
+}
+
+time_point loop_clock::next() const {
+    std::lock_guard lk(mu_);
+    return heap_.next();
+}
+
+// ---- loop_impl ---------------------------------------------------------------------------
+
+loop_impl::loop_impl(loop& owner, loop::options opts)
+    : owner_(owner), clock_(*this, opts.clock), source_(opts.clock) {
+    setup_ring(opts);
+    background_ = tether::background(clock_);
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) {
+        int e = errno;
+        io_uring_queue_exit(&ring_);
+        throw std::system_error(e, std::system_category(), "tether: eventfd");
+    }
+    wake_op_.self = this;
+    wake_op_.complete = [](completion* c, int, std::uint32_t) noexcept {
+        auto* self = static_cast<wake_op*>(c)->self;
+        self->arm_wake_read();
+    };
+    arm_wake_read();
+    if (auto* mc = dynamic_cast<manual_clock*>(opts.clock)) {
+        // Time moved: wake the loop so that it fires what is due.
+        observer_ = mc->observe([this] { post([] {}); });
+    }
+}
+
+loop_impl::~loop_impl() {
+    if (observer_ != 0) {
+        static_cast<manual_clock*>(source_)->unobserve(observer_);
+    }
+    io_uring_queue_exit(&ring_);
+    ::close(wake_fd_);
+    if (notify_fd_ >= 0) {
+        ::close(notify_fd_);
+    }
+}
+
+void loop_impl::setup_ring(const loop::options& o) {
+    struct attempt {
+        std::uint32_t flags;
+        bool single_issuer;
+    };
+    const attempt attempts[] = {
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED, true},
+        {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, false},
+        {0, false},
+    };
+    int last = 0;
+    for (const attempt& a : attempts) {
+        if (!o.defer_taskrun && a.single_issuer) {
+            continue;
+        }
+        io_uring_params p{};
+        p.flags = a.flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+        p.cq_entries = o.entries * 4;
+        int r = io_uring_queue_init_params(o.entries, &ring_, &p);
+        if (r == 0) {
+            ring_flags_ = a.flags;
+            single_issuer_ = a.single_issuer;
+            enabled_ = (a.flags & IORING_SETUP_R_DISABLED) == 0;
+            return;
+        }
+        last = -r;
+        if (r == -ENOSYS || r == -EPERM) {
+            break; // io_uring itself is unavailable: no flag set will help
+        }
+    }
+    std::string why =
+        last == ENOSYS ? "the kernel has no io_uring (ENOSYS)"
+        : last == EPERM
+            ? "io_uring_setup is not permitted here (EPERM): a container seccomp profile or "
+              "the io_uring_disabled sysctl blocks it"
+        : last == ENOMEM ? "not enough locked memory for the ring (ENOMEM): raise RLIMIT_MEMLOCK"
+                         : std::strerror(last);
+    throw uring_unavailable(fmt::format("tether: cannot set up io_uring: {}", why));
+}
+
+void loop_impl::arm_wake_read() {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof wake_buf_, 0);
+    io_uring_sqe_set_data(sqe, static_cast<completion*>(&wake_op_));
+}
+
+bool loop_impl::on_loop_thread() const noexcept { return tls_loop == &owner_; }
+
+void loop_impl::wake() noexcept {
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof one);
+}
+
+void loop_impl::post(std::function<void()> fn) {
+    bool need_wake;
+    {
+        std::lock_guard lk(remote_mu_);
+        posted_.push_back(std::move(fn));
+        need_wake = !std::exchange(wake_pending_, true);
+        has_remote_.store(true, std::memory_order_release);
+    }
+    if (need_wake && !on_loop_thread()) {
+        wake();
+    }
+}
+
+void loop_impl::remote_cancel(waiter* w) noexcept {
+    bool need_wake;
+    {
+        std::lock_guard lk(remote_mu_);
+        w->remote_prev = nullptr;
+        w->remote_next = remote_head_;
+        if (remote_head_) {
+            remote_head_->remote_prev = w;
+        }
+        remote_head_ = w;
+        w->remote_queued = true;
+        need_wake = !std::exchange(wake_pending_, true);
+        has_remote_.store(true, std::memory_order_release);
+    }
+    if (need_wake) {
+        wake();
+    }
+}
+
+void loop_impl::unqueue_remote(waiter* w) noexcept {
+    std::lock_guard lk(remote_mu_);
+    if (!w->remote_queued) {
+        return;
+    }
+    if (w->remote_prev) {
+        w->remote_prev->remote_next = w->remote_next;
+    } else {
+        remote_head_ = w->remote_next;
+    }
+    if (w->remote_next) {
+        w->remote_next->remote_prev = w->remote_prev;
+    }
+    w->remote_queued = false;
+}
+
+bool loop_impl::drain_remote() {
+    if (!has_remote_.load(std::memory_order_acquire)) {
+        return false;
+    }
+    std::vector<std::function<void()>> fns;
+    waiter* list;
+    {
+        std::lock_guard lk(remote_mu_);
+        fns.swap(posted_);
+        list = std::exchange(remote_head_, nullptr);
+        for (waiter* w = list; w; w = w->remote_next) {
+            w->remote_queued = false;
+        }
+        wake_pending_ = false;
+        has_remote_.store(false, std::memory_order_relaxed);
+    }
+    // on_cancel never resumes a coroutine inline (it queues it or submits a kernel cancel),
+    // so no waiter in the list can be destroyed while we walk it.
+    while (list) {
+        waiter* w = list;
+        list = w->remote_next;
+        if (!w->completed) {
+            w->on_cancel(w);
+        }
+    }
+    for (auto& fn : fns) {
+        fn();
+    }
+    return true;
+}
+
+io_uring_sqe* loop_impl::get_sqe() {
+    for (;;) {
+        if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+            return sqe;
+        }
+        // The SQ is full: submit it. If the kernel pushes back (CQ overflow backlog), move
+        // completions aside for the next reap and try again; nothing is dropped.
+        if (!enabled_) {
+            bind_thread();
+        }
+        int r = io_uring_submit(&ring_);
+        if (r < 0 && r != -EINTR) {
+            io_uring_cqe* cqe;
+            unsigned head;
+            unsigned n = 0;
+            io_uring_for_each_cqe(&ring_, head, cqe) {
+                stash_.push_back({cqe->user_data, cqe->res, cqe->flags});
+                ++n;
+            }
+            io_uring_cq_advance(&ring_, n);
+            if (n == 0) {
+                io_uring_get_events(&ring_);
+            }
+        }
+    }
+}
+
+void loop_impl::bind_thread() {
+    if (!enabled_) {
+        // A SINGLE_ISSUER ring belongs to the thread that enables it: the one that runs
+        // the loop, not necessarily the one that built it.
+        // liburing 2.3 declares io_uring_enable_rings but doesn't export it: register
+        // directly.
+        long r = ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                           nullptr, 0);
+        if (r < 0) {
+            throw std::system_error(errno, std::system_category(), "tether: enable ring");
+        }
+        enabled_ = true;
+    }
+}
+
+bool loop_impl::run_ready() {
+    std::size_t n = ready_.size();
+    if (n == 0) {
+        return false;
+    }
+    // Only what was ready when the batch started: coroutines queued meanwhile wait for the
+    // next turn, so I/O and timers are never starved.
+    for (std::size_t i = 0; i < n; ++i) {
+        std::coroutine_handle<> h = ready_.front();
+        ready_.pop_front();
+        h.resume();
+    }
+    return true;
+}
+
+bool loop_impl::fire_timers() {
+    bool any = false;
+    time_point n = now();
+    while (timer_node* t = sleeps_.pop_due(n)) {
+        t->fire(t);
+        any = true;
+    }
+    if (clock_.fire_due(n) > 0) {
+        any = true;
+    }
+    return any;
+}
+
+void loop_impl::dispatch(std::uint64_t user_data, int res, std::uint32_t flags) {
+    if (user_data == 0) {
+        return; // the CQE of an ASYNC_CANCEL: the target's own CQE is what matters
+    }
+    auto* c = reinterpret_cast<completion*>(static_cast<std::uintptr_t>(user_data));
+    c->complete(c, res, flags);
+}
+
+int loop_impl::reap() {
+    int total = 0;
+    for (;;) {
+        batch_.clear();
+        batch_.swap(stash_);
+        io_uring_cqe* cqe;
+        unsigned head;
+        unsigned n = 0;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+            batch_.push_back({cqe->user_data, cqe->res, cqe->flags});
+            ++n;
+        }
+        io_uring_cq_advance(&ring_, n);
+        if (batch_.empty()) {
+            return total;
+        }
+        for (const stashed& s : batch_) {
+            dispatch(s.user_data, s.res, s.flags);
+        }
+        total += static_cast<int>(batch_.size());
+        if (!io_uring_cq_has_overflow(&ring_)) {
+            return total;
+        }
+        io_uring_get_events(&ring_); // flush the kernel's overflow list into the CQ
+    }
+}
+
+void loop_impl::enter(bool wait, std::optional<duration> timeout) {
+    if (!wait) {
+        io_uring_submit_and_get_events(&ring_);
+        return;
+    }
+    time_point deadline = time_point::max();
+    if (source_ == nullptr) {
+        deadline = std::min(sleeps_.next(), clock_.next());
+    }
+    duration d = duration::max();
+    if (deadline != time_point::max()) {
+        d = std::max(deadline - now(), duration::zero());
+    }
+    if (timeout) {
+        d = std::min(d, *timeout);
+    }
+    io_uring_cqe* cqe = nullptr;
+    if (d == duration::max()) {
+        io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);
+    } else {
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+        __kernel_timespec ts{};
+        ts.tv_sec = ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    }
+}
+
+bool loop_impl::run_once(std::optional<duration> timeout) {
+    loop* prev_loop = std::exchange(tls_loop, &owner_);
+    executor* prev_ex = detail::exchange_current_executor(this);
+    bind_thread();
+    if (notify_fd_ >= 0) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(notify_fd_, &v, sizeof v);
+    }
+    bool any = drain_remote();
+    any |= fire_timers();
+    any |= run_ready();
+    bool idle = ready_.empty() && !has_remote_.load(std::memory_order_acquire) &&
+                stash_.empty() && !stopping();
+    bool wait = idle && !any && !(timeout && *timeout <= duration::zero());
+    enter(wait, timeout);
+    any |= reap() > 0;
+    any |= drain_remote();
+    any |= fire_timers();
+    any |= run_ready();
+    if (notify_fd_ >= 0 && (!ready_.empty() || has_remote_.load(std::memory_order_acquire))) {
+        // Work is left for the next turn: keep the embedding loop's fd readable.
+        std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t r = ::write(notify_fd_, &one, sizeof one);
+    }
+    detail::exchange_current_executor(prev_ex);
+    tls_loop = prev_loop;
+    return any;
+}
+
+void loop_impl::run_until_idle() {
+    while (run_once(duration::zero())) {
+    }
+}
+
+void loop_impl::stop() noexcept {
+    stop_.store(true, std::memory_order_release);
+    if (!on_loop_thread()) {
+        wake();
+    }
+}
+
+int loop_impl::notify_fd() {
+    if (notify_fd_ < 0) {
+        int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0) {
+            throw std::system_error(errno, std::system_category(), "tether: eventfd");
+        }
+        int r = io_uring_register_eventfd(&ring_, fd);
+        if (r < 0) {
+            ::close(fd);
+            throw std::system_error(-r, std::system_category(), "tether: register eventfd");
+        }
+        notify_fd_ = fd;
+    }
+    return notify_fd_;
+}
+
+} // namespace detail
+
+// ---- loop --------------------------------------------------------------------------------
+
+loop::loop() : loop(options{}) {}
+loop::loop(options opts) : impl_(std::make_unique<detail::loop_impl>(*this, opts)) {}
+loop::~loop() = default;
+
+void loop::run() {
+    impl_->clear_stop();
+    while (!impl_->stopping()) {
+        impl_->run_once(std::nullopt);
+    }
+}
+
+void loop::stop() noexcept { impl_->stop(); }
+bool loop::run_once(std::optional<duration> timeout) { return impl_->run_once(timeout); }
+void loop::run_until_idle() { impl_->run_until_idle(); }
+void loop::post(std::function<void()> fn) { impl_->post(std::move(fn)); }
+int loop::fd() {
+    int fd = impl_->notify_fd();
+    return fd;
+}
+tether::clock& loop::clock() noexcept { return impl_->ctx_clock(); }
+context loop::background() const noexcept { return impl_->background(); }
+loop* loop::current() noexcept { return tls_loop; }
+std::uint32_t loop::ring_flags() const noexcept { return impl_->flags(); }
+void loop::schedule(std::coroutine_handle<> h) { impl_->schedule(h); }
+
+} // namespace tether
