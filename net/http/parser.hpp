@@ -1,0 +1,145 @@
+#pragma once
+// HTTP/1.1 request parsing: strict where RFC 9112 requires it, zero-copy, incremental.
+//   request_head     the request line and header fields, as views into the read buffer
+//   request_parser   finds and parses one request head at a time (pipelining-safe)
+//   chunked_decoder  decodes a chunked body incrementally, in place
+//   parse_error      the status to answer with (400, 413, 414, 431, 501, 505) and why
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace tether::http {
+
+/// One header field as received: the name keeps its case, the value has no surrounding
+/// whitespace.
+struct header_field {
+    std::string_view name;
+    std::string_view value;
+};
+
+/// Returns true if `a` and `b` are equal ignoring ASCII case (header names, tokens).
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+/// The request line and header section of one request. Every view points into the buffer
+/// given to `request_parser::parse`.
+///
+/// Lifetime: valid while that buffer is unchanged.
+struct request_head {
+    std::string_view method;
+    std::string_view target; ///< the request-target as sent ("/a?b=c", "*", absolute form)
+    int version_minor = 1;   ///< 1 for HTTP/1.1, 0 for HTTP/1.0
+    std::vector<header_field> headers; ///< in order, repeated fields kept
+
+    /// Set by the parser from the fields:
+    std::optional<std::uint64_t> content_length;
+    bool chunked = false;         ///< Transfer-Encoding: chunked
+    bool keep_alive = true;       ///< the connection may carry another request after this one
+    bool expect_continue = false; ///< Expect: 100-continue
+
+    /// Returns the value of the first field named `name` (any case), or nullopt.
+    std::optional<std::string_view> header(std::string_view name) const noexcept;
+    /// Returns how many fields are named `name` (any case).
+    std::size_t count(std::string_view name) const noexcept;
+    /// Returns the path part of the target (before '?').
+    std::string_view path() const noexcept;
+    /// Returns the query part of the target (after '?'), or empty.
+    std::string_view query() const noexcept;
+    /// Returns true if the request has a body to read (a length > 0 or chunked).
+    bool has_body() const noexcept { return chunked || content_length.value_or(0) > 0; }
+};
+
+/// Why a request was refused, and the status to answer with before closing the connection.
+struct parse_error {
+    int status = 400;        ///< 400, 413, 414, 417, 431, 501 or 505
+    const char* reason = ""; ///< a short phrase for logs and the response body
+};
+
+/// Limits that bound what one request may cost the server.
+struct parser_limits {
+    std::size_t max_header_bytes = 16 * 1024; ///< request line + fields (431 beyond)
+    std::size_t max_headers = 100;            ///< field count (431 beyond)
+    std::size_t max_target = 8 * 1024;        ///< request-target length (414 beyond)
+};
+
+/// Parses request heads out of a byte stream, one request at a time.
+///
+/// Strict where RFC 9112 requires it, so that no request can be read two ways (smuggling):
+/// conflicting Content-Length fields, Content-Length together with Transfer-Encoding, a
+/// transfer coding other than a final "chunked", control characters, whitespace before a
+/// field's colon, obs-fold continuation lines, bare CR, a missing or repeated Host in
+/// HTTP/1.1 are all rejected with 400 (501 for an unknown coding, 505 for a version other
+/// than 1.0/1.1). Empty lines before a request line are skipped, as RFC 9112 §2.2 allows.
+class request_parser {
+public:
+    /// What `parse` found.
+    enum class status { incomplete, complete, error };
+
+    explicit request_parser(parser_limits limits = {}) noexcept : limits_(limits) {}
+
+    /// Looks for one complete request head at the start of `buf`.
+    ///
+    /// Returns `complete` with the head in `out` and its length in `consumed()`;
+    /// `incomplete` if more bytes are needed (call again with the same bytes and more:
+    /// scanning resumes where it stopped, so a client trickling bytes costs linear time);
+    /// `error` with `error()` set when the head is malformed or over a limit, possibly
+    /// before it is complete (an over-long target or header section is refused as soon as
+    /// it is seen).
+    status parse(std::string_view buf, request_head& out);
+
+    /// Bytes of `buf` taken by the last complete head (the body, or the next pipelined
+    /// request, starts there).
+    std::size_t consumed() const noexcept { return consumed_; }
+    /// The last error.
+    const parse_error& error() const noexcept { return error_; }
+    /// Forgets the scan position: call before parsing the next request.
+    void reset() noexcept {
+        scanned_ = 0;
+        consumed_ = 0;
+    }
+
+private:
+    status fail(int code, const char* why) noexcept {
+        error_ = {code, why};
+        return status::error;
+    }
+    status parse_complete(std::string_view head, request_head& out);
+
+    parser_limits limits_;
+    std::size_t scanned_ = 0;
+    std::size_t consumed_ = 0;
+    parse_error error_;
+};
+
+/// Decodes a chunked body in place: chunk sizes, extensions and trailers are removed and
+/// the data bytes are moved to the front of what was given.
+class chunked_decoder {
+public:
+    /// What `decode` reached.
+    enum class status { more, done, error };
+
+    /// Decodes from `data` (a window of the stream after the head). Returns the status;
+    /// `consumed` is how many input bytes were used, `out_len` how many data bytes were
+    /// written to the front of `data` (they may overlap: the decoder moves bytes forward
+    /// only). Trailers are read and dropped. A chunk size over 2^60 or a malformed line is
+    /// an error.
+    status decode(char* data, std::size_t len, std::size_t& consumed, std::size_t& out_len);
+
+    /// Total data bytes decoded so far.
+    std::uint64_t body_bytes() const noexcept { return total_; }
+    const char* error() const noexcept { return error_; }
+
+private:
+    enum class state { size, ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done };
+    state st_ = state::size;
+    std::uint64_t remaining_ = 0;
+    std::uint64_t total_ = 0;
+    int digits_ = 0;
+    std::size_t trailer_bytes_ = 0;
+    bool trailer_line_empty_ = true;
+    const char* error_ = "";
+};
+
+} // namespace tether::http

@@ -1,0 +1,246 @@
+#include "net/http/parser.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+using tether::http::chunked_decoder;
+using tether::http::request_head;
+using tether::http::request_parser;
+using status = request_parser::status;
+
+namespace {
+
+// Parses `s` as one request head; returns the status and fills head/parser.
+status parse(std::string_view s, request_head& head, request_parser& p) {
+    return p.parse(s, head);
+}
+
+int error_status(const std::string& s) {
+    request_parser p;
+    request_head h;
+    status st = p.parse(s, h);
+    return st == status::error ? p.error().status : (st == status::complete ? 0 : -1);
+}
+
+std::string decode_all(const std::string& body, chunked_decoder::status& st,
+                       std::size_t& consumed) {
+    std::string buf = body;
+    chunked_decoder d;
+    std::size_t out = 0;
+    st = d.decode(buf.data(), buf.size(), consumed, out);
+    return buf.substr(0, out);
+}
+
+} // namespace
+
+TEST_CASE("a simple GET parses into method, target, version and fields") {
+    request_parser p;
+    request_head h;
+    std::string req = "GET /a/b?x=1 HTTP/1.1\r\nHost: example\r\nX-Two: a\r\nx-two: b\r\n\r\n";
+    REQUIRE(parse(req, h, p) == status::complete);
+    CHECK(p.consumed() == req.size());
+    CHECK(h.method == "GET");
+    CHECK(h.target == "/a/b?x=1");
+    CHECK(h.path() == "/a/b");
+    CHECK(h.query() == "x=1");
+    CHECK(h.version_minor == 1);
+    CHECK(h.keep_alive);
+    CHECK(h.header("HOST").value() == "example");
+    CHECK(h.count("X-TWO") == 2);
+    CHECK(h.header("x-two").value() == "a");
+    CHECK_FALSE(h.header("missing"));
+    CHECK_FALSE(h.has_body());
+}
+
+TEST_CASE("field values lose surrounding whitespace but keep inner spaces") {
+    request_parser p;
+    request_head h;
+    REQUIRE(parse("GET / HTTP/1.1\r\nHost: h\r\nA: \t one two \t\r\n\r\n", h, p) ==
+            status::complete);
+    CHECK(h.header("a").value() == "one two");
+}
+
+TEST_CASE("an incomplete head asks for more, and byte-at-a-time parsing gives the same head") {
+    std::string req = "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    request_parser p;
+    request_head h;
+    for (std::size_t n = 1; n < req.size() - 5; ++n) {
+        REQUIRE(p.parse(std::string_view(req).substr(0, n), h) == status::incomplete);
+    }
+    REQUIRE(p.parse(req, h) == status::complete);
+    CHECK(p.consumed() == req.size() - 5);
+    CHECK(h.content_length == 5u);
+    CHECK(h.has_body());
+}
+
+TEST_CASE("pipelined requests parse one after another") {
+    std::string two = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    request_parser p;
+    request_head h;
+    REQUIRE(p.parse(two, h) == status::complete);
+    CHECK(h.target == "/1");
+    std::size_t used = p.consumed();
+    p.reset();
+    REQUIRE(p.parse(std::string_view(two).substr(used), h) == status::complete);
+    CHECK(h.target == "/2");
+}
+
+TEST_CASE("empty lines before the request line are skipped") {
+    request_parser p;
+    request_head h;
+    REQUIRE(p.parse("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", h) == status::complete);
+    CHECK(h.method == "GET");
+}
+
+TEST_CASE("keep-alive follows the version and the Connection field") {
+    request_parser p;
+    request_head h;
+    REQUIRE(p.parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", h) ==
+            status::complete);
+    CHECK_FALSE(h.keep_alive);
+    REQUIRE(p.parse("GET / HTTP/1.0\r\n\r\n", h) == status::complete);
+    CHECK(h.version_minor == 0);
+    CHECK_FALSE(h.keep_alive);
+    REQUIRE(p.parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", h) == status::complete);
+    CHECK(h.keep_alive);
+    REQUIRE(p.parse("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, close\r\n\r\n", h) ==
+            status::complete);
+    CHECK_FALSE(h.keep_alive);
+}
+
+TEST_CASE("Expect: 100-continue is recognised; other expectations get 417") {
+    request_parser p;
+    request_head h;
+    REQUIRE(
+        p.parse("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n",
+                h) == status::complete);
+    CHECK(h.expect_continue);
+    CHECK(error_status("PUT / HTTP/1.1\r\nHost: h\r\nExpect: teapot\r\n\r\n") == 417);
+}
+
+TEST_CASE("request smuggling vectors are rejected") {
+    // Conflicting lengths, length plus chunked, duplicate chunked, unknown codings.
+    CHECK(error_status(
+              "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n") ==
+          400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n") == 400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                       "chunked\r\n\r\n") == 400);
+    CHECK(error_status(
+              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n") == 501);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n") == 501);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") ==
+          501);
+    CHECK(error_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n") == 400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n") == 400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n") == 400);
+    CHECK(error_status(
+              "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n") == 400);
+    // Whitespace before the colon, obs-fold, control characters, bare CR.
+    CHECK(error_status("GET / HTTP/1.1\r\nHost: h\r\nContent-Length : 3\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n  folded\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.1\r\nHost: h\r\nA: b\x01\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.1\r\nHost: h\r\nA: b\rc\r\n\r\n") == 400);
+    CHECK(error_status("GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+    // Identical repeated lengths are one length.
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n") == 0);
+}
+
+TEST_CASE("HTTP/1.1 needs exactly one Host") {
+    CHECK(error_status("GET / HTTP/1.1\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.0\r\n\r\n") == 0);
+}
+
+TEST_CASE("malformed request lines get 400 and unknown versions 505") {
+    CHECK(error_status("GET  / HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+    CHECK(error_status("GET /\r\nHost: h\r\n\r\n") == 400);
+    CHECK(error_status("G(T / HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/1.1 \r\nHost: h\r\n\r\n") == 400);
+    CHECK(error_status("GET / http/1.1\r\nHost: h\r\n\r\n") == 400);
+    CHECK(error_status("GET / HTTP/2.0\r\nHost: h\r\n\r\n") == 505);
+    CHECK(error_status("GET / HTTP/1.2\r\nHost: h\r\n\r\n") == 505);
+}
+
+TEST_CASE("limits give 414 for a long target and 431 for a large header section") {
+    tether::http::parser_limits lim;
+    lim.max_target = 100;
+    lim.max_header_bytes = 1000;
+    lim.max_headers = 5;
+    auto st = [&](const std::string& s) {
+        request_parser p(lim);
+        request_head h;
+        status r = p.parse(s, h);
+        return r == status::error ? p.error().status : (r == status::complete ? 0 : -1);
+    };
+    CHECK(st("GET /" + std::string(200, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n") == 414);
+    // Refused before the head is complete, too.
+    CHECK(st("GET /" + std::string(300, 'a')) == 414);
+    CHECK(st("GET / HTTP/1.1\r\nHost: h\r\nA: " + std::string(2000, 'a') + "\r\n\r\n") == 431);
+    CHECK(st("GET / HTTP/1.1\r\nHost: h\r\nA: " + std::string(2000, 'a')) == 431);
+    std::string many = "GET / HTTP/1.1\r\nHost: h\r\n";
+    for (int i = 0; i < 6; ++i) {
+        many += "A: b\r\n";
+    }
+    CHECK(st(many + "\r\n") == 431);
+}
+
+TEST_CASE("a trickled head costs linear work and still parses") {
+    std::string req = "GET / HTTP/1.1\r\nHost: h\r\n" + std::string() +
+                      "X: " + std::string(4000, 'v') + "\r\n\r\n";
+    request_parser p;
+    request_head h;
+    std::size_t n = 1;
+    status s = status::incomplete;
+    for (; n <= req.size() && s == status::incomplete; ++n) {
+        s = p.parse(std::string_view(req).substr(0, n), h);
+    }
+    CHECK(s == status::complete);
+    CHECK(n - 1 == req.size());
+}
+
+TEST_CASE("chunked bodies decode in place, with extensions and trailers") {
+    chunked_decoder::status st;
+    std::size_t consumed = 0;
+    std::string body = "5;name=val\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    std::string out = decode_all(body, st, consumed);
+    CHECK(st == chunked_decoder::status::done);
+    CHECK(out == "hello world");
+    CHECK(body.substr(consumed) == "NEXT");
+}
+
+TEST_CASE("chunked decoding works byte by byte") {
+    std::string body = "A\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\n";
+    chunked_decoder d;
+    std::string out;
+    chunked_decoder::status st = chunked_decoder::status::more;
+    for (char c : body) {
+        char b = c;
+        std::size_t used = 0;
+        std::size_t n = 0;
+        st = d.decode(&b, 1, used, n);
+        REQUIRE(st != chunked_decoder::status::error);
+        CHECK(used == 1);
+        out.append(&b, n);
+    }
+    CHECK(st == chunked_decoder::status::done);
+    CHECK(out == "0123456789x");
+    CHECK(d.body_bytes() == 11);
+}
+
+TEST_CASE("bad chunk framing is an error") {
+    chunked_decoder::status st;
+    std::size_t consumed = 0;
+    decode_all("zz\r\n", st, consumed);
+    CHECK(st == chunked_decoder::status::error);
+    decode_all("5\r\nhelloX\r\n", st, consumed);
+    CHECK(st == chunked_decoder::status::error);
+    decode_all("ffffffffffffffffff\r\n", st, consumed);
+    CHECK(st == chunked_decoder::status::error);
+    decode_all("\r\n", st, consumed);
+    CHECK(st == chunked_decoder::status::error);
+    decode_all("3\nabc\r\n", st, consumed);
+    CHECK(st == chunked_decoder::status::error);
+}
