@@ -1,0 +1,224 @@
+#include "net/http/route.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace tether::http {
+
+namespace {
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    // "/a/b/" -> {"a", "b", ""}; "/" -> {""}
+    std::vector<std::string_view> out;
+    if (!path.empty() && path.front() == '/') {
+        path.remove_prefix(1);
+    }
+    for (;;) {
+        std::size_t slash = path.find('/');
+        out.push_back(path.substr(0, slash));
+        if (slash == std::string_view::npos) {
+            break;
+        }
+        path.remove_prefix(slash + 1);
+    }
+    return out;
+}
+
+int rank(int k) noexcept {
+    // literal 3 > wildcard 2 > rest 1; end ({$}) is as specific as a literal.
+    switch (k) {
+    case 0:
+        return 3;
+    case 1:
+        return 2;
+    case 2:
+        return 1;
+    default:
+        return 3;
+    }
+}
+
+} // namespace
+
+std::size_t route_table::add(std::string_view pattern) {
+    route r;
+    r.pattern = std::string(pattern);
+    std::string_view p = pattern;
+    std::size_t sp = p.find(' ');
+    if (sp != std::string_view::npos) {
+        r.method = std::string(p.substr(0, sp));
+        p.remove_prefix(sp + 1);
+        while (!p.empty() && p.front() == ' ') {
+            p.remove_prefix(1);
+        }
+        if (r.method.empty()) {
+            throw std::invalid_argument("http pattern: empty method in \"" + r.pattern + "\"");
+        }
+    }
+    if (p.empty() || p.front() != '/') {
+        throw std::invalid_argument("http pattern: path must start with '/' in \"" + r.pattern +
+                                    "\"");
+    }
+    std::vector<std::string_view> parts = split_path(p);
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        std::string_view s = parts[i];
+        bool last = i + 1 == parts.size();
+        if (last && s.empty()) {
+            r.subtree = true; // trailing slash (or "/")
+            break;
+        }
+        if (s.size() >= 2 && s.front() == '{' && s.back() == '}') {
+            std::string_view name = s.substr(1, s.size() - 2);
+            if (name == "$") {
+                if (!last) {
+                    throw std::invalid_argument("http pattern: {$} must end \"" + r.pattern + "\"");
+                }
+                r.segs.push_back({segment::kind::end, ""});
+            } else if (name.size() > 3 && name.substr(name.size() - 3) == "...") {
+                if (!last) {
+                    throw std::invalid_argument("http pattern: {name...} must be last in \"" +
+                                                r.pattern + "\"");
+                }
+                r.segs.push_back(
+                    {segment::kind::rest, std::string(name.substr(0, name.size() - 3))});
+            } else if (name.empty() || name.find_first_of("{}/") != std::string_view::npos) {
+                throw std::invalid_argument("http pattern: bad wildcard in \"" + r.pattern + "\"");
+            } else {
+                r.segs.push_back({segment::kind::wildcard, std::string(name)});
+            }
+        } else if (s.find_first_of("{}") != std::string_view::npos) {
+            throw std::invalid_argument("http pattern: braces must enclose a whole segment in \"" +
+                                        r.pattern + "\"");
+        } else {
+            r.segs.push_back({segment::kind::literal, std::string(s)});
+        }
+    }
+    if (!r.segs.empty() && r.segs.back().k == segment::kind::end) {
+        r.subtree = false;
+    }
+    for (const route& o : routes_) {
+        if (o.method == r.method && compare(o, r) == 0) {
+            bool same_shape = o.segs.size() == r.segs.size() && o.subtree == r.subtree;
+            for (std::size_t i = 0; same_shape && i < o.segs.size(); ++i) {
+                same_shape = o.segs[i].k == r.segs[i].k && (o.segs[i].k != segment::kind::literal ||
+                                                            o.segs[i].text == r.segs[i].text);
+            }
+            if (same_shape) {
+                throw std::invalid_argument("http pattern \"" + r.pattern + "\" conflicts with \"" +
+                                            o.pattern + "\"");
+            }
+        }
+    }
+    routes_.push_back(std::move(r));
+    return routes_.size() - 1;
+}
+
+bool route_table::matches(const route& r, std::string_view path, path_params* params) {
+    std::vector<std::string_view> parts = split_path(path);
+    std::size_t n = r.segs.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const segment& s = r.segs[i];
+        if (s.k == segment::kind::rest) {
+            if (params) {
+                // The rest of the path from this segment on, slashes included.
+                std::size_t off = 0;
+                std::string_view p = path.substr(1);
+                for (std::size_t j = 0; j < i; ++j) {
+                    off += parts[j].size() + 1;
+                }
+                params->set(s.text, std::string(p.substr(std::min(off, p.size()))));
+            }
+            return true;
+        }
+        if (s.k == segment::kind::end) {
+            // {$}: the path ends with the slash before it.
+            return i < parts.size() && i + 1 == parts.size() && parts[i].empty();
+        }
+        if (i >= parts.size()) {
+            return false;
+        }
+        if (s.k == segment::kind::literal) {
+            if (parts[i] != s.text) {
+                return false;
+            }
+        } else { // wildcard: one non-empty segment
+            if (parts[i].empty()) {
+                return false;
+            }
+            if (params) {
+                params->set(s.text, std::string(parts[i]));
+            }
+        }
+    }
+    if (r.subtree) {
+        return parts.size() > n; // "/a/" matches "/a/" and below
+    }
+    return parts.size() == n || (n == 0 && parts.size() == 1 && parts[0].empty());
+}
+
+int route_table::compare(const route& a, const route& b) {
+    std::size_t n = std::min(a.segs.size(), b.segs.size());
+    for (std::size_t i = 0; i < n; ++i) {
+        int ra = rank(static_cast<int>(a.segs[i].k));
+        int rb = rank(static_cast<int>(b.segs[i].k));
+        if (ra != rb) {
+            return ra - rb;
+        }
+    }
+    if (a.segs.size() != b.segs.size()) {
+        return a.segs.size() > b.segs.size() ? 1 : -1;
+    }
+    if (a.subtree != b.subtree) {
+        return a.subtree ? -1 : 1; // an exact path beats a subtree
+    }
+    if (a.method.empty() != b.method.empty()) {
+        return a.method.empty() ? -1 : 1;
+    }
+    return 0;
+}
+
+route_match route_table::match(std::string_view method, std::string_view path,
+                               path_params& params) const {
+    route_match m;
+    const route* best = nullptr;
+    std::vector<std::string> allowed;
+    for (std::size_t i = 0; i < routes_.size(); ++i) {
+        const route& r = routes_[i];
+        if (!matches(r, path, nullptr)) {
+            continue;
+        }
+        bool method_ok =
+            r.method.empty() || r.method == method || (r.method == "GET" && method == "HEAD");
+        if (!method_ok) {
+            allowed.push_back(r.method);
+            if (r.method == "GET") {
+                allowed.emplace_back("HEAD");
+            }
+            continue;
+        }
+        if (best == nullptr || compare(r, *best) > 0) {
+            best = &r;
+            m.index = i;
+        }
+    }
+    if (best != nullptr) {
+        m.result = route_match::kind::found;
+        params.clear();
+        matches(*best, path, &params);
+        return m;
+    }
+    if (!allowed.empty()) {
+        std::sort(allowed.begin(), allowed.end());
+        allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
+        m.result = route_match::kind::method_not_allowed;
+        for (const std::string& a : allowed) {
+            if (!m.allow.empty()) {
+                m.allow += ", ";
+            }
+            m.allow += a;
+        }
+    }
+    return m;
+}
+
+} // namespace tether::http

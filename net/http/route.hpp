@@ -1,0 +1,79 @@
+#pragma once
+// route_table: Go 1.22 ServeMux patterns ("GET /items/{id}", "/static/{path...}") matched
+// against a method and a path, most specific pattern first.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tether::http {
+
+/// The wildcard values of a match, by name.
+class path_params {
+public:
+    /// Returns the value of wildcard `name`, or empty if the pattern has none.
+    std::string_view get(std::string_view name) const noexcept {
+        for (const auto& [k, v] : items_) {
+            if (k == name) {
+                return v;
+            }
+        }
+        return {};
+    }
+    void set(std::string_view name, std::string value) {
+        items_.emplace_back(name, std::move(value));
+    }
+    void clear() noexcept { items_.clear(); }
+    std::size_t size() const noexcept { return items_.size(); }
+
+private:
+    std::vector<std::pair<std::string_view, std::string>> items_;
+};
+
+/// What `route_table::match` found.
+struct route_match {
+    enum class kind { found, not_found, method_not_allowed };
+    kind result = kind::not_found;
+    std::size_t index = 0; ///< the pattern's registration index, when found
+    std::string allow;     ///< for method_not_allowed: the Allow header value ("GET, HEAD")
+};
+
+/// Maps patterns to indexes, with the syntax and precedence of Go 1.22's ServeMux.
+///
+/// A pattern is `[METHOD ]/path`. Segments are literals, `{name}` (one segment),
+/// `{name...}` (the rest of the path; last only) or `{$}` (the end, after a trailing
+/// slash). A pattern ending in `/` matches every path below it. `GET` also matches `HEAD`.
+/// When several patterns match, the most specific wins (a literal beats a wildcard, a
+/// single-segment wildcard beats a rest wildcard, a method beats none). A path that matches
+/// only patterns for other methods gets `method_not_allowed` with the Allow list.
+///
+/// Errors: `add` throws `std::invalid_argument` for a malformed pattern or one that
+/// conflicts with an earlier one (same shape: neither is more specific).
+class route_table {
+public:
+    /// Registers `pattern`; returns its index (0, 1, ...).
+    std::size_t add(std::string_view pattern);
+    /// Finds the pattern for `method` and `path` and fills `params` with its wildcards.
+    route_match match(std::string_view method, std::string_view path, path_params& params) const;
+    std::size_t size() const noexcept { return routes_.size(); }
+
+private:
+    struct segment {
+        enum class kind { literal, wildcard, rest, end };
+        kind k;
+        std::string text; // literal text, or the wildcard's name
+    };
+    struct route {
+        std::string method; // empty: any
+        std::vector<segment> segs;
+        bool subtree = false; // ends with '/': matches everything below
+        std::string pattern;
+    };
+    static bool matches(const route& r, std::string_view path, path_params* params);
+    static int compare(const route& a, const route& b); // >0: a more specific
+    std::vector<route> routes_;
+};
+
+} // namespace tether::http

@@ -1,0 +1,94 @@
+#include "net/http/route.hpp"
+
+#include <doctest/doctest.h>
+
+#include <stdexcept>
+#include <string>
+
+using tether::http::path_params;
+using tether::http::route_match;
+using tether::http::route_table;
+
+namespace {
+struct fixture {
+    route_table t;
+    path_params p;
+    long find(std::string_view method, std::string_view path) {
+        route_match m = t.match(method, path, p);
+        if (m.result == route_match::kind::found) {
+            return static_cast<long>(m.index);
+        }
+        return m.result == route_match::kind::not_found ? -404 : -405;
+    }
+};
+} // namespace
+
+TEST_CASE("literal paths match exactly; a trailing slash matches the subtree") {
+    fixture f;
+    auto exact = f.t.add("/about");
+    auto tree = f.t.add("/static/");
+    auto root = f.t.add("/");
+    CHECK(f.find("GET", "/about") == static_cast<long>(exact));
+    CHECK(f.find("GET", "/about/x") == static_cast<long>(root));
+    CHECK(f.find("GET", "/static/") == static_cast<long>(tree));
+    CHECK(f.find("GET", "/static/css/a.css") == static_cast<long>(tree));
+    CHECK(f.find("GET", "/anything") == static_cast<long>(root));
+}
+
+TEST_CASE("without a catch-all, an unknown path is not found") {
+    fixture f;
+    f.t.add("/a");
+    CHECK(f.find("GET", "/b") == -404);
+    CHECK(f.find("GET", "/a/b") == -404);
+}
+
+TEST_CASE("wildcards capture one segment; rest wildcards capture the remainder") {
+    fixture f;
+    auto item = f.t.add("GET /items/{id}");
+    auto files = f.t.add("/files/{path...}");
+    CHECK(f.find("GET", "/items/42") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "42");
+    CHECK(f.find("GET", "/items/") == -404);
+    CHECK(f.find("GET", "/items/42/x") == -404);
+    CHECK(f.find("GET", "/files/a/b/c.txt") == static_cast<long>(files));
+    CHECK(f.p.get("path") == "a/b/c.txt");
+    CHECK(f.p.get("missing").empty());
+}
+
+TEST_CASE("the most specific pattern wins") {
+    fixture f;
+    auto any_item = f.t.add("/items/{id}");
+    auto new_item = f.t.add("/items/new");
+    auto get_item = f.t.add("GET /items/{id}");
+    CHECK(f.find("GET", "/items/new") == static_cast<long>(new_item));
+    CHECK(f.find("GET", "/items/7") == static_cast<long>(get_item));
+    CHECK(f.find("POST", "/items/7") == static_cast<long>(any_item));
+}
+
+TEST_CASE("{$} matches only the path ending in the slash") {
+    fixture f;
+    auto home = f.t.add("/{$}");
+    CHECK(f.find("GET", "/") == static_cast<long>(home));
+    CHECK(f.find("GET", "/x") == -404);
+}
+
+TEST_CASE("a path known under other methods gets 405 with Allow; GET also serves HEAD") {
+    fixture f;
+    auto get = f.t.add("GET /echo");
+    f.t.add("POST /echo");
+    CHECK(f.find("HEAD", "/echo") == static_cast<long>(get));
+    route_match m = f.t.match("DELETE", "/echo", f.p);
+    CHECK(m.result == route_match::kind::method_not_allowed);
+    CHECK(m.allow == "GET, HEAD, POST");
+}
+
+TEST_CASE("malformed and conflicting patterns are refused") {
+    route_table t;
+    CHECK_THROWS_AS(t.add("items"), std::invalid_argument);
+    CHECK_THROWS_AS(t.add("/a/{x...}/b"), std::invalid_argument);
+    CHECK_THROWS_AS(t.add("/a/b{x}"), std::invalid_argument);
+    CHECK_THROWS_AS(t.add("/a/{}"), std::invalid_argument);
+    t.add("GET /u/{id}");
+    CHECK_THROWS_AS(t.add("GET /u/{name}"), std::invalid_argument);
+    CHECK_NOTHROW(t.add("POST /u/{name}"));
+}
