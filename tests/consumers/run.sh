@@ -41,7 +41,8 @@ consume_installed() {
     local prefix
     prefix=$(sed -n 's/^prefix=//p' "$pc")
     sed -i "s|^prefix=.*|prefix=$destdir$prefix|" "$pc"
-    export PKG_CONFIG_PATH=$(dirname "$pc")
+    PKG_CONFIG_PATH=$(dirname "$pc")
+    export PKG_CONFIG_PATH
 
     local flags app=$work/installed-app
     flags=$(pkg-config --cflags --libs tether)
