@@ -258,6 +258,9 @@ loop_impl::loop_impl(loop& owner, loop::options opts)
 }
 
 loop_impl::~loop_impl() {
+    while (!services_.empty()) {
+        services_.pop_back(); // newest first: a service may use an older one
+    }
     if (observer_ != 0) {
         static_cast<manual_clock*>(source_)->unobserve(observer_);
     }
@@ -572,6 +575,20 @@ void loop_impl::stop() noexcept {
     if (!on_loop_thread()) {
         wake();
     }
+}
+
+loop_service* loop_impl::service(const void* key) const noexcept {
+    for (const auto& [k, s] : services_) {
+        if (k == key) {
+            return s.get();
+        }
+    }
+    return nullptr;
+}
+
+loop_service& loop_impl::add_service(const void* key, std::unique_ptr<loop_service> s) {
+    services_.emplace_back(key, std::move(s));
+    return *services_.back().second;
 }
 
 int loop_impl::notify_fd() {

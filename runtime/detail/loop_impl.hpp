@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace tether::detail {
@@ -39,6 +41,12 @@ private:
     clock* source_;
     mutable std::mutex mu_;
     timer_heap heap_;
+};
+
+/// State another part of tether keeps per loop (net's buffer ring, listeners waiting for
+/// their last CQE): created on first use, destroyed with the loop, before its ring.
+struct loop_service {
+    virtual ~loop_service() = default;
 };
 
 class loop_impl final : public executor {
@@ -69,6 +77,12 @@ public:
     void unqueue_remote(waiter* w) noexcept;
     /// Wakes the loop from another thread.
     void wake() noexcept;
+
+    /// Returns the service stored under `key`, or null (loop thread).
+    loop_service* service(const void* key) const noexcept;
+    /// Stores `s` under `key` and returns it (loop thread). Services are destroyed in the
+    /// reverse order of their creation, before the ring is torn down; they must not submit.
+    loop_service& add_service(const void* key, std::unique_ptr<loop_service> s);
 
     int notify_fd();
     clock& ctx_clock() noexcept { return clock_; }
@@ -118,6 +132,8 @@ private:
         loop_impl* self = nullptr;
     } wake_op_{};
     int notify_fd_ = -1;
+
+    std::vector<std::pair<const void*, std::unique_ptr<loop_service>>> services_;
 
     // CQEs reaped while the SQ was full, processed at the next reap.
     struct stashed {
