@@ -2,6 +2,7 @@
 // Small helpers shared by the test suites.
 //   counted          a value type that counts its live instances (cppcoro's counted)
 //   iterations(n)    how many rounds a stress loop runs: n, or fewer under ThreadSanitizer
+//   under_tsan(), under_asan(), under_sanitizer()   which sanitizer the test was built with
 //   run_together     starts n threads that begin at the same moment, and joins them
 
 #include <atomic>
@@ -73,6 +74,28 @@ constexpr bool under_tsan() noexcept {
 #else
     return false;
 #endif
+}
+
+/// Returns true when the tests were built with AddressSanitizer.
+constexpr bool under_asan() noexcept {
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+}
+
+/// Returns true under ASan or TSan. GCC doesn't turn calls into tail calls there, so
+/// symmetric transfer between coroutines grows the stack with every resumption: a test of
+/// a chain a million awaits deep would overflow it.
+constexpr bool under_sanitizer() noexcept {
+    return under_asan() || under_tsan();
 }
 
 /// Returns how many rounds a stress loop should run: `n`, or a tenth of it (at least one)
