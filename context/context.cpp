@@ -12,6 +12,7 @@
 
 #include <cassert>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace tether {
@@ -116,6 +117,9 @@ void node::release_slow() noexcept {
 }
 
 bool cancel_state::add_callback(callback_node* cb) noexcept {
+    if (is_done()) {
+        return false; // done is final: no need to lock to know it
+    }
     lock.lock();
     if (state.load(std::memory_order_relaxed) != 0) {
         lock.unlock();
@@ -167,10 +171,17 @@ void cancel_state::remove_callback(callback_node* cb) noexcept {
 }
 
 void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept {
-    deferred_scope scope;
-    lock.lock();
-    if (state.load(std::memory_order_relaxed) != 0) {
-        lock.unlock();
+    // Done is final, so a node seen done needs no lock of its own (the common case of a
+    // handle destroyed after it was called).
+    bool done = is_done();
+    if (!done) {
+        lock.lock();
+        done = state.load(std::memory_order_relaxed) != 0;
+        if (done) {
+            lock.unlock();
+        }
+    }
+    if (done) {
         // Someone else canceled first, maybe the parent, which may still be propagating into
         // this node on another thread without holding a reference to it. Our caller may drop
         // the last reference as soon as we return, so wait until the parent is done with us.
@@ -183,6 +194,12 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     cause = c ? c : e;
     state.store(1, std::memory_order_release);
     bool armed = std::exchange(timer_armed, false);
+    // Only callbacks defer work, so a cancel that runs none skips the thread-local scope.
+    // Made here, it ends when this function returns, after everything below.
+    std::optional<deferred_scope> scope;
+    if (head != nullptr) {
+        scope.emplace();
+    }
     while (callback_node* cb = head) {
         head = cb->next;
         if (head) {
