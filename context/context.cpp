@@ -44,11 +44,13 @@ public:
     }
 };
 
+// Constant-initialized, so make_error_code() checks no guard on every call.
+constinit const category_impl the_category;
+
 } // namespace
 
 const std::error_category& tether_category() noexcept {
-    static const category_impl c;
-    return c;
+    return the_category;
 }
 
 std::string_view to_string(errc e) noexcept {
@@ -360,6 +362,9 @@ detail::cancel_state* make_cancel_node(const context& parent,
                                        time_point deadline = time_point::max(),
                                        std::error_code deadline_cause = {}) {
     auto* n = new detail::cancel_state;
+    // One reference for the context and one for the handle (make_pair_for), counted before
+    // anyone else can see the node.
+    n->refs.store(2, std::memory_order_relaxed);
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_cancel;
     detail::link_child(*n, parent);
@@ -379,8 +384,8 @@ detail::cancel_state* make_cancel_node(const context& parent,
     return n;
 }
 
+// Hands out the two references make_cancel_node counted.
 std::pair<context, cancel_handle> make_pair_for(detail::cancel_state* n) {
-    n->add_ref(); // one for the context, one for the handle
     return {context::adopt(n), cancel_handle{n}};
 }
 

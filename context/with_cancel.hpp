@@ -26,7 +26,11 @@ public:
         }
         return *this;
     }
-    ~cancel_handle() { reset(); }
+    ~cancel_handle() {
+        if (s_ != nullptr) { // moved-from handles are common: skip the call
+            reset();
+        }
+    }
 
     /// Cancels the context with `errc::canceled` (no-op if it is already done).
     void operator()() const noexcept { cancel({}); }
