@@ -240,8 +240,8 @@ void link_child(node& child, const context& parent) noexcept {
 
 std::uint32_t registration_count(const context& ctx) noexcept {
     node* n = ctx.node();
-    if (n == nullptr || n->kind != node_kind::cancel) {
-        return 0;
+    if (n == nullptr || n->canceler != n) {
+        return 0; // not a cancel state of its own (a child born done shares its parent's)
     }
     auto* c = static_cast<cancel_state*>(n);
     c->lock.lock();
@@ -389,6 +389,47 @@ std::pair<context, cancel_handle> make_pair_for(detail::cancel_state* n) {
     return {context::adopt(n), cancel_handle{n}};
 }
 
+// Returns the cancel state of `parent` if it is already done, else null.
+detail::cancel_state* done_canceler(const context& parent) noexcept {
+    detail::cancel_state* pc = parent.node() ? parent.node()->canceler : nullptr;
+    return pc != nullptr && pc->is_done() ? pc : nullptr;
+}
+
+// The target of the handles of children born done: done, immortal, and with no parent, so
+// canceling it does nothing.
+detail::cancel_state* inert_state() noexcept {
+    static detail::cancel_state s;
+    static const bool init = [] {
+        s.kind = detail::node_kind::cancel;
+        s.immortal = true;
+        s.canceler = &s;
+        s.clk = &real_clock();
+        s.destroy = &destroy_cancel;
+        s.err = errc::canceled;
+        s.cause = errc::canceled;
+        s.state.store(1, std::memory_order_release);
+        return true;
+    }();
+    (void)init;
+    return &s;
+}
+
+// Makes a child of a parent that is already done. Such a child is born done with the
+// parent's error and cause, and nothing can change that, so it needs no cancel state of its
+// own: a plain node names the parent's, and its handle has nothing to cancel. That is a
+// small allocation and no lock, where a tree built under a canceled root would otherwise
+// pay a full cancel state per node.
+std::pair<context, cancel_handle> make_done_child(const context& parent, time_point deadline) {
+    auto* n = new detail::node;
+    n->kind = detail::node_kind::cancel; // prints as WithCancel or WithDeadline
+    n->destroy = &destroy_plain;
+    detail::link_child(*n, parent); // canceler: the parent's, done
+    if (deadline < n->deadline) {
+        n->deadline = deadline;
+    }
+    return {context::adopt(n), cancel_handle{inert_state()}};
+}
+
 } // namespace
 
 void cancel_handle::cancel(std::error_code c) const noexcept {
@@ -405,6 +446,9 @@ void cancel_handle::reset() noexcept {
 }
 
 std::pair<context, cancel_handle> with_cancel(const context& parent) {
+    if (done_canceler(parent) != nullptr) {
+        return make_done_child(parent, time_point::max());
+    }
     return make_pair_for(make_cancel_node(parent));
 }
 
@@ -422,6 +466,9 @@ std::pair<context, cancel_handle> with_deadline_at(const context& parent, time_p
         // The parent's deadline comes first: the child is a plain cancel node (Go does the
         // same), and the parent's timer ends both.
         return with_cancel(parent);
+    }
+    if (done_canceler(parent) != nullptr) {
+        return make_done_child(parent, d);
     }
     detail::cancel_state* n = make_cancel_node(parent, d, cause);
     auto result = make_pair_for(n);
