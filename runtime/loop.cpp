@@ -555,6 +555,9 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     any |= drain_remote();
     any |= fire_timers();
     any |= run_ready();
+    if (notify_fd_ >= 0) {
+        flush_for_embedder();
+    }
     if (notify_fd_ >= 0 && (!ready_.empty() || has_remote_.load(std::memory_order_acquire))) {
         // Work is left for the next turn: keep the embedding loop's fd readable.
         std::uint64_t one = 1;
@@ -591,6 +594,42 @@ loop_service& loop_impl::add_service(const void* key, std::unique_ptr<loop_servi
     return *services_.back().second;
 }
 
+void loop_impl::flush_for_embedder() {
+    // An embedding loop calls us only when fd() is readable, and never waits in our
+    // io_uring_enter: what this turn queued must reach the kernel now (else a read started
+    // in the turn's last batch would never make the fd readable), and the next timer needs a
+    // kernel timeout whose CQE makes the fd readable when it is due. A manual clock wakes
+    // the loop itself when it moves.
+    if (source_ == nullptr) {
+        time_point next = std::min(sleeps_.next(), clock_.next());
+        if (next < notify_timer_at_) {
+            auto ns =
+                std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch())
+                    .count();
+            notify_timer_ts_.tv_sec = ns / 1000000000;
+            notify_timer_ts_.tv_nsec = ns % 1000000000;
+            io_uring_sqe* sqe = get_sqe();
+            // steady_clock is CLOCK_MONOTONIC, the clock of IORING_TIMEOUT_ABS.
+            if (notify_timer_at_ == time_point::max()) {
+                io_uring_prep_timeout(sqe, &notify_timer_ts_, 0, IORING_TIMEOUT_ABS);
+                io_uring_sqe_set_data(sqe, static_cast<completion*>(&notify_timer_op_));
+            } else {
+                // Bring the armed one forward. If it has just fired the update fails with
+                // ENOENT, and its CQE makes the next turn arm again.
+                io_uring_prep_timeout_update(
+                    sqe, &notify_timer_ts_,
+                    reinterpret_cast<std::uintptr_t>(static_cast<completion*>(&notify_timer_op_)),
+                    IORING_TIMEOUT_ABS);
+                io_uring_sqe_set_data64(sqe, 0);
+            }
+            notify_timer_at_ = next;
+        }
+    }
+    if (io_uring_sq_ready(&ring_) > 0) {
+        io_uring_submit(&ring_);
+    }
+}
+
 int loop_impl::notify_fd() {
     if (notify_fd_ < 0) {
         int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -603,6 +642,15 @@ int loop_impl::notify_fd() {
             throw std::system_error(-r, std::system_category(), "tether: register eventfd");
         }
         notify_fd_ = fd;
+        notify_timer_op_.self = this;
+        notify_timer_op_.complete = [](completion* c, int, std::uint32_t) noexcept {
+            static_cast<notify_timer_op*>(c)->self->notify_timer_at_ = time_point::max();
+        };
+        // Readable at first, so that the embedding loop runs a first turn: it submits what
+        // is queued, the loop's own wake read included (until then a post from another
+        // thread could not make the fd readable).
+        std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t w = ::write(fd, &one, sizeof one);
     }
     return notify_fd_;
 }

@@ -85,6 +85,17 @@ public:
     /// Returns a file descriptor that becomes readable when the loop has work, for a
     /// foreign epoll/poll loop to watch; then call `poll()`. Created on first call
     /// (io_uring_register_eventfd). The loop drains it itself.
+    ///
+    /// Work is a completion, a post or cancel from another thread, a coroutine left ready,
+    /// or a timer (sleep or context deadline) that is due: once an fd exists, each turn
+    /// submits what it queued and keeps a kernel timeout on the next timer, so the foreign
+    /// loop needs no timeout of its own. It is readable right after the first call (the first
+    /// turn submits the loop's own wake read), and may be readable once more after a turn
+    /// that reaped completions; `poll()` then finds nothing and returns false.
+    ///
+    /// With DEFER_TASKRUN the kernel still signals the eventfd when a completion is queued
+    /// for the ring's thread (tests/runtime/embed_test.cpp checks it), so the fd works with
+    /// every ring flag set.
     int fd();
 
     /// Returns the loop's clock: the clock of `background()` and of every context derived

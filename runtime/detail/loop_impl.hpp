@@ -105,6 +105,7 @@ private:
     int reap();
     void dispatch(std::uint64_t user_data, int res, std::uint32_t flags);
     void enter(bool wait, std::optional<duration> timeout);
+    void flush_for_embedder();
 
     loop& owner_;
     io_uring ring_{};
@@ -132,6 +133,12 @@ private:
         loop_impl* self = nullptr;
     } wake_op_{};
     int notify_fd_ = -1;
+    // With a notify fd, the next timer is also a kernel timeout (see flush_for_embedder).
+    struct notify_timer_op : completion {
+        loop_impl* self = nullptr;
+    } notify_timer_op_{};
+    __kernel_timespec notify_timer_ts_{};
+    time_point notify_timer_at_ = time_point::max();
 
     std::vector<std::pair<const void*, std::unique_ptr<loop_service>>> services_;
 
