@@ -1,0 +1,256 @@
+#include "net/detail/socket_ops.hpp"
+
+#include "runtime/detail/loop_impl.hpp"
+
+#include <liburing.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace tether::net::detail {
+
+namespace {
+
+void prep_transfer(tether::detail::uring_op* o, void* s) noexcept {
+    auto* op = static_cast<transfer_op*>(o);
+    auto* sqe = static_cast<io_uring_sqe*>(s);
+    switch (op->k) {
+    case transfer_op::kind::recv:
+        io_uring_prep_recv(sqe, op->fd, op->data + op->done, op->size - op->done, op->msg_flags);
+        break;
+    case transfer_op::kind::send:
+        io_uring_prep_send(sqe, op->fd, op->data + op->done, op->size - op->done, op->msg_flags);
+        break;
+    case transfer_op::kind::sendmsg:
+        io_uring_prep_sendmsg(sqe, op->fd, &op->msg, static_cast<unsigned>(op->msg_flags));
+        break;
+    case transfer_op::kind::recvmsg:
+        io_uring_prep_recvmsg(sqe, op->fd, &op->msg, static_cast<unsigned>(op->msg_flags));
+        break;
+    case transfer_op::kind::connect:
+        io_uring_prep_connect(sqe, op->fd, static_cast<const sockaddr*>(op->msg.msg_name),
+                              op->msg.msg_namelen);
+        break;
+    }
+}
+
+// Drops the first `n` bytes from the iovecs of `m` (after a short sendmsg).
+void advance_iov(msghdr& m, std::size_t n) noexcept {
+    while (n > 0 && m.msg_iovlen > 0) {
+        iovec& v = m.msg_iov[0];
+        if (n < v.iov_len) {
+            v.iov_base = static_cast<std::byte*>(v.iov_base) + n;
+            v.iov_len -= n;
+            return;
+        }
+        n -= v.iov_len;
+        ++m.msg_iov;
+        --m.msg_iovlen;
+    }
+}
+
+void transfer_complete(tether::detail::completion* c, int res, std::uint32_t flags) noexcept {
+    auto* op = static_cast<transfer_op*>(c);
+    op->res = res;
+    op->cqe_flags = flags;
+    if (res > 0 && op->k != transfer_op::kind::connect) {
+        op->done += static_cast<std::size_t>(res);
+        // The rest of a short transfer goes out from here, without a trip through the
+        // coroutine; a cancel already requested stops it (cancel_requested is set on this
+        // thread before the cancel SQE is queued, so a resubmitted op is always the target).
+        if (op->all && op->done < op->size && !op->cancel_requested) {
+            if (op->k == transfer_op::kind::sendmsg) {
+                advance_iov(op->msg, static_cast<std::size_t>(res));
+            }
+            io_uring_sqe* sqe = op->lp->impl().get_sqe();
+            prep_transfer(op, sqe);
+            io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(op));
+            return;
+        }
+    }
+    op->finish({});
+}
+
+} // namespace
+
+bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
+    if (stream && size == 0 && k != kind::connect) {
+        // Nothing to move: a 0-byte recv would look like EOF. Still sticky to the context.
+        error = c.err();
+        return false;
+    }
+    prep = &prep_transfer;
+    if (!start(c, h)) {
+        return false;
+    }
+    // Safe to swap after submission: CQEs are dispatched on this thread, later.
+    complete = &transfer_complete;
+    return true;
+}
+
+std::error_code transfer_op::end_error() const noexcept {
+    if (error) {
+        return error; // never submitted: the context was already done
+    }
+    if (res < 0) {
+        if ((res == -ECANCELED || res == -EINTR) && cancel_requested) {
+            return cancel_error();
+        }
+        return system_error_code(-res);
+    }
+    if (k == kind::connect) {
+        return {};
+    }
+    if (res == 0 && stream && done < size) {
+        return io_errc::eof;
+    }
+    if (all && done < size) {
+        // Stopped between two pieces by a cancel, or a send that moved nothing.
+        return cancel_requested ? cancel_error() : system_error_code(EIO);
+    }
+    return {};
+}
+
+all_awaiter::all_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags)
+    : op_(transfer_op::kind::sendmsg, fd, nullptr, 0, flags) {
+    op_.all = true;
+    op_.stream = true;
+    iovec* v = small_;
+    if (bufs.size() > std::size(small_)) {
+        large_ = std::make_unique<iovec[]>(bufs.size());
+        v = large_.get();
+    }
+    std::size_t n = 0;
+    std::size_t total = 0;
+    for (std::span<const std::byte> b : bufs) {
+        if (b.empty()) {
+            continue;
+        }
+        v[n].iov_base = const_cast<std::byte*>(b.data()); // sendmsg only reads
+        v[n].iov_len = b.size();
+        total += b.size();
+        ++n;
+    }
+    op_.msg.msg_iov = v;
+    op_.msg.msg_iovlen = n;
+    op_.size = total;
+}
+
+all_awaiter::all_awaiter(all_awaiter&& o) noexcept
+    : op_(std::move(o.op_)), large_(std::move(o.large_)) {
+    std::copy(std::begin(o.small_), std::end(o.small_), std::begin(small_));
+    if (o.op_.msg.msg_iov >= o.small_ && o.op_.msg.msg_iov < std::end(o.small_)) {
+        op_.msg.msg_iov = small_ + (o.op_.msg.msg_iov - o.small_);
+    }
+}
+
+connect_awaiter::connect_awaiter(int fd, const address& to) noexcept
+    : op_(transfer_op::kind::connect, fd, nullptr, 0, 0), to_(to) {
+    op_.msg.msg_name = const_cast<sockaddr*>(to_.data());
+    op_.msg.msg_namelen = to_.size();
+}
+
+send_to_awaiter::send_to_awaiter(int fd, std::span<const std::byte> data,
+                                 const address& to) noexcept
+    : op_(transfer_op::kind::sendmsg, fd, nullptr, data.size(), MSG_NOSIGNAL), to_(to),
+      iov_{const_cast<std::byte*>(data.data()), data.size()} {
+    op_.msg.msg_name = const_cast<sockaddr*>(to_.data());
+    op_.msg.msg_namelen = to_.size();
+    op_.msg.msg_iov = &iov_;
+    op_.msg.msg_iovlen = 1;
+}
+
+recv_from_awaiter::recv_from_awaiter(int fd, std::span<std::byte> buf) noexcept
+    // MSG_TRUNC: the result is the datagram's real length, which tells a cut one.
+    : op_(transfer_op::kind::recvmsg, fd, nullptr, buf.size(), MSG_TRUNC),
+      iov_{buf.data(), buf.size()} {
+    op_.msg.msg_name = &from_;
+    op_.msg.msg_namelen = sizeof from_;
+    op_.msg.msg_iov = &iov_;
+    op_.msg.msg_iovlen = 1;
+}
+
+result<datagram> recv_from_awaiter::await_resume() const {
+    if (std::error_code e = op_.end_error()) {
+        return e;
+    }
+    datagram d;
+    d.size = std::min(op_.done, iov_.iov_len);
+    d.truncated = op_.done > iov_.iov_len;
+    if (auto a = address::from_sockaddr(reinterpret_cast<const sockaddr*>(&from_),
+                                        op_.msg.msg_namelen)) {
+        d.from = *a;
+    } else if (from_.ss_family == AF_UNIX || op_.msg.msg_namelen == 0) {
+        d.from = *address::local(""); // an unbound Unix sender
+    }
+    return d;
+}
+
+// ---- synchronous helpers -----------------------------------------------------------------
+
+result<int> open_socket(int family, int type) noexcept {
+    int fd = ::socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return system_error_code(errno);
+    }
+    return fd;
+}
+
+result<void> bind_socket(int fd, const address& a) noexcept {
+    if (::bind(fd, a.data(), a.size()) < 0) {
+        int e = errno;
+        ::close(fd);
+        return system_error_code(e);
+    }
+    return {};
+}
+
+result<void> set_option(int fd, int level, int name, int value) noexcept {
+    if (::setsockopt(fd, level, name, &value, sizeof value) < 0) {
+        return system_error_code(errno);
+    }
+    return {};
+}
+
+result<int> get_option(int fd, int level, int name) noexcept {
+    int value = 0;
+    socklen_t len = sizeof value;
+    if (::getsockopt(fd, level, name, &value, &len) < 0) {
+        return system_error_code(errno);
+    }
+    return value;
+}
+
+result<address> local_address(int fd) noexcept {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
+        return system_error_code(errno);
+    }
+    return address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+result<address> peer_address(int fd) noexcept {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) < 0) {
+        return system_error_code(errno);
+    }
+    return address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+result<void> close_fd(int& fd) noexcept {
+    if (fd < 0) {
+        return {};
+    }
+    int r = ::close(std::exchange(fd, -1));
+    // Linux releases the descriptor even when close reports an error (EINTR included).
+    if (r < 0) {
+        return system_error_code(errno);
+    }
+    return {};
+}
+
+} // namespace tether::net::detail

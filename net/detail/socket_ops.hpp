@@ -1,0 +1,202 @@
+#pragma once
+// The io_uring operations behind the sockets' awaitables. Their SQEs are prepared in
+// socket_ops.cpp (liburing stays there). Each awaiter holds its operation, so the operation
+// and what it lends the kernel live in the awaiting coroutine's frame until its own CQE
+// arrives, canceled or not.
+
+#include "net/address.hpp"
+#include "net/io_errc.hpp"
+#include "net/io_result.hpp"
+#include "runtime/detail/op.hpp"
+#include "runtime/result.hpp"
+#include "runtime/task.hpp"
+
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+namespace tether::net {
+
+/// One datagram received by `recv_from`: its size, its sender, and whether it was cut.
+struct datagram {
+    std::size_t size = 0;   ///< bytes stored in the buffer
+    address from;           ///< the sender (unnamed for an unbound Unix socket)
+    bool truncated = false; ///< the datagram was longer than the buffer; the rest is lost
+};
+
+} // namespace tether::net
+
+namespace tether::net::detail {
+
+/// One socket operation: a recv, send, sendmsg, recvmsg or connect on `fd`.
+///
+/// With `all`, a short transfer is resubmitted for the rest from the CQE handler, without
+/// resuming the coroutine, until everything moved, the peer ended the stream, an error came
+/// back or the context was canceled; `done` counts the bytes moved so far.
+struct transfer_op : tether::detail::uring_op {
+    enum class kind : std::uint8_t { recv, send, sendmsg, recvmsg, connect };
+
+    kind k = kind::recv;
+    bool all = false;    // resubmit short transfers until `size` bytes moved
+    bool stream = false; // a byte stream: reading 0 bytes means EOF; empty is a no-op
+    int fd = -1;
+    int msg_flags = 0;
+    std::byte* data = nullptr; // recv/send
+    std::size_t size = 0;      // bytes asked for (sendmsg: the sum of the iovecs)
+    std::size_t done = 0;      // bytes moved so far
+    ::msghdr msg{};            // sendmsg/recvmsg; connect: msg_name, msg_namelen
+
+    transfer_op(kind kd, int f, std::byte* d, std::size_t n, int flags) noexcept
+        : k(kd), fd(f), msg_flags(flags), data(d), size(n) {}
+    /// Copies the parameters of an op that has not started (awaiters move until awaited);
+    /// pointers into the old awaiter are fixed by the awaiter.
+    transfer_op(transfer_op&& o) noexcept
+        : uring_op(), k(o.k), all(o.all), stream(o.stream), fd(o.fd), msg_flags(o.msg_flags),
+          data(o.data), size(o.size), done(o.done), msg(o.msg) {}
+    transfer_op& operator=(transfer_op&&) = delete;
+
+    /// Submits the op under `c` for `h`; false if the coroutine must not suspend (the
+    /// context is already done, or there is nothing to transfer).
+    bool begin(const context& c, std::coroutine_handle<> h) noexcept;
+    /// Returns why the op ended short: empty when everything asked for moved.
+    std::error_code end_error() const noexcept;
+};
+
+/// Awaits one transfer and returns its byte count: `read_some`, `write_some`, `send`, `recv`.
+class some_awaiter {
+public:
+    some_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
+                 bool stream) noexcept
+        : op_(k, fd, data, n, flags) {
+        op_.stream = stream;
+    }
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    result<std::size_t> await_resume() const noexcept {
+        if (std::error_code e = op_.end_error()) {
+            return e;
+        }
+        return op_.done;
+    }
+
+private:
+    transfer_op op_;
+};
+
+/// Awaits a transfer of every byte asked for: `read_exact`, `write_all`, `writev`.
+class all_awaiter {
+public:
+    all_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
+                bool stream) noexcept
+        : op_(k, fd, data, n, flags) {
+        op_.all = true;
+        op_.stream = stream;
+    }
+    /// A gathered write of `bufs` (sendmsg); the iovecs are copied, the bytes borrowed.
+    all_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags);
+    all_awaiter(all_awaiter&& o) noexcept;
+    all_awaiter& operator=(all_awaiter&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    io_result await_resume() const noexcept { return {op_.done, op_.end_error()}; }
+
+private:
+    transfer_op op_;
+    ::iovec small_[8]{};
+    std::unique_ptr<::iovec[]> large_;
+};
+
+/// Awaits a connect to `to` (copied): `result<void>`.
+class connect_awaiter {
+public:
+    connect_awaiter(int fd, const address& to) noexcept;
+    connect_awaiter(connect_awaiter&& o) noexcept : connect_awaiter(o.op_.fd, o.to_) {}
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    result<void> await_resume() const noexcept { return op_.end_error(); }
+
+private:
+    transfer_op op_;
+    address to_;
+};
+
+/// Awaits one datagram sent to `to` (copied): `send_to`.
+class send_to_awaiter {
+public:
+    send_to_awaiter(int fd, std::span<const std::byte> data, const address& to) noexcept;
+    send_to_awaiter(send_to_awaiter&& o) noexcept
+        : send_to_awaiter(o.op_.fd,
+                          {static_cast<const std::byte*>(o.iov_.iov_base), o.iov_.iov_len}, o.to_) {
+    }
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    result<std::size_t> await_resume() const noexcept {
+        if (std::error_code e = op_.end_error()) {
+            return e;
+        }
+        return op_.done;
+    }
+
+private:
+    transfer_op op_;
+    address to_;
+    ::iovec iov_;
+};
+
+/// Awaits one datagram and its sender: `recv_from`.
+class recv_from_awaiter {
+public:
+    recv_from_awaiter(int fd, std::span<std::byte> buf) noexcept;
+    recv_from_awaiter(recv_from_awaiter&& o) noexcept
+        : recv_from_awaiter(o.op_.fd, {static_cast<std::byte*>(o.iov_.iov_base), o.iov_.iov_len}) {}
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    result<datagram> await_resume() const;
+
+private:
+    transfer_op op_;
+    ::sockaddr_storage from_{};
+    ::iovec iov_;
+};
+
+// Awaiters may be moved until they are awaited (into `with_timeout`, `spawn`, ...), never
+// after: the kernel holds their address.
+
+// ---- synchronous helpers (socket_ops.cpp) ------------------------------------------------
+
+/// Returns a new socket (close-on-exec, blocking: io_uring waits for it) or the errno.
+result<int> open_socket(int family, int type) noexcept;
+/// Binds `fd` to `a`; on failure closes `fd`.
+result<void> bind_socket(int fd, const address& a) noexcept;
+/// Sets an int socket option.
+result<void> set_option(int fd, int level, int name, int value) noexcept;
+/// Reads an int socket option.
+result<int> get_option(int fd, int level, int name) noexcept;
+/// Returns the socket's own address (getsockname).
+result<address> local_address(int fd) noexcept;
+/// Returns the connected peer's address (getpeername).
+result<address> peer_address(int fd) noexcept;
+/// Closes `fd` if it is open and sets it to -1; reports close's error.
+result<void> close_fd(int& fd) noexcept;
+
+} // namespace tether::net::detail
