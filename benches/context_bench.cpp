@@ -518,14 +518,6 @@ struct go_result {
     std::int64_t n = 0;
 };
 
-struct go_run {
-    bool ran = false;
-    std::string note; // why there are no Go numbers, or empty
-    std::string version;
-    std::map<std::string, go_result> results;
-    std::optional<go_result> busy_work; // CommonParentCancel's busy work alone
-};
-
 std::optional<std::string> find_go() {
     std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
     std::size_t start = 0;
@@ -669,105 +661,191 @@ bool write_file(const std::string& path, std::string_view text) {
     return std::fclose(f) == 0 && ok;
 }
 
-std::optional<go_result> run_go_busy_work(const std::string& go,
-                                          const std::vector<std::string>& env, bench_time bt) {
-    std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
-    std::string dir = tmp + "/context_bench.XXXXXX";
-    if (::mkdtemp(dir.data()) == nullptr) {
-        return std::nullopt;
+// Go's side: builds the test binaries of Go's context package and of the busy work once, then
+// runs one case at a time, right after tether's, so that both sides of a row see the same
+// machine (other work on a shared machine comes and goes within a run).
+class go_runner {
+public:
+    /// Finds go and builds the test binaries; check ok(), else note() says why not.
+    explicit go_runner(bench_time bt) : bt_(bt) { prepare(); }
+    go_runner(const go_runner&) = delete;
+    go_runner& operator=(const go_runner&) = delete;
+    ~go_runner() {
+        if (!tmp_.empty()) {
+            ::unlink((tmp_ + "/go.mod").c_str());
+            ::unlink((tmp_ + "/busy_test.go").c_str());
+            ::rmdir(tmp_.c_str());
+        }
     }
-    std::optional<go_result> busy;
-    if (write_file(dir + "/go.mod", "module busywork\n\ngo 1.19\n") &&
-        write_file(dir + "/busy_test.go", busy_work_go)) {
-        std::vector<std::string> argv{go,     "test", "-run", "XXX",        "-bench",
-                                      "Busy", "-cpu", "1",    "-benchtime", bt.flag()};
-        run_command(argv, env, dir, [&](const std::string& line) {
+
+    bool ok() const { return ok_; }
+    /// Why there are no Go numbers; empty if ok().
+    const std::string& note() const { return note_; }
+    /// True if Go was there but failed, an error rather than a skip.
+    bool failed() const { return failed_; }
+    const std::string& version() const { return version_; }
+
+    /// Runs Go's benchmark `name` ("CancelTree/depth=1/Root=Background"); a name that is a
+    /// prefix runs every case under it. Returns the results by case name.
+    std::map<std::string, go_result> run(const std::string& name) {
+        std::map<std::string, go_result> out;
+        if (!ok_) {
+            return out;
+        }
+        std::vector<std::string> argv{
+            context_test_,    "-test.run", "XXX", "-test.bench",     anchored(name),
+            "-test.benchmem", "-test.cpu", "1",   "-test.benchtime", bt_.flag()};
+        if (!run_test(argv, out)) {
+            out.clear();
+        }
+        for (const auto& [n, r] : out) {
+            fmt::print(stderr, "  go      {:<45} {:>12.1f} ns/op\n", n, r.ns_per_op);
+        }
+        return out;
+    }
+
+    /// Runs the busy work of CommonParentCancel alone.
+    std::optional<go_result> run_busy_work() {
+        std::map<std::string, go_result> out;
+        if (!ok_ || busy_test_.empty()) {
+            return std::nullopt;
+        }
+        std::vector<std::string> argv{busy_test_,    "-test.run",       "XXX",
+                                      "-test.bench", "BusyWork",        "-test.cpu",
+                                      "1",           "-test.benchtime", bt_.flag()};
+        if (!run_test(argv, out) || out.empty()) {
+            return std::nullopt;
+        }
+        return out.begin()->second;
+    }
+
+private:
+    // Go's -bench pattern that selects exactly `name` (and what is under it).
+    static std::string anchored(const std::string& name) {
+        std::string out;
+        std::size_t start = 0;
+        for (bool first = true;; first = false) {
+            std::size_t slash = name.find('/', start);
+            std::string elem = name.substr(start, slash - start);
+            out += first ? "^Benchmark" : "/^";
+            for (char ch : elem) {
+                if (std::strchr(R"(\.+*?()|[]{}^$)", ch) != nullptr) {
+                    out += '\\';
+                }
+                out += ch;
+            }
+            out += '$';
+            if (slash == std::string::npos) {
+                return out;
+            }
+            start = slash + 1;
+        }
+    }
+
+    void keep_tail(const std::string& line) {
+        tail_.push_back(line);
+        if (tail_.size() > 20) {
+            tail_.erase(tail_.begin());
+        }
+    }
+
+    // Runs a command with Go's environment; on failure, records why and returns false.
+    bool run_go_command(const std::vector<std::string>& argv, const std::string& cwd,
+                        const std::function<void(const std::string&)>& on_line) {
+        tail_.clear();
+        int st = run_command(argv, env_, cwd, [&](const std::string& line) {
+            keep_tail(line);
+            on_line(line);
+        });
+        if (st != 0) {
+            ok_ = false;
+            failed_ = true;
+            note_ = fmt::format("`{}` failed (status {}); its last lines:\n  {}",
+                                fmt::join(argv, " "), st, fmt::join(tail_, "\n  "));
+            return false;
+        }
+        return true;
+    }
+
+    bool run_test(const std::vector<std::string>& argv, std::map<std::string, go_result>& out) {
+        return run_go_command(argv, cache_, [&](const std::string& line) {
             if (auto r = parse_go_line(line)) {
-                busy = r->second;
+                out[r->first] = r->second;
             }
         });
     }
-    ::unlink((dir + "/go.mod").c_str());
-    ::unlink((dir + "/busy_test.go").c_str());
-    ::rmdir(dir.c_str());
-    if (!busy) {
-        fmt::print(stderr, "context_bench: Go's busy-work benchmark printed no result\n");
-    }
-    return busy;
-}
 
-go_run run_go(const std::string& pattern, bench_time bt) {
-    go_run g;
-    std::optional<std::string> go = find_go();
-    if (!go) {
-        g.note = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
-        return g;
-    }
-    std::string dir = exe_dir();
-    std::string cache = dir + "/go-cache";
-    if (::mkdir(cache.c_str(), 0755) != 0 && errno != EEXIST) {
-        cache = "/tmp/tether-context-bench-go-cache";
-        ::mkdir(cache.c_str(), 0755);
-    }
-    // Go's environment: one P, our cache, no GOFLAGS from the caller (-race would skew it),
-    // and a HOME for Go's config when the caller has none (CI).
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-        std::string_view v(*e);
-        if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
-            v.starts_with("GOFLAGS=")) {
-            continue;
+    void prepare() {
+        std::optional<std::string> go = find_go();
+        if (!go) {
+            note_ = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
+            return;
         }
-        env.emplace_back(v);
-    }
-    env.push_back("GOMAXPROCS=1");
-    env.push_back("GOCACHE=" + cache);
-    env.push_back("GOFLAGS=");
-    if (std::getenv("HOME") == nullptr) {
-        env.push_back("HOME=" + cache);
+        cache_ = exe_dir() + "/go-cache";
+        if (::mkdir(cache_.c_str(), 0755) != 0 && errno != EEXIST) {
+            cache_ = "/tmp/tether-context-bench-go-cache";
+            ::mkdir(cache_.c_str(), 0755);
+        }
+        // Go's environment: one P, our cache, no GOFLAGS from the caller (-race would skew
+        // it), and a HOME for Go's config when the caller has none (CI).
+        for (char** e = environ; *e != nullptr; ++e) {
+            std::string_view v(*e);
+            if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
+                v.starts_with("GOFLAGS=")) {
+                continue;
+            }
+            env_.emplace_back(v);
+        }
+        env_.push_back("GOMAXPROCS=1");
+        env_.push_back("GOCACHE=" + cache_);
+        env_.push_back("GOFLAGS=");
+        if (std::getenv("HOME") == nullptr) {
+            env_.push_back("HOME=" + cache_);
+        }
+        ok_ = true;
+        std::string version;
+        if (!run_go_command({*go, "version"}, cache_, [&](const std::string& line) {
+                if (version.empty()) {
+                    version = line;
+                }
+            })) {
+            return;
+        }
+        version_ = version;
+        context_test_ = cache_ + "/context.test";
+        fmt::print(stderr, "building Go's context benchmark: GOCACHE={} go test -c context\n",
+                   cache_);
+        if (!run_go_command({*go, "test", "-c", "-o", context_test_, "context"}, cache_,
+                            [](const std::string&) {})) {
+            return;
+        }
+        // The busy work is optional: without it CommonParentCancel just has no breakdown.
+        std::string tmp = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+        tmp += "/context_bench.XXXXXX";
+        if (::mkdtemp(tmp.data()) != nullptr) {
+            tmp_ = tmp;
+            std::string bin = cache_ + "/busywork.test";
+            std::vector<std::string> argv{*go, "test", "-c", "-o", bin};
+            if (write_file(tmp_ + "/go.mod", "module busywork\n\ngo 1.19\n") &&
+                write_file(tmp_ + "/busy_test.go", busy_work_go) &&
+                run_command(argv, env_, tmp_, [](const std::string&) {}) == 0) {
+                busy_test_ = bin;
+            }
+        }
     }
 
-    std::vector<std::string> tail; // the last lines, shown if go fails
-    auto keep_tail = [&tail](const std::string& line) {
-        tail.push_back(line);
-        if (tail.size() > 20) {
-            tail.erase(tail.begin());
-        }
-    };
-    int st = run_command({*go, "version"}, env, cache, [&](const std::string& line) {
-        keep_tail(line);
-        if (g.version.empty()) {
-            g.version = line;
-        }
-    });
-    if (st != 0) {
-        g.note = fmt::format("Go columns skipped: `{} version` failed (status {}):\n  {}", *go, st,
-                             fmt::join(tail, "\n  "));
-        return g;
-    }
-    tail.clear();
-    std::vector<std::string> argv{*go,         "test", "-run", "XXX",        "-bench",  pattern,
-                                  "-benchmem", "-cpu", "1",    "-benchtime", bt.flag(), "context"};
-    fmt::print(stderr, "running: GOMAXPROCS=1 GOCACHE={} {}\n", cache, fmt::join(argv, " "));
-    st = run_command(argv, env, cache, [&](const std::string& line) {
-        keep_tail(line);
-        if (auto r = parse_go_line(line)) {
-            fmt::print(stderr, "  go      {:<45} {:>12.1f} ns/op\n", r->first, r->second.ns_per_op);
-            g.results[r->first] = r->second;
-        }
-    });
-    if (st != 0) {
-        g.note = fmt::format("Go's benchmark failed (status {}); its last lines:\n  {}", st,
-                             fmt::join(tail, "\n  "));
-        g.results.clear();
-        return g;
-    }
-    g.ran = true;
-    if (g.results.contains("CommonParentCancel")) {
-        g.busy_work = run_go_busy_work(*go, env, bt);
-    }
-    return g;
-}
+    bench_time bt_;
+    bool ok_ = false;
+    bool failed_ = false;
+    std::string note_;
+    std::string version_;
+    std::string cache_;
+    std::string tmp_;
+    std::vector<std::string> env_;
+    std::string context_test_;
+    std::string busy_test_;
+    std::vector<std::string> tail_;
+};
 
 // ---- output --------------------------------------------------------------------------------
 
@@ -848,7 +926,17 @@ std::string json_escape(std::string_view s) {
     return out;
 }
 
-bool write_json(const std::string& file, const std::vector<row>& rows, const go_run& g,
+// What the Go side came to, for the output.
+struct go_summary {
+    bool asked = false;  // --go
+    bool ran = false;    // every Go case ran
+    bool failed = false; // go was there but failed: an error, not a skip
+    std::string note;    // why there are no (or not all) Go numbers
+    std::string version;
+    std::optional<go_result> busy_work;
+};
+
+bool write_json(const std::string& file, const std::vector<row>& rows, const go_summary& g,
                 const std::optional<result>& busy, bench_time bt,
                 const std::vector<std::string>& notes) {
     std::string out = "{\n";
@@ -923,7 +1011,7 @@ int main(int argc, char** argv) {
     bench_time bt;
     std::string pattern = ".";
     std::string json_file;
-    bool with_go = false;
+    bool with_go = false; // Go's benchmark side by side
     bool list = false;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
@@ -994,30 +1082,47 @@ int main(int argc, char** argv) {
     }
 
     fmt::print(stderr, "context_bench: {} cases, {} each\n", cases.size(), bt.flag());
+    std::optional<go_runner> go;
+    if (with_go) {
+        go.emplace(bt);
+        if (!go->ok()) {
+            fmt::print(stderr, "context_bench: {}\n", go->note());
+        }
+    }
     std::vector<row> rows;
     for (const auto& c : cases) {
         result r = measure(c, bt);
         fmt::print(stderr, "  tether  {:<45} {:>12.1f} ns/op\n", c.name, r.ns_per_op);
         rows.push_back({c.name, r, std::nullopt});
+        if (go && go->ok()) {
+            auto g = go->run(c.name);
+            if (auto it = g.find(c.name); it != g.end()) {
+                rows.back().go = it->second;
+            }
+        }
     }
+    go_summary g;
     std::optional<result> busy;
     if (matches(compiled, "CommonParentCancel")) {
         busy = measure({"busy work", common_parent_cancel_busy_work}, bt);
-    }
-
-    go_run g;
-    if (with_go) {
-        g = run_go(pattern, bt);
-        for (auto& r : rows) {
-            if (auto it = g.results.find(r.name); it != g.results.end()) {
-                r.go = it->second;
-            }
+        if (go && go->ok()) {
+            g.busy_work = go->run_busy_work();
         }
-        for (const auto& [name, res] : g.results) {
-            if (name.starts_with(not_run_prefix)) {
+    }
+    if (go && go->ok() && matches(compiled, std::string(not_run_prefix))) {
+        for (const auto& [name, res] :
+             go->run(std::string(not_run_prefix.substr(0, not_run_prefix.size() - 1)))) {
+            if (matches(compiled, name)) {
                 rows.push_back({name, std::nullopt, res});
             }
         }
+    }
+    if (go) {
+        g.asked = true;
+        g.ran = go->ok();
+        g.failed = go->failed();
+        g.note = go->note();
+        g.version = go->version();
     }
 
     std::vector<std::string> notes;
@@ -1025,6 +1130,10 @@ int main(int argc, char** argv) {
                     "(CommonParentCancel, WithTimeout, ContextCancelDone) ran one goroutine, and "
                     "tether runs the same loop on one thread (WithTimeout/concurrency=N: N timers "
                     "pending on the real clock, made by that thread)");
+    if (g.ran) {
+        notes.push_back("each Go case ran right after tether's, from Go's own test binary "
+                        "(go test -c context), so both sides of a row saw the same machine");
+    }
     notes.push_back("allocs/op: calls to operator new on the benchmark thread; Go: mallocs");
     notes.push_back("CancelTree: Go drops the cancel funcs; a cancel_handle cancels when "
                     "destroyed, so they are kept to the end of each op and destroyed inside the "
@@ -1039,17 +1148,16 @@ int main(int argc, char** argv) {
         }
         if (cpc != nullptr) {
             double t = cpc->tether->ns_per_op - busy->ns_per_op;
-            double go = cpc->go->ns_per_op - g.busy_work->ns_per_op;
-            if (t > 0 && go > 0) {
-                context_work_ratio = go / t;
+            double gw = cpc->go->ns_per_op - g.busy_work->ns_per_op;
+            if (t > 0 && gw > 0) {
+                context_work_ratio = gw / t;
             }
             notes.push_back(fmt::format(
                 "CommonParentCancel is mostly its busy work, 200 dependent integer divisions per "
                 "op, the same on both sides: alone it costs tether {} and Go {} ns/op, which "
-                "leaves "
-                "{} ns/op of context work for tether and {} for Go{}",
+                "leaves {} ns/op of context work for tether and {} for Go{}",
                 format_ns(busy->ns_per_op), format_ns(g.busy_work->ns_per_op), format_ns(t),
-                format_ns(go),
+                format_ns(gw),
                 context_work_ratio ? fmt::format(" ({:.1f}x)", *context_work_ratio) : ""));
         }
     } else if (busy) {
@@ -1058,7 +1166,7 @@ int main(int argc, char** argv) {
             "which cost {} ns/op alone here",
             format_ns(busy->ns_per_op)));
     }
-    if (with_go && g.ran) {
+    if (g.ran) {
         notes.push_back("DeepValueNewGoRoutine starts a goroutine per op: no tether equivalent "
                         "until the runtime's tasks exist, so it is not run");
     }
@@ -1068,21 +1176,24 @@ int main(int argc, char** argv) {
     for (const auto& n : notes) {
         fmt::print("note: {}\n", n);
     }
-    if (with_go) {
-        if (!g.ran) {
+    if (g.asked) {
+        if (!g.note.empty()) {
             fmt::print("note: {}\n", g.note);
-        } else {
+        }
+        if (!g.version.empty()) {
             fmt::print("go: {}\n", g.version);
-            std::vector<std::string> misses;
-            int compared = 0;
-            for (const auto& r : rows) {
-                if (auto q = r.ratio()) {
-                    ++compared;
-                    if (*q < target_ratio) {
-                        misses.push_back(fmt::format("{} ({:.1f}x)", r.name, *q));
-                    }
+        }
+        std::vector<std::string> misses;
+        int compared = 0;
+        for (const auto& r : rows) {
+            if (auto q = r.ratio()) {
+                ++compared;
+                if (*q < target_ratio) {
+                    misses.push_back(fmt::format("{} ({:.1f}x)", r.name, *q));
                 }
             }
+        }
+        if (compared > 0) {
             fmt::print("target {:.0f}x faster than Go: {} of {} cases meet it{}{}\n", target_ratio,
                        compared - static_cast<int>(misses.size()), compared,
                        misses.empty() ? "" : "; below: ", fmt::join(misses, ", "));
@@ -1094,7 +1205,7 @@ int main(int argc, char** argv) {
         ok = write_json(json_file, rows, g, busy, bt, notes);
     }
     // Asked for Go and go was there but failed: that is an error, not a quiet skip.
-    if (with_go && !g.ran && g.note.rfind("Go columns skipped", 0) != 0) {
+    if (g.failed) {
         ok = false;
     }
     return ok ? 0 : 1;
