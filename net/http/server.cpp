@@ -1,0 +1,678 @@
+#include "net/http/server.hpp"
+
+#include "context/with_cancel.hpp"
+#include "context/without_cancel.hpp"
+#include "net/http/status.hpp"
+#include "net/io_errc.hpp"
+#include "runtime/detail/loop_impl.hpp"
+#include "runtime/event.hpp"
+#include "runtime/io.hpp"
+#include "runtime/spawn.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <poll.h>
+
+namespace tether::http {
+
+namespace detail {
+
+// Bytes a connection buffers before it flushes responses queued by pipelined requests.
+constexpr std::size_t flush_threshold = 64 * 1024;
+// A request body left unread this small is drained to keep the connection; larger: close.
+constexpr std::uint64_t drain_limit = 256 * 1024;
+
+struct conn {
+    server_state* srv = nullptr;
+    net::tcp_stream sock;
+    net::address remote;
+    join_handle<void> task; // its context is the connection's context
+    std::list<conn*>::iterator pos;
+
+    std::vector<char> in;
+    std::size_t in_start = 0;
+    std::size_t in_end = 0;
+    std::string out;
+    bool idle = true;
+    bool close_after = false;
+
+    // The body of the current request.
+    std::uint64_t body_left = 0; // Content-Length bytes still to read
+    bool body_chunked = false;
+    bool body_done = true;
+    bool continue_pending = false;
+    std::uint64_t body_total = 0;
+    chunked_decoder dec;
+    bool body_error = false;
+
+    // One timer for whichever phase the connection is in (idle, head, body, write): when
+    // it fires the connection's context is canceled and the connection closes.
+    tether::detail::timer_node timer;
+    bool timer_armed = false;
+
+    std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
+};
+
+struct server_state {
+    handler h;
+    server_options opts;
+    net::tcp_listener listener;
+    std::list<conn*> conns;
+    bool shutting_down = false;
+    bool serving = false;
+    cancel_handle accept_cancel;
+    cancel_handle base_cancel;
+    event drained{true};
+    event slot_free{true};
+
+    ~server_state() { assert(conns.empty()); }
+
+    task<void> accept_loop(context base);
+    task<void> serve_conn(conn* c);
+    task<bool> read_more(conn* c);
+    task<result<void>> write_out(conn* c);
+    void arm(conn* c, std::chrono::nanoseconds d);
+    void disarm(conn* c);
+    void finish_response(conn* c, response_writer& w, bool keep_alive);
+};
+
+void server_state::arm(conn* c, std::chrono::nanoseconds d) {
+    tether::detail::loop_impl& l = tether::loop::current()->impl();
+    if (c->timer_armed) {
+        l.remove_timer(c->timer);
+        c->timer_armed = false;
+    }
+    if (d.count() > 0) {
+        c->timer.when = l.now() + d;
+        c->timer.data = c;
+        c->timer.fire = [](tether::detail::timer_node* t) noexcept {
+            auto* cc = static_cast<conn*>(t->data);
+            cc->timer_armed = false;
+            cc->close_after = true;
+            cc->task.cancel();
+        };
+        l.add_timer(c->timer);
+        c->timer_armed = true;
+    }
+}
+
+void server_state::disarm(conn* c) {
+    if (c->timer_armed) {
+        tether::loop::current()->impl().remove_timer(c->timer);
+        c->timer_armed = false;
+    }
+}
+
+// Reads more bytes into the connection's buffer; false on EOF, error or cancel.
+task<bool> server_state::read_more(conn* c) {
+    if (c->in_start > 0 && (c->in_start == c->in_end || c->in_start > c->in.size() / 2)) {
+        std::memmove(c->in.data(), c->in.data() + c->in_start, c->in_end - c->in_start);
+        c->in_end -= c->in_start;
+        c->in_start = 0;
+    }
+    if (c->in_end == c->in.size()) {
+        std::size_t cap = opts.limits.max_header_bytes + 8192;
+        if (c->in.size() >= cap) {
+            c->in.resize(c->in.size() * 2); // a body chunk larger than the head limit
+        } else {
+            c->in.resize(std::min(cap, c->in.size() * 2));
+        }
+    }
+    auto r = co_await c->sock.read_some(
+        std::as_writable_bytes(std::span(c->in.data() + c->in_end, c->in.size() - c->in_end)));
+    if (!r) {
+        co_return false;
+    }
+    c->in_end += *r;
+    co_return true;
+}
+
+task<result<void>> server_state::write_out(conn* c) {
+    if (c->out.empty()) {
+        co_return result<void>{};
+    }
+    auto [n, err] = co_await c->sock.write_all(std::string_view(c->out));
+    c->out.clear();
+    if (err) {
+        co_return err;
+    }
+    co_return result<void>{};
+}
+
+namespace {
+
+void append_head(std::string& out, int status, const header_map& h,
+                 std::optional<std::uint64_t> len, bool chunked, bool close) {
+    fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} {}\r\n", status, status_text(status));
+    if (!h.has("date")) {
+        out += "Date: ";
+        out += http_date();
+        out += "\r\n";
+    }
+    for (const auto& [k, v] : h) {
+        out += k;
+        out += ": ";
+        out += v;
+        out += "\r\n";
+    }
+    if (chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    } else if (len && !h.has("content-length")) {
+        fmt::format_to(std::back_inserter(out), "Content-Length: {}\r\n", *len);
+    }
+    if (close) {
+        out += "Connection: close\r\n";
+    }
+    out += "\r\n";
+}
+
+void error_response(std::string& out, int status, std::string_view why) {
+    header_map h;
+    h.set("Content-Type", "text/plain; charset=utf-8");
+    std::string body = fmt::format("{} {}: {}\n", status, status_text(status), why);
+    append_head(out, status, h, body.size(), false, true);
+    out += body;
+}
+
+// Cancels the request's context when the client hangs up while the handler runs.
+task<void> watch_client(int fd, cancel_handle* cancel_req) {
+    auto r = co_await tether::poll(fd, POLLRDHUP);
+    if (r && (*r & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+        cancel_req->cancel();
+    }
+}
+
+// Resumes the handler inline; if it suspends, `on_suspend` runs (arming the client-gone
+// watch) and the awaiting task resumes when the handler completes. A handler that never
+// suspends costs no watch at all.
+struct run_handler {
+    task<void>::handle_type h;
+    const context* ctx;
+    int fd;
+    cancel_handle* cancel_req;
+    join_handle<void>* watch;
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> parent) {
+        h.promise().ctx_ = ctx;
+        h.promise().continuation_ = nullptr;
+        h.resume();
+        if (h.done()) {
+            return false;
+        }
+        h.promise().continuation_ = parent;
+        *watch = tether::spawn(*ctx, watch_client(fd, cancel_req));
+        return true;
+    }
+    void await_resume() { h.promise().take(); }
+};
+
+} // namespace
+
+void server_state::finish_response(conn* c, response_writer& w, bool keep_alive) {
+    bool close = !keep_alive || shutting_down || c->close_after;
+    if (!c->body_done) {
+        close = true; // decided below whether to drain; a body left unread ends the connection
+    }
+    if (!w.head_sent_) {
+        append_head(c->out, w.status(), w.headers_,
+                    status_has_no_body(w.status()) ? std::nullopt
+                                                   : std::optional<std::uint64_t>(w.body_.size()),
+                    false, close);
+        if (!w.head_request_ && !status_has_no_body(w.status())) {
+            c->out += w.body_;
+        }
+        w.head_sent_ = true;
+    } else if (w.chunked_) {
+        if (!w.body_.empty() && !w.head_request_) {
+            fmt::format_to(std::back_inserter(c->out), "{:x}\r\n", w.body_.size());
+            c->out += w.body_;
+            c->out += "\r\n";
+        }
+        c->out += "0\r\n\r\n";
+    } else if (!w.head_request_) {
+        c->out += w.body_;
+    }
+    w.body_.clear();
+    if (close) {
+        c->close_after = true;
+    }
+}
+
+task<void> server_state::serve_conn(conn* c) {
+    context conn_ctx = co_await this_coro::context;
+    c->in.resize(4096);
+    request_parser parser(opts.limits);
+    request req;
+    response_writer w;
+    req.remote = c->remote;
+    (void)c->sock.set_nodelay(true);
+
+    while (!c->close_after) {
+        // ---- the head ----
+        parser.reset();
+        request_parser::status st = request_parser::status::incomplete;
+        bool first_byte_seen = c->in_end > c->in_start;
+        c->idle = !first_byte_seen;
+        for (;;) {
+            if (c->in_end > c->in_start) {
+                st = parser.parse(c->buffered(), req.head);
+                if (st != request_parser::status::incomplete) {
+                    break;
+                }
+            }
+            // Responses queued by pipelined requests go out before we wait for more.
+            if (!c->out.empty() && !(co_await write_out(c))) {
+                c->close_after = true;
+                break;
+            }
+            if (c->in_end == c->in_start) {
+                c->idle = true;
+                if (shutting_down) {
+                    c->close_after = true;
+                    break;
+                }
+                arm(c, opts.idle_timeout);
+            } else if (!first_byte_seen) {
+                first_byte_seen = true;
+                c->idle = false;
+                arm(c, opts.read_header_timeout);
+            }
+            if (!(co_await read_more(c))) {
+                c->close_after = true;
+                break;
+            }
+            if (!first_byte_seen && c->in_end > c->in_start) {
+                first_byte_seen = true;
+                c->idle = false;
+                arm(c, opts.read_header_timeout);
+            }
+        }
+        if (c->close_after && st != request_parser::status::error &&
+            st != request_parser::status::complete) {
+            break;
+        }
+        c->idle = false;
+        if (st == request_parser::status::error) {
+            disarm(c);
+            error_response(c->out, parser.error().status, parser.error().reason);
+            (void)co_await write_out(c);
+            c->close_after = true;
+            break;
+        }
+        c->in_start += parser.consumed();
+        disarm(c);
+        if (opts.read_timeout.count() > 0 || opts.write_timeout.count() > 0) {
+            arm(c, opts.read_timeout.count() > 0 ? opts.read_timeout : opts.write_timeout);
+        }
+
+        // ---- the body ----
+        c->body_chunked = req.head.chunked;
+        c->body_left = req.head.chunked ? 0 : req.head.content_length.value_or(0);
+        c->body_done = !req.head.chunked && c->body_left == 0;
+        c->body_total = 0;
+        c->body_error = false;
+        c->dec = chunked_decoder{};
+        c->continue_pending = req.head.expect_continue && !c->body_done;
+        if (req.head.content_length && *req.head.content_length > opts.max_body_bytes) {
+            error_response(c->out, 413, "request body too large");
+            (void)co_await write_out(c);
+            c->close_after = true;
+            break;
+        }
+
+        // ---- the handler, under a child of the connection's context ----
+        auto [req_ctx, cancel_req] = with_cancel(conn_ctx);
+        req.ctx_ = req_ctx;
+        req.conn_ = c;
+        req.params.clear();
+        w.reset(c, req.head.method == "HEAD");
+        join_handle<void> watch;
+        try {
+            task<void> t = h(req, w);
+            // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
+            run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
+            co_await rh;
+        } catch (...) {
+            // The recover middleware turns exceptions into 500s; without it, the connection
+            // answers 500 if it still can, and closes.
+            if (!w.head_sent_) {
+                w.headers_.clear();
+                w.body_.clear();
+                w.status_ = 0;
+                w.write_header(500);
+                w.write("internal server error\n");
+            }
+            c->close_after = true;
+        }
+        watch = {};   // cancels the watch, if any
+        cancel_req(); // the handler has returned: its context ends (Go does the same)
+        req.ctx_ = context{};
+
+        // A small unread body is drained so that the connection can carry the next request.
+        if (!c->body_done && !c->body_error && c->body_total + c->body_left <= drain_limit) {
+            char sink[4096];
+            while (!c->body_done) {
+                auto r = co_await req.read_body(std::span(sink));
+                if (!r) {
+                    break;
+                }
+            }
+        }
+        finish_response(c, w, req.head.keep_alive);
+        disarm(c);
+        // Batch: while complete requests are already buffered, answer them before writing.
+        if (c->close_after || c->out.size() >= flush_threshold || c->in_end == c->in_start) {
+            if (opts.write_timeout.count() > 0) {
+                arm(c, opts.write_timeout);
+            }
+            if (!(co_await write_out(c))) {
+                c->close_after = true;
+            }
+            disarm(c);
+        }
+    }
+    disarm(c);
+    if (!c->out.empty()) {
+        (void)co_await with_context(without_cancel(conn_ctx), write_out(c));
+    }
+    (void)c->sock.shutdown(net::shutdown_how::write);
+    (void)c->sock.close();
+    conns.erase(c->pos);
+    slot_free.set();
+    if (conns.empty()) {
+        drained.set();
+    }
+    delete c;
+}
+
+task<void> server_state::accept_loop(context base) {
+    for (;;) {
+        if (opts.max_connections != 0 && conns.size() >= opts.max_connections) {
+            slot_free.reset();
+            if (!(co_await slot_free.wait())) {
+                co_return;
+            }
+            continue;
+        }
+        auto r = co_await listener.accept();
+        if (!r) {
+            context self = co_await this_coro::context;
+            if (self.is_done() || r.error() == net::io_errc::closed) {
+                co_return;
+            }
+            continue; // EMFILE and the like: the listener backs off by itself
+        }
+        auto* c = new conn;
+        c->srv = this;
+        c->sock = std::move(*r);
+        c->remote = c->sock.peer_addr().value_or(net::address{});
+        context cctx = opts.conn_context ? opts.conn_context(base, c->remote) : base;
+        conns.push_back(c);
+        c->pos = std::prev(conns.end());
+        drained.reset();
+        c->task = tether::spawn(cctx, serve_conn(c));
+    }
+}
+
+} // namespace detail
+
+// ---- request / response_writer ------------------------------------------------------------
+
+task<result<std::size_t>> request::read_body(std::span<char> buf) {
+    detail::conn* c = conn_;
+    if (c == nullptr || c->body_done || buf.empty()) {
+        co_return std::size_t{0};
+    }
+    if (c->body_error) {
+        co_return make_error_code(std::errc::bad_message);
+    }
+    if (c->continue_pending) {
+        c->continue_pending = false;
+        auto [n, err] =
+            co_await c->sock.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+        if (err) {
+            co_return err;
+        }
+    }
+    const std::uint64_t max = c->srv->opts.max_body_bytes;
+    for (;;) {
+        if (!c->body_chunked) {
+            std::size_t avail = c->in_end - c->in_start;
+            if (avail > 0) {
+                std::size_t n = static_cast<std::size_t>(
+                    std::min<std::uint64_t>({c->body_left, avail, buf.size()}));
+                std::memcpy(buf.data(), c->in.data() + c->in_start, n);
+                c->in_start += n;
+                c->body_left -= n;
+                c->body_total += n;
+                c->body_done = c->body_left == 0;
+                co_return n;
+            }
+            // Straight into the caller's buffer: no copy for large bodies.
+            std::size_t want =
+                static_cast<std::size_t>(std::min<std::uint64_t>(c->body_left, buf.size()));
+            auto r = co_await c->sock.read_some(std::as_writable_bytes(buf.first(want)));
+            if (!r) {
+                c->body_error = true;
+                c->close_after = true;
+                co_return r.error();
+            }
+            c->body_left -= *r;
+            c->body_total += *r;
+            c->body_done = c->body_left == 0;
+            co_return *r;
+        }
+        // Chunked: decode in place in the connection buffer, then copy out. The window is no
+        // larger than `buf`, so every decoded byte fits: nothing is left over between calls.
+        while (c->in_end > c->in_start) {
+            std::size_t used = 0;
+            std::size_t produced = 0;
+            std::size_t window = std::min(c->in_end - c->in_start, buf.size());
+            auto st = c->dec.decode(c->in.data() + c->in_start, window, used, produced);
+            if (st == chunked_decoder::status::error) {
+                c->body_error = true;
+                c->close_after = true;
+                co_return make_error_code(std::errc::bad_message);
+            }
+            std::memcpy(buf.data(), c->in.data() + c->in_start, produced);
+            c->in_start += used;
+            c->body_total += produced;
+            if (c->body_total > max) {
+                c->body_error = true;
+                c->close_after = true;
+                co_return make_error_code(std::errc::message_size);
+            }
+            if (st == chunked_decoder::status::done) {
+                c->body_done = true;
+            }
+            if (produced > 0 || c->body_done) {
+                co_return produced;
+            }
+        }
+        if (!(co_await c->srv->read_more(c))) {
+            c->body_error = true;
+            c->close_after = true;
+            co_return make_error_code(net::io_errc::eof);
+        }
+    }
+}
+
+task<result<std::string>> request::read_all() {
+    std::string body;
+    char chunk[16384];
+    for (;;) {
+        auto r = co_await read_body(std::span(chunk));
+        if (!r) {
+            co_return r.error();
+        }
+        if (*r == 0) {
+            co_return body;
+        }
+        body.append(chunk, *r);
+    }
+}
+
+void response_writer::reset(detail::conn* c, bool head_request) noexcept {
+    conn_ = c;
+    headers_.clear();
+    body_.clear();
+    status_ = 0;
+    head_sent_ = false;
+    chunked_ = false;
+    head_request_ = head_request;
+    body_bytes_ = 0;
+}
+
+void response_writer::write_header(int status) noexcept {
+    if (status_ == 0) {
+        status_ = status;
+    }
+}
+
+void response_writer::write(std::string_view data) {
+    write_header(200);
+    body_bytes_ += data.size();
+    body_ += data;
+}
+
+task<result<void>> response_writer::flush() {
+    detail::conn* c = conn_;
+    write_header(200);
+    if (!head_sent_) {
+        auto len = headers_.get("content-length");
+        chunked_ = !len && !status_has_no_body(status_);
+        detail::append_head(c->out, status_, headers_, std::nullopt, chunked_, false);
+        head_sent_ = true;
+    }
+    if (!body_.empty() && !head_request_) {
+        if (chunked_) {
+            fmt::format_to(std::back_inserter(c->out), "{:x}\r\n", body_.size());
+            c->out += body_;
+            c->out += "\r\n";
+        } else {
+            c->out += body_;
+        }
+    }
+    body_.clear();
+    co_return co_await c->srv->write_out(c);
+}
+
+// ---- chain / serve_mux ---------------------------------------------------------------------
+
+handler chain(handler h, std::initializer_list<middleware> mws) {
+    for (auto it = std::rbegin(mws); it != std::rend(mws); ++it) {
+        h = (*it)(std::move(h));
+    }
+    return h;
+}
+
+void serve_mux::handle(std::string_view pattern, handler h) {
+    routes_.add(pattern);
+    handlers_.push_back(std::move(h));
+}
+
+task<void> serve_mux::serve(request& req, response_writer& w) const {
+    route_match m = routes_.match(req.method(), req.path(), req.params);
+    if (m.result == route_match::kind::found) {
+        co_await handlers_[m.index](req, w);
+        co_return;
+    }
+    w.headers().set("Content-Type", "text/plain; charset=utf-8");
+    if (m.result == route_match::kind::method_not_allowed) {
+        w.headers().set("Allow", m.allow);
+        w.write_header(405);
+        w.write("405 method not allowed\n");
+    } else {
+        w.write_header(404);
+        w.write("404 page not found\n");
+    }
+}
+
+handler serve_mux::as_handler() const {
+    return [this](request& req, response_writer& w) { return serve(req, w); };
+}
+
+// ---- server ---------------------------------------------------------------------------------
+
+server::server(handler h, server_options opts) : s_(std::make_shared<detail::server_state>()) {
+    s_->h = std::move(h);
+    s_->opts = std::move(opts);
+}
+
+server::~server() = default;
+
+result<void> server::listen(const net::address& at) {
+    auto l = net::tcp_listener::bind(at);
+    if (!l) {
+        return l.error();
+    }
+    s_->listener = std::move(*l);
+    return {};
+}
+
+void server::listen(net::tcp_listener l) {
+    s_->listener = std::move(l);
+}
+
+result<net::address> server::local_addr() const {
+    return s_->listener.local_addr();
+}
+
+std::size_t server::active_connections() const noexcept {
+    return s_->conns.size();
+}
+
+task<result<void>> server::serve() {
+    std::shared_ptr<detail::server_state> s = s_;
+    context serve_ctx = co_await this_coro::context;
+    context base = s->opts.base_context ? s->opts.base_context(serve_ctx) : serve_ctx;
+    auto [base_ctx, base_cancel] = with_cancel(base);
+    auto [accept_ctx, accept_cancel] = with_cancel(base_ctx);
+    s->base_cancel = std::move(base_cancel);
+    s->accept_cancel = std::move(accept_cancel);
+    s->serving = true;
+    co_await with_context(accept_ctx, s->accept_loop(base_ctx));
+    s->listener.close();
+    // Connections still running: wait for them (shutdown() drives them to an end; if our
+    // own context ended, base_ctx did too and they are finishing).
+    while (!s->conns.empty()) {
+        (void)co_await with_context(without_cancel(serve_ctx), s->drained.wait());
+    }
+    s->serving = false;
+    if (std::error_code e = serve_ctx.err()) {
+        co_return e;
+    }
+    co_return result<void>{};
+}
+
+task<result<void>> server::shutdown() {
+    std::shared_ptr<detail::server_state> s = s_;
+    context ctx = co_await this_coro::context;
+    s->shutting_down = true;
+    s->accept_cancel.cancel();
+    s->listener.close();
+    for (detail::conn* c : s->conns) {
+        if (c->idle) {
+            c->close_after = true;
+            c->task.cancel();
+        }
+    }
+    result<void> r;
+    while (!s->conns.empty()) {
+        auto w = co_await s->drained.wait();
+        if (!w) {
+            r = w.error();
+            // Out of time: cancel every request and wait for them to end.
+            s->base_cancel.cancel();
+            while (!s->conns.empty()) {
+                (void)co_await with_context(without_cancel(ctx), s->drained.wait());
+            }
+        }
+    }
+    co_return r;
+}
+
+} // namespace tether::http

@@ -1,0 +1,193 @@
+#pragma once
+// The HTTP/1.1 server: every request runs under its own child context.
+//   request          the head, path parameters, and a streaming body reader
+//   response_writer  status, headers and body; Content-Length or chunked
+//   handler          task<void>(request&, response_writer&), Go's ServeHTTP
+//   serve_mux        routes patterns ("GET /items/{id}") to handlers
+//   server           accept loop, keep-alive, pipelining, timeouts, graceful shutdown
+
+#include "context/context.hpp"
+#include "net/address.hpp"
+#include "net/http/headers.hpp"
+#include "net/http/parser.hpp"
+#include "net/http/route.hpp"
+#include "net/tcp_listener.hpp"
+#include "runtime/result.hpp"
+#include "runtime/task.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace tether::http {
+
+namespace detail {
+struct conn;
+struct server_state;
+} // namespace detail
+
+/// One request as the handler sees it.
+///
+/// Lifetime: valid until the handler's task completes; views point into the connection's
+/// buffer.
+class request {
+public:
+    request_head head;   ///< method, target, version, fields
+    path_params params;  ///< wildcard values of the matched pattern
+    net::address remote; ///< the client's address
+
+    std::string_view method() const noexcept { return head.method; }
+    std::string_view target() const noexcept { return head.target; }
+    std::string_view path() const noexcept { return head.path(); }
+    std::string_view query() const noexcept { return head.query(); }
+    /// Returns the first value of header `name` (any case), or empty.
+    std::string_view header(std::string_view name) const noexcept {
+        return head.header(name).value_or(std::string_view{});
+    }
+    /// Returns the value of wildcard `name` of the matched pattern (Go's PathValue).
+    std::string_view path_value(std::string_view name) const noexcept { return params.get(name); }
+
+    /// Returns the request's context: a child of the connection's context, canceled when
+    /// the client goes away, when the handler returns, or when the server's base context is
+    /// canceled. The handler's task already runs under it (`co_await this_coro::context`);
+    /// middleware may replace it (`with_context`) for the handlers it wraps.
+    const context& ctx() const noexcept { return ctx_; }
+
+    /// Reads up to `buf.size()` bytes of the body; 0 means the body has ended.
+    ///
+    /// Content-Length and chunked bodies are streamed: nothing is buffered whole. The first
+    /// read answers `Expect: 100-continue`.
+    ///
+    /// Errors: `std::errc::message_size` past the server's `max_body_bytes`;
+    /// `std::errc::bad_message` for malformed chunked framing; `net::io_errc::eof` if the
+    /// client closed before the end; the context's error.
+    task<result<std::size_t>> read_body(std::span<char> buf);
+    /// Reads the whole body into a string (bounded by `max_body_bytes`).
+    task<result<std::string>> read_all();
+
+    // Set by the server.
+    context ctx_;
+    detail::conn* conn_ = nullptr;
+};
+
+/// Builds the response: status, header fields and body.
+///
+/// Until the first `flush()`, the body is buffered and sent with a Content-Length. A
+/// handler that streams (calls `flush()`, or writes more than 64 KiB) without setting
+/// Content-Length gets chunked encoding. `Date` is added; HEAD responses send the head
+/// only.
+class response_writer {
+public:
+    /// The header fields to send; change them before the first write or flush.
+    header_map& headers() noexcept { return headers_; }
+    /// Sets the status (the first call wins; a write without it sends 200).
+    void write_header(int status) noexcept;
+    /// Appends `data` to the body.
+    void write(std::string_view data);
+    /// Sends what is buffered now (the head, then body bytes as they come).
+    ///
+    /// Errors: the connection's write error or the context's error.
+    task<result<void>> flush();
+
+    int status() const noexcept { return status_ == 0 ? 200 : status_; }
+    bool header_written() const noexcept { return status_ != 0; }
+    /// Body bytes written by the handler so far.
+    std::uint64_t bytes_written() const noexcept { return body_bytes_; }
+
+    // Used by the server.
+    void reset(detail::conn* c, bool head_request) noexcept;
+    detail::conn* conn_ = nullptr;
+    header_map headers_;
+    std::string body_;
+    int status_ = 0;
+    bool head_sent_ = false;
+    bool chunked_ = false;
+    bool head_request_ = false;
+    std::uint64_t body_bytes_ = 0;
+};
+
+/// Serves one request: Go's `ServeHTTP(w, r)`, as a coroutine.
+///
+/// Lifetime: `request` and `response_writer` are borrowed until the task completes.
+using handler = std::function<task<void>(request&, response_writer&)>;
+
+/// Wraps a handler (request ID, logging, auth, timeouts): composable in order.
+using middleware = std::function<handler(handler)>;
+
+/// Returns `h` wrapped by `mws`, the first one outermost.
+handler chain(handler h, std::initializer_list<middleware> mws);
+
+/// Routes requests to handlers by Go 1.22 ServeMux patterns; 404 and 405 (with Allow) for
+/// the rest.
+class serve_mux {
+public:
+    /// Registers `h` for `pattern` ("GET /items/{id}", "/static/").
+    ///
+    /// Errors: throws `std::invalid_argument` for a malformed or conflicting pattern.
+    void handle(std::string_view pattern, handler h);
+    /// Serves `req` with the matching handler.
+    task<void> serve(request& req, response_writer& w) const;
+    /// Returns a handler that serves through this mux (which must outlive it).
+    handler as_handler() const;
+
+private:
+    route_table routes_;
+    std::vector<handler> handlers_;
+};
+
+/// Limits and timeouts, as Go's http.Server has them. A zero duration means none.
+struct server_options {
+    std::chrono::nanoseconds read_header_timeout = std::chrono::seconds(10);
+    std::chrono::nanoseconds read_timeout{0};  ///< head and body of one request
+    std::chrono::nanoseconds write_timeout{0}; ///< from the end of the head to the response sent
+    std::chrono::nanoseconds idle_timeout = std::chrono::seconds(120); ///< between requests
+    std::size_t max_connections = 0;         ///< 0: no limit; at the limit, accepts wait
+    std::uint64_t max_body_bytes = 8u << 20; ///< 413 beyond
+    parser_limits limits;
+    /// Go's BaseContext: the context every connection derives from (default: the context
+    /// `serve()` runs under).
+    std::function<context(const context& serve_ctx)> base_context;
+    /// Go's ConnContext: derives a connection's context (for per-connection values).
+    std::function<context(const context& base, const net::address& remote)> conn_context;
+};
+
+/// An HTTP/1.1 server: keep-alive, pipelining (responses in order, written together per
+/// connection turn), server timeouts, `max_connections` and graceful shutdown.
+///
+/// Thread safety: one loop. Lifetime: the handler is borrowed by running requests.
+class server {
+public:
+    explicit server(handler h, server_options opts = {});
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Binds and listens on `at` (port 0 picks one). Errors: as `tcp_listener::bind`.
+    result<void> listen(const net::address& at);
+    /// Uses a listener bound elsewhere.
+    void listen(net::tcp_listener l);
+    /// Returns the address the server listens on.
+    result<net::address> local_addr() const;
+
+    /// Accepts and serves connections until `shutdown()` (then returns success), or until
+    /// the awaiting context is done (then returns its error after every connection has
+    /// ended). Requests derive from this context through the BaseContext hook.
+    task<result<void>> serve();
+
+    /// Stops accepting, closes idle connections, lets in-flight requests finish and waits
+    /// for every connection to end. If the awaiting context is done first, cancels what is
+    /// left (every request context), waits for it to end, and returns the context's error.
+    task<result<void>> shutdown();
+
+    /// Counters for tests.
+    std::size_t active_connections() const noexcept;
+
+private:
+    std::shared_ptr<detail::server_state> s_;
+};
+
+} // namespace tether::http

@@ -1,0 +1,241 @@
+#include "context/with_cancel.hpp"
+#include "context/with_deadline.hpp"
+#include "net/http/server.hpp"
+#include "net/tcp_stream.hpp"
+#include "runtime/loop.hpp"
+#include "runtime/sleep.hpp"
+#include "runtime/spawn.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace tether;
+using namespace std::chrono_literals;
+using http::request;
+using http::response_writer;
+
+namespace {
+
+// Sends `raw` and reads until the server closes or `stop` (a substring count) is reached.
+task<std::string> exchange(net::address at, std::string raw, std::string until, int count) {
+    auto s = co_await net::tcp_stream::connect(at);
+    REQUIRE(s.has_value());
+    auto [n, err] = co_await s->write_all(std::string_view(raw));
+    REQUIRE_FALSE(err);
+    std::string got;
+    char buf[4096];
+    for (;;) {
+        auto found = 0;
+        for (std::size_t p = got.find(until); p != std::string::npos; p = got.find(until, p + 1)) {
+            ++found;
+        }
+        if (count > 0 && found >= count) {
+            break;
+        }
+        auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+        if (!r || *r == 0) {
+            break;
+        }
+        got.append(buf, *r);
+    }
+    co_return got;
+}
+
+task<void> hello(request& req, response_writer& w) {
+    w.headers().set("Content-Type", "text/plain");
+    w.write("Hello, World!");
+    (void)req;
+    co_return;
+}
+
+task<void> echo(request& req, response_writer& w) {
+    auto body = co_await req.read_all();
+    if (!body) {
+        w.write_header(400);
+        co_return;
+    }
+    w.write(*body);
+}
+
+struct server_fixture {
+    loop l;
+    http::serve_mux mux;
+    std::unique_ptr<http::server> srv;
+    net::address addr;
+    join_handle<result<void>> serving;
+
+    explicit server_fixture(http::server_options opts = {}) {
+        mux.handle("GET /", hello);
+        mux.handle("POST /echo", echo);
+        srv = std::make_unique<http::server>(mux.as_handler(), opts);
+        REQUIRE(srv->listen(net::address::ipv4_loopback(0)).has_value());
+        addr = *srv->local_addr();
+    }
+    void start() {
+        serving = l.block_on([](http::server* s) -> task<join_handle<result<void>>> {
+            co_return co_await spawn(s->serve());
+        }(srv.get()));
+    }
+    ~server_fixture() {
+        l.block_on([](http::server* s) -> task<void> { (void)co_await s->shutdown(); }(srv.get()));
+        l.run_until_idle();
+    }
+};
+
+} // namespace
+
+TEST_CASE("the server answers a GET and keeps the connection for the next request") {
+    server_fixture f;
+    f.mux.handle("GET /two", hello);
+    f.start();
+    std::string got = f.l.block_on(
+        exchange(f.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "Hello, World!", 2));
+    CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+    CHECK(got.find("Content-Length: 13\r\n") != std::string::npos);
+    CHECK(got.find("Date: ") != std::string::npos);
+    CHECK(got.find("Connection: close") == std::string::npos);
+    // Two responses, in order, on one connection.
+    auto second = got.find("HTTP/1.1 200 OK", 1);
+    CHECK(second != std::string::npos);
+}
+
+TEST_CASE("pipelined requests get their responses in order") {
+    server_fixture f;
+    f.start();
+    std::string reqs;
+    for (int i = 0; i < 10; ++i) {
+        reqs +=
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n" + std::to_string(10 + i);
+    }
+    std::string got = f.l.block_on(exchange(f.addr, reqs, "HTTP/1.1 200", 10));
+    std::size_t pos = 0;
+    for (int i = 0; i < 10; ++i) {
+        auto p = got.find("\r\n\r\n" + std::to_string(10 + i), pos);
+        REQUIRE(p != std::string::npos);
+        pos = p + 1;
+    }
+}
+
+TEST_CASE("a chunked body is streamed to the handler") {
+    server_fixture f;
+    f.start();
+    std::string got =
+        f.l.block_on(exchange(f.addr,
+                              "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                              "hello world", 1));
+    CHECK(got.find("HTTP/1.1 200 OK") == 0);
+    CHECK(got.find("\r\n\r\nhello world") != std::string::npos);
+}
+
+TEST_CASE("Expect: 100-continue gets a 100 before the body is read") {
+    server_fixture f;
+    f.start();
+    std::string got = f.l.block_on(exchange(
+        f.addr,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
+        "abc", 1));
+    CHECK(got.find("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK") == 0);
+}
+
+TEST_CASE("a malformed request gets 400 and the server keeps serving others") {
+    server_fixture f;
+    f.start();
+    std::string bad =
+        f.l.block_on(exchange(f.addr, "GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "", 0));
+    CHECK(bad.find("HTTP/1.1 400 Bad Request") == 0);
+    CHECK(bad.find("Connection: close") != std::string::npos);
+    std::string smuggle = f.l.block_on(exchange(
+        f.addr,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "", 0));
+    CHECK(smuggle.find("HTTP/1.1 400") == 0);
+    std::string good =
+        f.l.block_on(exchange(f.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "Hello", 1));
+    CHECK(good.find("HTTP/1.1 200 OK") == 0);
+}
+
+TEST_CASE("unknown paths get 404, known paths with other methods 405, HEAD has no body") {
+    server_fixture f;
+    f.start();
+    std::string nf = f.l.block_on(
+        exchange(f.addr, "GET /nope/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(nf.find("HTTP/1.1 200") == 0); // "GET /" is a subtree pattern: it serves everything
+    std::string na = f.l.block_on(
+        exchange(f.addr, "PUT /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(na.find("HTTP/1.1 405") == 0);
+    CHECK(na.find("Allow: GET, HEAD, POST") != std::string::npos);
+    std::string head = f.l.block_on(
+        exchange(f.addr, "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(head.find("HTTP/1.1 200 OK") == 0);
+    CHECK(head.find("Content-Length: 13") != std::string::npos);
+    CHECK(head.find("Hello") == std::string::npos);
+}
+
+TEST_CASE("a body over max_body_bytes gets 413") {
+    http::server_options o;
+    o.max_body_bytes = 10;
+    server_fixture f(o);
+    f.start();
+    std::string got = f.l.block_on(exchange(
+        f.addr, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n0123456789a", "", 0));
+    CHECK(got.find("HTTP/1.1 413") == 0);
+}
+
+TEST_CASE(
+    "the request context is canceled when the client goes away, and when the handler returns") {
+    server_fixture f;
+    static bool saw_cancel = false;
+    static context seen;
+    saw_cancel = false;
+    f.mux.handle("GET /slow", [](request& req, response_writer& w) -> task<void> {
+        seen = req.ctx();
+        auto r = co_await sleep_for(1h);
+        saw_cancel = r.error() == errc::canceled;
+        w.write("late");
+    });
+    f.start();
+    f.l.block_on([](net::address at) -> task<void> {
+        auto s = co_await net::tcp_stream::connect(at);
+        REQUIRE(s.has_value());
+        (void)co_await s->write_all(std::string_view("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
+        (void)co_await sleep_for(50ms); // let the handler start and suspend
+        (void)s->close();               // the client goes away
+        for (int i = 0; i < 200 && !saw_cancel; ++i) {
+            (void)co_await sleep_for(10ms);
+        }
+    }(f.addr));
+    CHECK(saw_cancel);
+    CHECK(seen.err() == errc::canceled);
+}
+
+TEST_CASE(
+    "shutdown lets an in-flight request finish, closes idle connections and stops accepting") {
+    server_fixture f;
+    f.mux.handle("GET /wait", [](request&, response_writer& w) -> task<void> {
+        (void)co_await sleep_for(100ms);
+        w.write("done");
+    });
+    f.start();
+    auto result = f.l.block_on([](server_fixture* fx) -> task<std::string> {
+        auto client = co_await spawn(exchange(
+            fx->addr, "GET /wait HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+        auto idle = co_await net::tcp_stream::connect(fx->addr);
+        REQUIRE(idle.has_value());
+        (void)co_await sleep_for(20ms);
+        auto r = co_await fx->srv->shutdown();
+        CHECK(r.has_value());
+        auto got = co_await client;
+        co_return got.has_value() ? *got : std::string{};
+    }(&f));
+    CHECK(result.find("HTTP/1.1 200 OK") == 0);
+    CHECK(result.find("done") != std::string::npos);
+    CHECK(f.srv->active_connections() == 0);
+    auto after = f.l.block_on([](net::address at) -> task<bool> {
+        auto s = co_await net::tcp_stream::connect(at);
+        co_return s.has_value();
+    }(f.addr));
+    CHECK_FALSE(after);
+}
