@@ -1,10 +1,9 @@
-#include "runtime/task.hpp"
-
 #include "context/manual_clock.hpp"
 #include "context/with_cancel.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
+#include "runtime/task.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -16,7 +15,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-task<int> answer() { co_return 42; }
+task<int> answer() {
+    co_return 42;
+}
 
 task<int> add_one(int depth) {
     if (depth == 0) {
@@ -30,7 +31,9 @@ task<void> thrower() {
     co_return;
 }
 
-task<context> read_context() { co_return co_await this_coro::context; }
+task<context> read_context() {
+    co_return co_await this_coro::context;
+}
 
 task<bool> nested_sees_same_context() {
     context mine = co_await this_coro::context;
@@ -64,8 +67,11 @@ TEST_CASE("exceptions propagate to the awaiter") {
 }
 
 TEST_CASE("a chain of a million nested awaits does not overflow the stack") {
+    // Symmetric transfer is a tail call; GCC's sanitizers instrument it away (every resume
+    // then keeps its frame), so sanitizer builds check a depth that fits the stack anyway.
+    const int depth = test::under_sanitizer() ? 10'000 : 1'000'000;
     loop l;
-    CHECK(l.block_on(add_one(1'000'000)) == 1'000'000);
+    CHECK(l.block_on(add_one(depth)) == depth);
 }
 
 TEST_CASE("an awaited task runs under its awaiter's context") {

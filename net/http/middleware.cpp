@@ -1,0 +1,193 @@
+#include "net/http/middleware.hpp"
+
+#include "context/with_deadline.hpp"
+#include "context/with_value.hpp"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <random>
+
+namespace tether::http {
+
+namespace {
+
+inline constexpr context_key<std::string> request_id_key{"request_id"};
+inline constexpr context_key<identity> identity_key{"identity"};
+
+void to_stderr(std::string_view line) {
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+}
+
+std::string new_request_id() {
+    // 128 random bits as 32 hex digits, from a per-thread generator seeded once.
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return fmt::format("{:016x}{:016x}", rng(), rng());
+}
+
+bool acceptable_id(std::string_view id) noexcept {
+    if (id.empty() || id.size() > 128) {
+        return false;
+    }
+    for (char c : id) {
+        if (c <= 0x20 || c >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// Runs `next` with the request's context replaced by `ctx` (for the handlers below).
+task<void> run_with(context ctx, const handler& next, request& req, response_writer& w) {
+    context saved = req.ctx_;
+    req.ctx_ = ctx;
+    try {
+        co_await with_context(ctx, next(req, w));
+    } catch (...) {
+        req.ctx_ = saved;
+        throw;
+    }
+    req.ctx_ = saved;
+}
+
+struct request_id_mw {
+    handler next;
+    task<void> operator()(request& req, response_writer& w) const {
+        std::string id = acceptable_id(req.header("x-request-id"))
+                             ? std::string(req.header("x-request-id"))
+                             : new_request_id();
+        w.headers().set("X-Request-ID", id);
+        co_await run_with(with_value(req.ctx(), request_id_key, std::move(id)), next, req, w);
+    }
+};
+
+struct access_log_mw {
+    handler next;
+    std::function<void(std::string_view)> sink;
+    task<void> operator()(request& req, response_writer& w) const {
+        auto start = std::chrono::steady_clock::now();
+        std::exception_ptr failed;
+        try {
+            co_await next(req, w);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        auto took =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
+        std::string_view id = w.headers().get("x-request-id").value_or(std::string_view{});
+        sink(fmt::format("{} \"{} {} HTTP/1.{}\" {} {} {:.3f}ms id={}", req.remote, req.method(),
+                         req.target(), req.head.version_minor, failed ? 500 : w.status(),
+                         w.bytes_written(), took.count(), id.empty() ? "-" : id));
+        if (failed) {
+            std::rethrow_exception(failed);
+        }
+    }
+};
+
+struct recover_mw {
+    handler next;
+    std::function<void(std::string_view)> sink;
+    task<void> operator()(request& req, response_writer& w) const {
+        std::string what;
+        try {
+            co_await next(req, w);
+            co_return;
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+            what = "unknown exception";
+        }
+        sink(fmt::format("http: panic serving {}: {} {}: {}", req.remote, req.method(),
+                         req.target(), what));
+        if (!w.head_sent_) {
+            w.headers().clear();
+            w.body_.clear();
+            w.status_ = 0;
+            w.body_bytes_ = 0;
+            w.headers().set("Content-Type", "text/plain; charset=utf-8");
+            w.write_header(500);
+            w.write("500 internal server error\n");
+        }
+    }
+};
+
+struct timeout_mw {
+    handler next;
+    std::chrono::nanoseconds d;
+    task<void> operator()(request& req, response_writer& w) const {
+        auto [ctx, cancel] = tether::with_timeout(req.ctx(), d);
+        co_await run_with(ctx, next, req, w);
+        if (ctx.err() == errc::deadline_exceeded && !w.head_sent_) {
+            // Whatever the handler wrote after its deadline is dropped, as Go's
+            // TimeoutHandler does.
+            w.headers().clear();
+            w.body_.clear();
+            w.status_ = 0;
+            w.body_bytes_ = 0;
+            w.headers().set("Content-Type", "text/plain; charset=utf-8");
+            w.write_header(503);
+            w.write("503 handler timeout\n");
+        }
+    }
+};
+
+struct bearer_mw {
+    handler next;
+    std::function<std::optional<identity>(std::string_view)> verify;
+    task<void> operator()(request& req, response_writer& w) const {
+        std::string_view auth = req.header("authorization");
+        std::optional<identity> who;
+        if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer ")) {
+            who = verify(auth.substr(7));
+        }
+        if (!who) {
+            w.headers().set("WWW-Authenticate", "Bearer");
+            w.headers().set("Content-Type", "text/plain; charset=utf-8");
+            w.write_header(401);
+            w.write("401 unauthorized\n");
+            co_return;
+        }
+        co_await run_with(with_value(req.ctx(), identity_key, std::move(*who)), next, req, w);
+    }
+};
+
+} // namespace
+
+std::string_view request_id_of(const context& ctx) noexcept {
+    const std::string* id = ctx.value(request_id_key);
+    return id ? std::string_view(*id) : std::string_view{};
+}
+
+const identity* identity_of(const context& ctx) noexcept {
+    return ctx.value(identity_key);
+}
+
+middleware request_id() {
+    return [](handler next) -> handler { return request_id_mw{std::move(next)}; };
+}
+
+middleware access_log(std::function<void(std::string_view)> sink) {
+    if (!sink) {
+        sink = to_stderr;
+    }
+    return [sink](handler next) -> handler { return access_log_mw{std::move(next), sink}; };
+}
+
+middleware recover(std::function<void(std::string_view)> sink) {
+    if (!sink) {
+        sink = to_stderr;
+    }
+    return [sink](handler next) -> handler { return recover_mw{std::move(next), sink}; };
+}
+
+middleware timeout(std::chrono::nanoseconds d) {
+    return [d](handler next) -> handler { return timeout_mw{std::move(next), d}; };
+}
+
+middleware bearer_auth(std::function<std::optional<identity>(std::string_view)> verify) {
+    return [verify](handler next) -> handler { return bearer_mw{std::move(next), verify}; };
+}
+
+} // namespace tether::http
