@@ -1,0 +1,129 @@
+// Runs examples/hello_server as a user would: starts it on port 0, reads the address it
+// prints, exercises every route over plain sockets, then sends SIGTERM and expects a clean
+// exit (graceful shutdown). The binary's path comes in HELLO_SERVER.
+
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spawn.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace {
+
+struct child {
+    pid_t pid = -1;
+    int out = -1;
+};
+
+child start(const char* path) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    char* argv[] = {const_cast<char*>(path), const_cast<char*>("--port"), const_cast<char*>("0"),
+                    nullptr};
+    child c;
+    REQUIRE(posix_spawn(&c.pid, path, &fa, nullptr, argv, environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    c.out = fds[0];
+    return c;
+}
+
+int port_of(const child& c) {
+    std::string line;
+    char ch;
+    pollfd p{c.out, POLLIN, 0};
+    while (line.find('\n') == std::string::npos) {
+        REQUIRE(poll(&p, 1, 30000) == 1);
+        REQUIRE(read(c.out, &ch, 1) == 1);
+        line += ch;
+    }
+    auto colon = line.rfind(':');
+    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    return std::atoi(line.c_str() + colon + 1);
+}
+
+std::string request(int port, const std::string& raw) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(write(fd, raw.data(), raw.size()) == static_cast<ssize_t>(raw.size()));
+    std::string got;
+    char buf[4096];
+    pollfd p{fd, POLLIN, 0};
+    while (poll(&p, 1, 30000) == 1) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) {
+            break;
+        }
+        got.append(buf, static_cast<std::size_t>(n));
+    }
+    close(fd);
+    return got;
+}
+
+// An HS256 token for {"sub":"ada","role":"admin"} signed with "tether-example-secret".
+constexpr const char* token =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZGEiLCJyb2xlIjoiYWRtaW4ifQ."
+    "VCV0Am7wtlca7Giz93-YLRR5kxd5yHMFYo19cdIarqg";
+
+} // namespace
+
+TEST_CASE("hello_server serves its routes and shuts down cleanly on SIGTERM") {
+    const char* path = std::getenv("HELLO_SERVER");
+    REQUIRE(path != nullptr);
+    child c = start(path);
+    int port = port_of(c);
+
+    std::string hello = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(hello.find("HTTP/1.1 200 OK") == 0);
+    CHECK(hello.find("X-Request-ID: ") != std::string::npos);
+    CHECK(hello.find("\r\n\r\nHello, World!") != std::string::npos);
+
+    std::string who =
+        request(port, std::string("GET /whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") +
+                          token + "\r\nConnection: close\r\n\r\n");
+    CHECK(who.find("\r\n\r\nada\n") != std::string::npos);
+    std::string anon =
+        request(port, "GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(anon.find("HTTP/1.1 401") == 0);
+
+    std::string echo = request(
+        port,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    CHECK(echo.find("\r\n\r\nhello") != std::string::npos);
+
+    std::string slow =
+        request(port, "GET /slow?ms=20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(slow.find("slept 20 ms") != std::string::npos);
+
+    std::string bad = request(port, "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n");
+    CHECK(bad.find("HTTP/1.1 400") == 0);
+    std::string again = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(again.find("HTTP/1.1 200 OK") == 0);
+
+    REQUIRE(kill(c.pid, SIGTERM) == 0);
+    int status = 0;
+    REQUIRE(waitpid(c.pid, &status, 0) == c.pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    close(c.out);
+}
