@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 namespace tether {
 
@@ -217,7 +218,8 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         running.store(nullptr, std::memory_order_release);
     }
     lock.unlock();
-    if (armed && clk->unschedule(timer)) {
+    // Only a deadline_state's timer is ever armed.
+    if (armed && clk->unschedule(static_cast<deadline_state*>(this)->timer)) {
         release();
     }
     if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
@@ -339,7 +341,10 @@ void cancel_registration::disarm() noexcept {
 
 namespace {
 
-void destroy_cancel(detail::node* n) noexcept { delete static_cast<detail::cancel_state*>(n); }
+template <class State>
+void destroy_state(detail::node* n) noexcept {
+    delete static_cast<State*>(n);
+}
 
 void on_parent_done(detail::callback_node* cb) noexcept {
     auto* self = static_cast<detail::cancel_state*>(cb->data);
@@ -349,35 +354,37 @@ void on_parent_done(detail::callback_node* cb) noexcept {
 }
 
 void on_deadline(detail::timer_node* t) noexcept {
-    auto* self = static_cast<detail::cancel_state*>(t->data);
+    auto* self = static_cast<detail::deadline_state*>(t->data);
     self->cancel(errc::deadline_exceeded, self->deadline_cause, true);
     self->release(); // the reference the timer held
 }
 
-// Makes a cancel node under `parent`, registered on the parent's cancel state. A parent
-// that is already done gives a child born done with the parent's error and cause. Every
-// field is set before the node is linked: from then on the parent may cancel it from
-// another thread.
-detail::cancel_state* make_cancel_node(const context& parent,
-                                       time_point deadline = time_point::max(),
-                                       std::error_code deadline_cause = {}) {
-    auto* n = new detail::cancel_state;
+// Makes a cancel node under `parent`, registered on the parent's cancel state: a
+// cancel_state, or a deadline_state for `deadline`. A parent that is already done gives a
+// child born done with the parent's error and cause. Every field is set before the node is
+// linked: from then on the parent may cancel it from another thread.
+template <class State = detail::cancel_state>
+State* make_cancel_node(const context& parent, time_point deadline = time_point::max(),
+                        std::error_code deadline_cause = {}) {
+    auto* n = new State;
     // One reference for the context and one for the handle (make_pair_for), counted before
     // anyone else can see the node.
     n->refs.store(2, std::memory_order_relaxed);
     n->kind = detail::node_kind::cancel;
-    n->destroy = &destroy_cancel;
+    n->destroy = &destroy_state<State>;
     detail::link_child(*n, parent);
     detail::cancel_state* pc = n->canceler; // the parent's
     n->canceler = n;
-    if (deadline < n->deadline) {
-        n->deadline = deadline;
-        n->deadline_cause = deadline_cause;
+    if constexpr (std::is_same_v<State, detail::deadline_state>) {
+        if (deadline < n->deadline) {
+            n->deadline = deadline;
+            n->deadline_cause = deadline_cause;
+        }
+        n->timer.fire = &on_deadline;
+        n->timer.data = n;
     }
     n->parent_link.fn = &on_parent_done;
     n->parent_link.data = n;
-    n->timer.fire = &on_deadline;
-    n->timer.data = n;
     if (pc != nullptr && !pc->add_callback(&n->parent_link)) {
         n->cancel(pc->err, pc->cause, false);
     }
@@ -404,7 +411,7 @@ detail::cancel_state* inert_state() noexcept {
         s.immortal = true;
         s.canceler = &s;
         s.clk = &real_clock();
-        s.destroy = &destroy_cancel;
+        s.destroy = &destroy_state<detail::cancel_state>;
         s.err = errc::canceled;
         s.cause = errc::canceled;
         s.state.store(1, std::memory_order_release);
@@ -470,7 +477,7 @@ std::pair<context, cancel_handle> with_deadline_at(const context& parent, time_p
     if (done_canceler(parent) != nullptr) {
         return make_done_child(parent, d);
     }
-    detail::cancel_state* n = make_cancel_node(parent, d, cause);
+    detail::deadline_state* n = make_cancel_node<detail::deadline_state>(parent, d, cause);
     auto result = make_pair_for(n);
     if (d <= (now != nullptr ? *now : n->clk->now())) {
         n->cancel(errc::deadline_exceeded, cause, true);

@@ -56,21 +56,22 @@ struct callback_node {
 };
 
 /// A node that can be canceled: with_cancel, with_deadline and their cause variants.
+///
+/// The small fields come first and together, so that the node stays small (a deep tree is
+/// thousands of them); what only a deadline needs is in `deadline_state`.
 struct cancel_state : node {
     std::atomic<std::uint8_t> state{0}; // 0 active, 1 done
-    std::error_code err;                 // written before state becomes 1
-    std::error_code cause;
-    std::error_code deadline_cause;      // cause reported when the deadline fires
     spin_lock lock;
+    bool timer_armed = false;    // a deadline_state whose timer is scheduled
+    std::uint32_t callbacks = 0; // registrations currently linked (children included)
+    std::error_code err;         // written before state becomes 1
+    std::error_code cause;
     callback_node* head = nullptr;
     // The callback being run by the canceler; written under `lock`, and read without it by
     // remove_callback() waiting for that callback to return.
     std::atomic<callback_node*> running{nullptr};
     std::thread::id running_thread;
     callback_node parent_link; // our registration on parent->canceler
-    timer_node timer;
-    bool timer_armed = false;
-    std::uint32_t callbacks = 0; // registrations currently linked (children included)
 
     bool is_done() const noexcept { return state.load(std::memory_order_acquire) != 0; }
 
@@ -85,6 +86,13 @@ struct cancel_state : node {
     /// waits while the parent is propagating into it on another thread: once this returns,
     /// the parent no longer refers to this node, so the caller may drop its reference.
     void cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept;
+};
+
+/// A cancel state with a deadline of its own (with_deadline, with_timeout): the timer that
+/// fires it, armed while `timer_armed`.
+struct deadline_state : cancel_state {
+    timer_node timer;
+    std::error_code deadline_cause; // cause reported when the deadline fires
 };
 
 inline node* ancestor_canceler_node(node* n) noexcept { return n ? n->canceler : nullptr; }
