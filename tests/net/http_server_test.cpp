@@ -239,3 +239,122 @@ TEST_CASE(
     }(f.addr));
     CHECK_FALSE(after);
 }
+
+TEST_CASE("a client trickling its headers is cut off by read_header_timeout") {
+    http::server_options o;
+    o.read_header_timeout = 100ms;
+    server_fixture f(o);
+    f.start();
+    bool closed = f.l.block_on([](net::address at) -> task<bool> {
+        auto s = co_await net::tcp_stream::connect(at);
+        REQUIRE(s.has_value());
+        // One byte every 30 ms: the head would take seconds to complete.
+        std::string_view head = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for (char c : head) {
+            auto [n, err] = co_await s->write_all(std::string_view(&c, 1));
+            if (err) {
+                co_return true;
+            }
+            (void)co_await sleep_for(30ms);
+            char b;
+            // A closed connection reads EOF (or a reset) at once; an open one would block,
+            // so only look when the socket says it is readable.
+            auto ready = co_await tether::with_timeout(
+                1ms, s->read_some(std::as_writable_bytes(std::span(&b, 1))));
+            if (!ready && ready.error() != errc::deadline_exceeded) {
+                co_return true;
+            }
+            if (ready && *ready == 0) {
+                co_return true;
+            }
+        }
+        co_return false;
+    }(f.addr));
+    CHECK(closed);
+}
+
+TEST_CASE("a handler can stream a chunked response with flush()") {
+    server_fixture f;
+    f.mux.handle("GET /stream", [](request&, response_writer& w) -> task<void> {
+        for (int i = 0; i < 3; ++i) {
+            w.write(fmt::format("part{};", i));
+            auto r = co_await w.flush();
+            REQUIRE(r.has_value());
+        }
+    });
+    f.start();
+    std::string got = f.l.block_on(
+        exchange(f.addr, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(got.find("Transfer-Encoding: chunked\r\n") != std::string::npos);
+    CHECK(got.find("6\r\npart0;\r\n6\r\npart1;\r\n6\r\npart2;\r\n0\r\n\r\n") != std::string::npos);
+}
+
+TEST_CASE("canceling the base context cancels every request") {
+    static std::error_code seen;
+    seen = {};
+    loop l;
+    http::serve_mux mux;
+    mux.handle("GET /wait", [](request&, response_writer& w) -> task<void> {
+        auto r = co_await sleep_for(1h);
+        seen = r.error();
+        w.write("x");
+    });
+    http::server srv(mux.as_handler());
+    REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
+    net::address at = *srv.local_addr();
+    auto [base, cancel_base] = with_cancel(l.background());
+    auto serving = l.block_on(base, [](http::server* s) -> task<join_handle<result<void>>> {
+        co_return co_await spawn(s->serve());
+    }(&srv));
+    l.block_on([](net::address a, cancel_handle* cancel) -> task<void> {
+        auto client = co_await spawn(exchange(a, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", "", 0));
+        (void)co_await sleep_for(50ms);
+        cancel->cancel();
+        (void)co_await client;
+    }(at, &cancel_base));
+    l.run_until_idle();
+    CHECK(seen == errc::canceled);
+    CHECK(srv.active_connections() == 0);
+}
+
+TEST_CASE("the conn_context hook derives each connection's context") {
+    static const context_key<std::string> conn_key{"conn"};
+    http::server_options o;
+    o.conn_context = [](const context& base, const net::address& remote) {
+        return with_value(base, conn_key, fmt::format("{}", remote));
+    };
+    server_fixture f(o);
+    f.mux.handle("GET /who", [](request& req, response_writer& w) -> task<void> {
+        context ctx = co_await this_coro::context;
+        const std::string* v = ctx.value(conn_key);
+        w.write(v && *v == fmt::format("{}", req.remote) ? "same" : "different");
+    });
+    f.start();
+    std::string got = f.l.block_on(
+        exchange(f.addr, "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(got.find("\r\n\r\nsame") != std::string::npos);
+}
+
+TEST_CASE("max_connections makes further connections wait for a free slot") {
+    http::server_options o;
+    o.max_connections = 1;
+    server_fixture f(o);
+    f.start();
+    auto order = f.l.block_on([](net::address a) -> task<std::string> {
+        // The first connection stays open (keep-alive) holding the only slot.
+        auto first = co_await net::tcp_stream::connect(a);
+        REQUIRE(first.has_value());
+        (void)co_await first->write_all(std::string_view("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        char buf[512];
+        (void)co_await first->read_some(std::as_writable_bytes(std::span(buf)));
+        auto second = co_await spawn(
+            exchange(a, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+        (void)co_await sleep_for(100ms);
+        std::string log = second.done() ? "served-early" : "waiting";
+        (void)first->close();
+        auto got = co_await second;
+        log += got && got->find("HTTP/1.1 200") == 0 ? ",served" : ",failed";
+        co_return log;
+    }(f.addr));
+    CHECK(order == "waiting,served");
+}
