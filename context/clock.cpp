@@ -166,9 +166,15 @@ thread_local executor* tls_executor = nullptr;
 
 } // namespace
 
-clock& real_clock() noexcept { return the_real_clock(); }
-executor& real_executor() noexcept { return the_real_clock(); }
-executor* current_executor() noexcept { return tls_executor; }
+clock& real_clock() noexcept {
+    return the_real_clock();
+}
+executor& real_executor() noexcept {
+    return the_real_clock();
+}
+executor* current_executor() noexcept {
+    return tls_executor;
+}
 
 namespace detail {
 executor* exchange_current_executor(executor* ex) noexcept {
@@ -180,7 +186,8 @@ executor* exchange_current_executor(executor* ex) noexcept {
 
 // ---- manual_clock ----------------------------------------------------------------------
 
-manual_clock::manual_clock() noexcept : now_(start().time_since_epoch().count()) {}
+manual_clock::manual_clock() noexcept : now_(start().time_since_epoch().count()) {
+}
 manual_clock::~manual_clock() = default;
 
 time_point manual_clock::start() noexcept {

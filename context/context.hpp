@@ -102,7 +102,9 @@ public:
         return n_->deadline;
     }
     /// Returns true if the context has a deadline.
-    bool has_deadline() const noexcept { return n_ != nullptr && n_->deadline != time_point::max(); }
+    bool has_deadline() const noexcept {
+        return n_ != nullptr && n_->deadline != time_point::max();
+    }
 
     /// Returns the value stored under `key` by the nearest `with_value`, or null.
     ///
@@ -134,7 +136,9 @@ private:
 };
 
 /// Returns the root context: never canceled, no deadline, no values, on `real_clock()`.
-inline context background() noexcept { return context{}; }
+inline context background() noexcept {
+    return context{};
+}
 
 /// Returns a root context like `background()` whose tree reads time and fires deadlines on
 /// `clk`.

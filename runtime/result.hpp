@@ -28,7 +28,9 @@ class [[nodiscard]] result {
 public:
     using value_type = T;
 
-    result() requires std::is_default_constructible_v<T> : v_(std::in_place_index<0>) {}
+    result()
+        requires std::is_default_constructible_v<T>
+        : v_(std::in_place_index<0>) {}
     result(const T& v) : v_(std::in_place_index<0>, v) {}
     result(T&& v) : v_(std::in_place_index<0>, std::move(v)) {}
     result(failure f) : v_(std::in_place_index<1>, f.code) { assert(f.code); }
