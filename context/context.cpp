@@ -112,7 +112,7 @@ void node::release_slow() noexcept {
     while (n != nullptr) {
         node* p = n->parent;
         n->destroy(n);
-        if (p == nullptr || p->immortal || p->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+        if (p == nullptr || p->immortal || !p->drop_ref()) {
             break;
         }
         n = p;

@@ -36,9 +36,18 @@ struct node {
         }
     }
     void release() noexcept {
-        if (!immortal && refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        if (!immortal && drop_ref()) {
             release_slow();
         }
+    }
+    /// Drops a reference; returns true if it was the last.
+    ///
+    /// The last reference needs no atomic read-modify-write: whoever holds it is the only
+    /// one who could take or drop another, so seeing 1 (with acquire, after every other
+    /// owner's release) is enough.
+    bool drop_ref() noexcept {
+        return refs.load(std::memory_order_acquire) == 1 ||
+               refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
     }
     void release_slow() noexcept;
 };
