@@ -27,7 +27,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
-#include <map>
 #include <new>
 #include <optional>
 #include <regex>
@@ -518,6 +517,9 @@ struct go_result {
     std::int64_t n = 0;
 };
 
+/// Go's results by case name, in the order Go printed them.
+using go_results = std::vector<std::pair<std::string, go_result>>;
+
 std::optional<std::string> find_go() {
     std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
     std::size_t start = 0;
@@ -687,8 +689,8 @@ public:
 
     /// Runs Go's benchmark `name` ("CancelTree/depth=1/Root=Background"); a name that is a
     /// prefix runs every case under it. Returns the results by case name.
-    std::map<std::string, go_result> run(const std::string& name) {
-        std::map<std::string, go_result> out;
+    go_results run(const std::string& name) {
+        go_results out;
         if (!ok_) {
             return out;
         }
@@ -706,7 +708,7 @@ public:
 
     /// Runs the busy work of CommonParentCancel alone.
     std::optional<go_result> run_busy_work() {
-        std::map<std::string, go_result> out;
+        go_results out;
         if (!ok_ || busy_test_.empty()) {
             return std::nullopt;
         }
@@ -716,7 +718,7 @@ public:
         if (!run_test(argv, out) || out.empty()) {
             return std::nullopt;
         }
-        return out.begin()->second;
+        return out.front().second;
     }
 
 private:
@@ -767,10 +769,10 @@ private:
         return true;
     }
 
-    bool run_test(const std::vector<std::string>& argv, std::map<std::string, go_result>& out) {
+    bool run_test(const std::vector<std::string>& argv, go_results& out) {
         return run_go_command(argv, cache_, [&](const std::string& line) {
             if (auto r = parse_go_line(line)) {
-                out[r->first] = r->second;
+                out.push_back(std::move(*r));
             }
         });
     }
@@ -1095,9 +1097,10 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "  tether  {:<45} {:>12.1f} ns/op\n", c.name, r.ns_per_op);
         rows.push_back({c.name, r, std::nullopt});
         if (go && go->ok()) {
-            auto g = go->run(c.name);
-            if (auto it = g.find(c.name); it != g.end()) {
-                rows.back().go = it->second;
+            for (auto& [name, res] : go->run(c.name)) {
+                if (name == c.name) {
+                    rows.back().go = res;
+                }
             }
         }
     }
