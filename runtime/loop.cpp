@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <system_error>
@@ -239,12 +240,21 @@ loop_impl::loop_impl(loop& owner, loop::options opts)
     : owner_(owner), clock_(*this, opts.clock), source_(opts.clock) {
     setup_ring(opts);
     background_ = tether::background(clock_);
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) {
+    // The wake is a pipe, not an eventfd. A completion woken from inside an eventfd write
+    // makes the kernel defer the signal of the eventfd registered by fd(), and 6.18 never
+    // clears the bit that marks a deferred signal pending: every later deferred signal was
+    // dropped, and an embedded loop stopped seeing posts from other threads. The read end
+    // blocks (the ring arms a poll on it; O_NONBLOCK would make the read fail with EAGAIN);
+    // the write end doesn't, so that wake() never blocks.
+    int wake_pipe[2];
+    if (::pipe2(wake_pipe, O_CLOEXEC) != 0) {
         int e = errno;
         io_uring_queue_exit(&ring_);
-        throw std::system_error(e, std::system_category(), "tether: eventfd");
+        throw std::system_error(e, std::system_category(), "tether: pipe2");
     }
+    wake_fd_ = wake_pipe[0];
+    wake_write_fd_ = wake_pipe[1];
+    ::fcntl(wake_write_fd_, F_SETFL, ::fcntl(wake_write_fd_, F_GETFL) | O_NONBLOCK);
     wake_op_.self = this;
     wake_op_.complete = [](completion* c, int, std::uint32_t) noexcept {
         auto* self = static_cast<wake_op*>(c)->self;
@@ -266,6 +276,7 @@ loop_impl::~loop_impl() {
     }
     io_uring_queue_exit(&ring_);
     ::close(wake_fd_);
+    ::close(wake_write_fd_);
     if (notify_fd_ >= 0) {
         ::close(notify_fd_);
     }
@@ -320,8 +331,9 @@ void loop_impl::arm_wake_read() {
 bool loop_impl::on_loop_thread() const noexcept { return tls_loop == &owner_; }
 
 void loop_impl::wake() noexcept {
-    std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t r = ::write(wake_fd_, &one, sizeof one);
+    // A full pipe already holds a wake.
+    char one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_write_fd_, &one, sizeof one);
 }
 
 void loop_impl::post(std::function<void()> fn) {

@@ -5,7 +5,6 @@
 #include "net/http/status.hpp"
 #include "net/io_errc.hpp"
 #include "runtime/detail/loop_impl.hpp"
-#include "runtime/event.hpp"
 #include "runtime/io.hpp"
 #include "runtime/spawn.hpp"
 
@@ -56,6 +55,35 @@ struct conn {
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
 };
 
+// A resettable one-shot signal made of a context: set() cancels it, waiters await its
+// done(). (It keeps the server independent of the sync primitives.)
+struct one_shot {
+    context ctx;
+    cancel_handle fire;
+    explicit one_shot(bool set) {
+        auto [c, h] = with_cancel(context{});
+        ctx = std::move(c);
+        fire = std::move(h);
+        if (set) {
+            fire.cancel();
+        }
+    }
+    void reset() {
+        if (ctx.is_done()) {
+            auto [c, h] = with_cancel(context{});
+            ctx = std::move(c);
+            fire = std::move(h);
+        }
+    }
+    void set() noexcept { fire.cancel(); }
+    bool is_set() const noexcept { return ctx.is_done(); }
+    // Waits until set; fails with the awaiting task's error if its context ends first.
+    task<result<void>> wait() const {
+        context c = ctx; // reset() may replace ctx while we wait
+        co_return co_await c.done();
+    }
+};
+
 struct server_state {
     handler h;
     server_options opts;
@@ -65,8 +93,8 @@ struct server_state {
     bool serving = false;
     cancel_handle accept_cancel;
     cancel_handle base_cancel;
-    event drained{true};
-    event slot_free{true};
+    one_shot drained{true};
+    one_shot slot_free{true};
 
     ~server_state() { assert(conns.empty()); }
 

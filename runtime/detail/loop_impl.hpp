@@ -127,7 +127,8 @@ private:
     std::atomic<bool> has_remote_{false};
     std::atomic<bool> stop_{false};
 
-    int wake_fd_ = -1;
+    int wake_fd_ = -1;       // the wake pipe's read end, read by the ring
+    int wake_write_fd_ = -1; // its write end, written by wake()
     std::uint64_t wake_buf_ = 0;
     struct wake_op : completion {
         loop_impl* self = nullptr;
