@@ -1156,13 +1156,16 @@ int main(int argc, char** argv) {
             if (t > 0 && gw > 0) {
                 context_work_ratio = gw / t;
             }
+            std::string split =
+                t > 0 && gw > 0
+                    ? fmt::format("which leaves {} ns/op of context work for tether and {} for Go "
+                                  "({:.1f}x)",
+                                  format_ns(t), format_ns(gw), *context_work_ratio)
+                    : std::string("and the rest is too small to tell from the noise of this run");
             notes.push_back(fmt::format(
                 "CommonParentCancel is mostly its busy work, 200 dependent integer divisions per "
-                "op, the same on both sides: alone it costs tether {} and Go {} ns/op, which "
-                "leaves {} ns/op of context work for tether and {} for Go{}",
-                format_ns(busy->ns_per_op), format_ns(g.busy_work->ns_per_op), format_ns(t),
-                format_ns(gw),
-                context_work_ratio ? fmt::format(" ({:.1f}x)", *context_work_ratio) : ""));
+                "op, the same on both sides: alone it costs tether {} and Go {} ns/op, {}",
+                format_ns(busy->ns_per_op), format_ns(g.busy_work->ns_per_op), split));
         }
     } else if (busy) {
         notes.push_back(fmt::format(
