@@ -258,7 +258,9 @@ std::uint32_t registration_count(const context& ctx) noexcept {
 
 namespace {
 
-void destroy_plain(detail::node* n) noexcept { delete n; }
+void destroy_plain(detail::node* n) noexcept {
+    delete n;
+}
 
 detail::node* todo_node() noexcept {
     static detail::node n;
@@ -286,7 +288,9 @@ context background(clock& clk) {
     return context::adopt(n);
 }
 
-context todo() noexcept { return context::adopt(todo_node()); }
+context todo() noexcept {
+    return context::adopt(todo_node());
+}
 
 std::error_code cause(const context& ctx) noexcept {
     detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
@@ -660,8 +664,8 @@ void describe(const detail::node* n, std::string& out) {
     case detail::node_kind::cancel:
         if (n->deadline != time_point::max() &&
             (n->parent == nullptr || n->parent->deadline != n->deadline)) {
-            auto left = std::chrono::duration_cast<std::chrono::microseconds>(n->deadline -
-                                                                              n->clk->now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::microseconds>(n->deadline - n->clk->now());
             fmt::format_to(std::back_inserter(out), ".WithDeadline({} [{}])",
                            n->deadline.time_since_epoch(), left);
         } else {

@@ -4,6 +4,7 @@
 #include "runtime/detail/loop_impl.hpp"
 
 #include <liburing.h>
+
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -27,7 +28,9 @@ const context& default_context() noexcept {
     return bg;
 }
 
-loop* current_loop() noexcept { return tls_loop; }
+loop* current_loop() noexcept {
+    return tls_loop;
+}
 
 // ---- waiter ------------------------------------------------------------------------------
 
@@ -328,7 +331,9 @@ void loop_impl::arm_wake_read() {
     io_uring_sqe_set_data(sqe, static_cast<completion*>(&wake_op_));
 }
 
-bool loop_impl::on_loop_thread() const noexcept { return tls_loop == &owner_; }
+bool loop_impl::on_loop_thread() const noexcept {
+    return tls_loop == &owner_;
+}
 
 void loop_impl::wake() noexcept {
     // A full pipe already holds a wake.
@@ -559,8 +564,8 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     bool any = drain_remote();
     any |= fire_timers();
     any |= run_ready();
-    bool idle = ready_.empty() && !has_remote_.load(std::memory_order_acquire) &&
-                stash_.empty() && !stopping();
+    bool idle = ready_.empty() && !has_remote_.load(std::memory_order_acquire) && stash_.empty() &&
+                !stopping();
     bool wait = idle && !any && !(timeout && *timeout <= duration::zero());
     enter(wait, timeout);
     any |= reap() > 0;
@@ -615,9 +620,8 @@ void loop_impl::flush_for_embedder() {
     if (source_ == nullptr) {
         time_point next = std::min(sleeps_.next(), clock_.next());
         if (next < notify_timer_at_) {
-            auto ns =
-                std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch())
-                    .count();
+            auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch())
+                          .count();
             notify_timer_ts_.tv_sec = ns / 1000000000;
             notify_timer_ts_.tv_nsec = ns % 1000000000;
             io_uring_sqe* sqe = get_sqe();
@@ -671,8 +675,10 @@ int loop_impl::notify_fd() {
 
 // ---- loop --------------------------------------------------------------------------------
 
-loop::loop() : loop(options{}) {}
-loop::loop(options opts) : impl_(std::make_unique<detail::loop_impl>(*this, opts)) {}
+loop::loop() : loop(options{}) {
+}
+loop::loop(options opts) : impl_(std::make_unique<detail::loop_impl>(*this, opts)) {
+}
 loop::~loop() = default;
 
 void loop::run() {
@@ -682,18 +688,36 @@ void loop::run() {
     }
 }
 
-void loop::stop() noexcept { impl_->stop(); }
-bool loop::run_once(std::optional<duration> timeout) { return impl_->run_once(timeout); }
-void loop::run_until_idle() { impl_->run_until_idle(); }
-void loop::post(std::function<void()> fn) { impl_->post(std::move(fn)); }
+void loop::stop() noexcept {
+    impl_->stop();
+}
+bool loop::run_once(std::optional<duration> timeout) {
+    return impl_->run_once(timeout);
+}
+void loop::run_until_idle() {
+    impl_->run_until_idle();
+}
+void loop::post(std::function<void()> fn) {
+    impl_->post(std::move(fn));
+}
 int loop::fd() {
     int fd = impl_->notify_fd();
     return fd;
 }
-tether::clock& loop::clock() noexcept { return impl_->ctx_clock(); }
-context loop::background() const noexcept { return impl_->background(); }
-loop* loop::current() noexcept { return tls_loop; }
-std::uint32_t loop::ring_flags() const noexcept { return impl_->flags(); }
-void loop::schedule(std::coroutine_handle<> h) { impl_->schedule(h); }
+tether::clock& loop::clock() noexcept {
+    return impl_->ctx_clock();
+}
+context loop::background() const noexcept {
+    return impl_->background();
+}
+loop* loop::current() noexcept {
+    return tls_loop;
+}
+std::uint32_t loop::ring_flags() const noexcept {
+    return impl_->flags();
+}
+void loop::schedule(std::coroutine_handle<> h) {
+    impl_->schedule(h);
+}
 
 } // namespace tether

@@ -60,7 +60,7 @@ private:
     done_signal target_;
     std::error_code error_;
     bool resolved_ = false;
-    waiter own_;    // the awaiting task's context: resumes with its error
+    waiter own_;      // the awaiting task's context: resumes with its error
     waiter target_w_; // the awaited signal: resumes with success
 };
 
@@ -164,7 +164,9 @@ struct task_promise<void> : promise_base {
 
 namespace this_coro {
 /// Awaits the running task's context (a copy).
-inline detail::context_reader operator co_await(context_t) noexcept { return {}; }
+inline detail::context_reader operator co_await(context_t) noexcept {
+    return {};
+}
 /// Awaits the loop the running task runs on.
 inline detail::ready_value<tether::loop*> operator co_await(loop_t) noexcept {
     return {detail::current_loop()};
@@ -264,8 +266,7 @@ decltype(auto) get_awaiter(A&& a) {
 
 /// The type `co_await a` produces for an awaitable of type `A`.
 template <class A>
-using await_result_t =
-    decltype(detail::get_awaiter(std::declval<A>()).await_resume());
+using await_result_t = decltype(detail::get_awaiter(std::declval<A>()).await_resume());
 
 /// Runs `a` under `ctx` instead of the awaiting task's context and returns its result.
 ///

@@ -22,11 +22,11 @@ struct node {
     std::atomic<std::uint32_t> refs{1};
     node_kind kind = node_kind::background;
     bool immortal = false;
-    node* parent = nullptr;            // strong reference, null for roots
-    cancel_state* canceler = nullptr;  // nearest cancelable ancestor-or-self; null: never done
-    tether::clock* clk = nullptr;      // never null
+    node* parent = nullptr;           // strong reference, null for roots
+    cancel_state* canceler = nullptr; // nearest cancelable ancestor-or-self; null: never done
+    tether::clock* clk = nullptr;     // never null
     time_point deadline = time_point::max(); // effective deadline (min rule); max(): none
-    const void* key = nullptr;         // value nodes: the key's address
+    const void* key = nullptr;               // value nodes: the key's address
     void (*destroy)(node*) noexcept = nullptr;
     void (*describe)(const node*, std::string&) = nullptr; // value nodes: "WithValue(k, v)"
 
@@ -104,6 +104,8 @@ struct deadline_state : cancel_state {
     std::error_code deadline_cause; // cause reported when the deadline fires
 };
 
-inline node* ancestor_canceler_node(node* n) noexcept { return n ? n->canceler : nullptr; }
+inline node* ancestor_canceler_node(node* n) noexcept {
+    return n ? n->canceler : nullptr;
+}
 
 } // namespace tether::detail
