@@ -134,6 +134,28 @@ TEST_CASE("loop.fd() becomes readable when another thread posts") {
     CHECK(ran);
 }
 
+TEST_CASE("loop.fd() becomes readable for every post from another thread, again and again") {
+    // The loop's wake once went through an eventfd, and the kernel stopped signaling fd()
+    // for completions woken inside an eventfd write after the first one.
+    loop l;
+    int fd = l.fd();
+    settle(l, fd);
+    for (int round = 0; round < 50; ++round) {
+        std::atomic<bool> ran{false};
+        std::thread other([&] { l.post([&] { ran = true; }); });
+        other.join();
+        REQUIRE(wait_readable(fd));
+        for (int i = 0; i < 100 && !ran; ++i) {
+            l.poll();
+            if (!ran) {
+                REQUIRE(wait_readable(fd));
+            }
+        }
+        REQUIRE(ran);
+        settle(l, fd);
+    }
+}
+
 TEST_CASE("loop.fd() becomes readable when a sleep is due, with no timeout in the foreign loop") {
     loop l;
     int fd = l.fd();
