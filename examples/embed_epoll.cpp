@@ -152,6 +152,7 @@ int main() {
                        "posts {}, worker done {}, ticks {}, tether turns {}\n",
                        report.slept, report.file_ok, report.deadline_canceled_read, report.finished,
                        posted_ran, worker_done, ticks, tether_turns);
+            worker.join();
             return EXIT_FAILURE;
         }
         std::array<epoll_event, 8> evs{};
