@@ -193,34 +193,71 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
         return;
     }
-    err = e;
-    cause = c ? c : e;
-    state.store(1, std::memory_order_release);
-    bool armed = std::exchange(timer_armed, false);
+    // Cancel this node, then its subtree depth first, in a loop rather than by recursion, so
+    // that a chain of any depth is canceled in constant stack. `top` is the node whose
+    // callbacks are being run, with its lock held at the top of the loop. A child is reached
+    // through its link on its parent's list (a node with no fn); while the child and its
+    // subtree are canceled, the parent's `running` names that link as for any callback, so
+    // an owner dropping the child waits until we are done with it (remove_callback), and
+    // the parent is `top->parent->canceler` again when the child is finished.
+    //
     // Only callbacks defer work, so a cancel that runs none skips the thread-local scope.
-    // Made here, it ends when this function returns, after everything below.
+    // Made on first use, it ends when this function returns, after everything below.
     std::optional<deferred_scope> scope;
-    if (head != nullptr) {
-        scope.emplace();
-    }
-    while (callback_node* cb = head) {
-        head = cb->next;
-        if (head) {
-            head->prev = nullptr;
+    cancel_state* top = this;
+    top->err = e;
+    top->cause = c ? c : e;
+    top->state.store(1, std::memory_order_release);
+    while (top != nullptr) {
+        callback_node* cb = top->head;
+        if (cb == nullptr) {
+            // top and its subtree are done: release its timer, go back up to its parent.
+            bool armed = std::exchange(top->timer_armed, false);
+            top->lock.unlock();
+            cancel_state* up = top == this ? nullptr : top->parent->canceler;
+            // Only a deadline_state's timer is ever armed. The timer's reference is never
+            // top's last: its owner holds one, or waits on up->running for us.
+            if (armed && top->clk->unschedule(static_cast<deadline_state*>(top)->timer)) {
+                top->release();
+            }
+            if (up != nullptr) {
+                up->lock.lock();
+                up->running.store(nullptr, std::memory_order_release);
+            }
+            top = up;
+            continue;
+        }
+        top->head = cb->next;
+        if (top->head) {
+            top->head->prev = nullptr;
         }
         cb->linked = false;
-        --callbacks;
-        running_thread = std::this_thread::get_id();
-        running.store(cb, std::memory_order_relaxed);
-        lock.unlock();
-        cb->fn(cb); // may free cb: don't touch it from here on
-        lock.lock();
-        running.store(nullptr, std::memory_order_release);
-    }
-    lock.unlock();
-    // Only a deadline_state's timer is ever armed.
-    if (armed && clk->unschedule(static_cast<deadline_state*>(this)->timer)) {
-        release();
+        --top->callbacks;
+        top->running_thread = std::this_thread::get_id();
+        top->running.store(cb, std::memory_order_relaxed);
+        top->lock.unlock();
+        if (cb->fn != nullptr) {
+            if (!scope) {
+                scope.emplace();
+            }
+            cb->fn(cb); // may free cb: don't touch it from here on
+            top->lock.lock();
+            top->running.store(nullptr, std::memory_order_release);
+            continue;
+        }
+        // A child's link: cancel the child with our reason, unless it is done already.
+        auto* child = static_cast<cancel_state*>(cb->data);
+        child->lock.lock();
+        if (child->state.load(std::memory_order_relaxed) != 0) {
+            child->lock.unlock();
+            top->lock.lock();
+            top->running.store(nullptr, std::memory_order_release);
+            continue;
+        }
+        child->err = top->err;
+        child->cause = top->cause;
+        child->state.store(1, std::memory_order_release);
+        top = child;
     }
     if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
         parent->canceler->remove_callback(&parent_link);
@@ -350,13 +387,6 @@ void destroy_state(detail::node* n) noexcept {
     delete static_cast<State*>(n);
 }
 
-void on_parent_done(detail::callback_node* cb) noexcept {
-    auto* self = static_cast<detail::cancel_state*>(cb->data);
-    detail::cancel_state* p = self->parent->canceler;
-    // The parent has popped our link itself: don't ask it to remove us again.
-    self->cancel(p->err, p->cause, false);
-}
-
 void on_deadline(detail::timer_node* t) noexcept {
     auto* self = static_cast<detail::deadline_state*>(t->data);
     self->cancel(errc::deadline_exceeded, self->deadline_cause, true);
@@ -387,7 +417,7 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
         n->timer.fire = &on_deadline;
         n->timer.data = n;
     }
-    n->parent_link.fn = &on_parent_done;
+    n->parent_link.fn = nullptr; // marks a child's link: the parent's cancel descends into n
     n->parent_link.data = n;
     if (pc != nullptr && !pc->add_callback(&n->parent_link)) {
         n->cancel(pc->err, pc->cause, false);

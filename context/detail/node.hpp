@@ -59,6 +59,7 @@ struct node {
 struct callback_node {
     callback_node* prev = nullptr;
     callback_node* next = nullptr;
+    // Null for a child's `parent_link`: the canceler cancels the child (data) itself.
     void (*fn)(callback_node*) noexcept = nullptr;
     void* data = nullptr; // what fn works on
     bool linked = false;
