@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace tether {
 
@@ -674,16 +675,8 @@ bool after_func_handle::stop() const noexcept {
 
 namespace {
 
+// Appends one link of a chain.
 void describe(const detail::node* n, std::string& out) {
-    if (n == nullptr) {
-        out += "context.Background";
-        return;
-    }
-    if (n->parent != nullptr) {
-        describe(n->parent, out); // chains are short; printing is for humans
-    } else if (n->kind != detail::node_kind::background && n->kind != detail::node_kind::todo) {
-        out += "context.Background";
-    }
     switch (n->kind) {
     case detail::node_kind::background:
         out += "context.Background";
@@ -715,8 +708,19 @@ void describe(const detail::node* n, std::string& out) {
 } // namespace
 
 std::string to_string(const context& ctx) {
+    // Root first. The chain is collected rather than walked by recursion: it may be deep.
+    std::vector<const detail::node*> chain;
+    for (const detail::node* n = ctx.node(); n != nullptr; n = n->parent) {
+        chain.push_back(n);
+    }
     std::string out;
-    describe(ctx.node(), out);
+    if (chain.empty() || (chain.back()->kind != detail::node_kind::background &&
+                          chain.back()->kind != detail::node_kind::todo)) {
+        out += "context.Background"; // background() itself has no node
+    }
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        describe(*it, out);
+    }
     return out;
 }
 
