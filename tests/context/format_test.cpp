@@ -110,3 +110,13 @@ TEST_CASE("printing a context doesn't depend on whether it is done") {
     cancel();
     CHECK(tether::to_string(ctx) == before);
 }
+
+TEST_CASE("a deep chain prints without recursing") {
+    tether::context ctx = tether::background();
+    for (int i = 0; i < 200'000; ++i) {
+        ctx = tether::with_value(ctx, count_key, i);
+    }
+    std::string s = tether::to_string(ctx);
+    CHECK(starts_with(s, "context.Background.WithValue(count, 0).WithValue(count, 1)."));
+    CHECK(ends_with(s, ".WithValue(count, 199999)"));
+}

@@ -288,6 +288,27 @@ TEST_CASE("a deep chain of cancel contexts is canceled from the root and destroy
     CHECK(tether::detail::registration_count(root) == 0);
 }
 
+TEST_CASE("a chain of 200,000 cancel contexts is canceled from its root without recursing") {
+    // Go's goroutine stacks grow; ours don't, so propagation must not recurse per link.
+    tether::manual_clock clk;
+    auto [root, cancel_root] = tether::with_cancel(tether::background(clk));
+    std::vector<std::pair<tether::context, tether::cancel_handle>> chain;
+    chain.reserve(200'000);
+    chain.push_back(tether::with_cancel(root));
+    for (int i = 1; i < 200'000; ++i) {
+        const tether::context& up = chain.back().first;
+        chain.push_back(i % 2 == 0 ? tether::with_cancel(up) : tether::with_timeout(up, 1h));
+    }
+    int calls = 0;
+    tether::cancel_callback cb(chain.back().first, [&calls] { ++calls; });
+    cancel_root();
+    CHECK(chain.back().first.err() == tether::errc::canceled);
+    CHECK(chain[100'000].first.err() == tether::errc::canceled);
+    CHECK(calls == 1);
+    CHECK(clk.pending() == 0);
+    chain.clear(); // each handle finds its node done
+}
+
 TEST_CASE("layers of values and cancels are all canceled from the bottom layer") {
     // Go's TestLayersCancel.
     tether::manual_clock clk;
