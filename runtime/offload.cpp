@@ -101,6 +101,12 @@ bool offload_begin(const std::shared_ptr<offload_shared>& st, const context& c,
             // suspended, so its loop is alive until we are done with it.
             if (!st->abandoned) {
                 st->w.lp->post([st] {
+                    // Wait for the pool thread to leave post() (it still writes the loop's
+                    // wake pipe after queueing this): once the coroutine resumes, the loop
+                    // may be destroyed.
+                    {
+                        std::lock_guard barrier(st->mu);
+                    }
                     if (!st->w.completed) {
                         st->w.finish({});
                     }

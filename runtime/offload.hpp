@@ -86,7 +86,9 @@ public:
             return state_->w.error;
         }
         if (state_->exc) {
-            std::rethrow_exception(state_->exc);
+            // Taken, not shared: the pool may drop the state last, and the exception must
+            // then be this thread's alone.
+            std::rethrow_exception(std::exchange(state_->exc, nullptr));
         }
         if constexpr (std::is_void_v<value_type>) {
             return {};
