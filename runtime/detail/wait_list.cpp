@@ -1,0 +1,38 @@
+#include "runtime/detail/wait_list.hpp"
+
+#include "runtime/task.hpp"
+
+#include <cassert>
+
+namespace tether::detail {
+
+bool list_waiter::enqueue(wait_list& l, const context& c, std::coroutine_handle<> h) noexcept {
+    w.lp = current_loop();
+    assert(w.lp != nullptr && "tether sync primitives must be awaited on a running loop");
+    w.handle = h;
+    w.on_cancel = &canceled;
+    w.data = this;
+    list = &l;
+    if (!w.arm(c)) {
+        return false;
+    }
+    l.push_back(this);
+    return true;
+}
+
+void list_waiter::canceled(waiter* w) noexcept {
+    auto* self = static_cast<list_waiter*>(w->data);
+    // Runs on the loop's thread and only while the waiter is unfinished, so it is still
+    // queued: a grant pops and finishes in one step.
+    if (self->linked) {
+        self->list->remove(self);
+    }
+    void (*after)(void*) noexcept = self->after_cancel;
+    void* owner = self->owner;
+    w->finish(w->cancel_error()); // queues the coroutine; self stays alive until it runs
+    if (after) {
+        after(owner);
+    }
+}
+
+} // namespace tether::detail
