@@ -1,0 +1,438 @@
+#pragma once
+// channel<T>: Go's channels for the tasks of one loop.
+//   channel<T>     a FIFO of values between tasks: unbuffered (a rendezvous) or buffered
+//   channel_errc   why a send or receive did not happen: closed, full, empty
+// `select` over several channel operations and done signals is in runtime/select.hpp.
+
+#include "context/context.hpp"
+#include "runtime/detail/wait_list.hpp"
+#include "runtime/detail/waiter.hpp"
+#include "runtime/result.hpp"
+#include "runtime/task.hpp"
+
+#include <cassert>
+#include <coroutine>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace tether {
+
+/// Why a channel operation did not happen, as error codes of `channel_category()`.
+///
+/// Where Go panics (send on a closed channel, close of a closed channel), tether returns
+/// an error or false: bad input never hits an assert.
+enum class channel_errc : int {
+    closed = 1, ///< the channel is closed (for a receive: closed and drained)
+    full = 2,   ///< `try_send`: no receiver is waiting and the buffer has no room
+    empty = 3,  ///< `try_receive`: nothing is buffered and no sender is waiting
+};
+
+/// Returns the error category of `channel_errc` (its name is "tether.channel").
+///
+/// Thread safety: returns the same immortal object from every thread.
+const std::error_category& channel_category() noexcept;
+
+/// Returns `e` as an error code of `channel_category()`.
+inline std::error_code make_error_code(channel_errc e) noexcept {
+    return {static_cast<int>(e), channel_category()};
+}
+
+} // namespace tether
+
+template <>
+struct std::is_error_code_enum<tether::channel_errc> : std::true_type {};
+
+namespace tether {
+
+template <class T>
+class channel;
+
+namespace detail {
+
+struct select_core;
+
+/// A channel operation queued on a channel until a counterpart, `close()` or its context
+/// ends it (Go's sudog): a lone `send`/`receive`, or one case of a `select`.
+struct chan_node : list_hook {
+    wait_list* queue = nullptr; // the channel queue it waits in
+    waiter* single = nullptr;   // a lone operation: finished directly
+    select_core* sel = nullptr; // or a select case: the select decides
+    int index = 0;              // the case's index in its select
+    void* item = nullptr;       // a send's T, or a receive's std::optional<T>
+
+    /// Takes the operation for whoever dequeued it: always true for a lone operation; for a
+    /// select case, true only if no other case (or the select's context) won first.
+    bool claim() noexcept;
+    /// Finishes a claimed operation: success (the value moved), or `e` (closed).
+    void complete(std::error_code e) noexcept;
+};
+
+/// A fixed-capacity FIFO of `T`s, allocated once.
+template <class T>
+class ring_buffer {
+public:
+    explicit ring_buffer(std::size_t capacity)
+        : cap_(capacity), data_(capacity ? std::allocator<T>().allocate(capacity) : nullptr) {}
+    ring_buffer(const ring_buffer&) = delete;
+    ring_buffer& operator=(const ring_buffer&) = delete;
+    ~ring_buffer() {
+        while (size_ > 0) {
+            (void)pop();
+        }
+        if (data_) {
+            std::allocator<T>().deallocate(data_, cap_);
+        }
+    }
+    std::size_t size() const noexcept { return size_; }
+    std::size_t capacity() const noexcept { return cap_; }
+    bool empty() const noexcept { return size_ == 0; }
+    bool full() const noexcept { return size_ == cap_; }
+    void push(T&& v) noexcept {
+        std::size_t i = head_ + size_;
+        if (i >= cap_) {
+            i -= cap_;
+        }
+        std::construct_at(data_ + i, std::move(v));
+        ++size_;
+    }
+    T pop() noexcept {
+        T* p = data_ + head_;
+        T v(std::move(*p));
+        std::destroy_at(p);
+        if (++head_ == cap_) {
+            head_ = 0;
+        }
+        --size_;
+        return v;
+    }
+
+private:
+    std::size_t cap_;
+    T* data_;
+    std::size_t head_ = 0;
+    std::size_t size_ = 0;
+};
+
+/// What an operation attempted without waiting did.
+enum class chan_outcome { done, closed, would_block };
+
+/// Parks a lone send or receive: arms `w` on `c` and queues `n` in `q`; returns false,
+/// queuing nothing, if `c` is already done.
+bool park(chan_node& n, waiter& w, wait_list& q, const context& c,
+          std::coroutine_handle<> h) noexcept;
+
+template <class T>
+class send_awaiter;
+template <class T>
+class receive_awaiter;
+
+/// `ch.send(v)`: a send not yet started. `co_await` it, or give it to `select`.
+template <class T>
+struct [[nodiscard]] send_op {
+    channel<T>* ch;
+    T value;
+    send_awaiter<T> operator co_await() && noexcept { return {ch, std::move(value)}; }
+};
+
+/// `ch.receive()`: a receive not yet started. `co_await` it, or give it to `select`.
+template <class T>
+struct [[nodiscard]] receive_op {
+    channel<T>* ch;
+    receive_awaiter<T> operator co_await() && noexcept { return receive_awaiter<T>{ch}; }
+};
+
+} // namespace detail
+
+/// A channel of `T`s between tasks, with Go's semantics.
+///
+/// With capacity 0 (the default) it is unbuffered: a send waits until a receiver takes the
+/// value, and a receive until a sender gives one (a rendezvous). With capacity n, sends wait
+/// only while n values are buffered, and receives only while none are. Values come out in
+/// the order they went in; waiting senders and receivers are served first come, first
+/// served.
+///
+/// `close()` ends the channel: receives drain what is buffered, then fail with
+/// `channel_errc::closed` (Go's `v, ok := <-ch` with ok false); sends fail with
+/// `channel_errc::closed` (where Go panics).
+///
+/// `T` must be nothrow move constructible: a value is moved while it is handed over, and a
+/// throw there would lose it.
+///
+/// Cancellation: every await fails at once with the task's context error when that context
+/// is already done, even if it could complete without waiting (cancellation is sticky). A
+/// canceled wait leaves the channel's queue and consumes nothing: a canceled receive took
+/// no value, a canceled send gave none (its value is destroyed with the await). A wait that
+/// was handed its value before the cancel took effect returns that value: nothing is lost.
+///
+/// Lifetime: the channel must outlive every operation on it; destroying it while a task
+/// waits on it is a bug.
+///
+/// Thread safety: a channel belongs to one loop: every operation (including `close` and the
+/// `try_` ones) runs on that loop's thread. The contexts of waiting tasks may be canceled
+/// from any thread. Cross-loop use (issue 6) needs a lock around the queues and resumption
+/// through the waiter's own loop; see the note in channel.cpp.
+///
+/// Example (a worker draining a queue until it is closed):
+///
+///     while (result<job> j = co_await jobs.receive()) {
+///         co_await run(*j);
+///     }
+///     // j.error() == channel_errc::closed once drained, or the context's error
+template <class T>
+class channel {
+    static_assert(std::is_nothrow_move_constructible_v<T>,
+                  "channel<T>: T must be nothrow move constructible");
+    static_assert(std::is_nothrow_destructible_v<T>, "channel<T>: T must be nothrow destructible");
+
+public:
+    using value_type = T;
+
+    /// Makes a channel that buffers up to `capacity` values (0: unbuffered).
+    explicit channel(std::size_t capacity = 0) : buf_(capacity) {}
+    channel(const channel&) = delete;
+    channel& operator=(const channel&) = delete;
+    /// Destroys the buffered values. No task may be waiting on the channel.
+    ~channel() { assert(recvq_.empty() && sendq_.empty() && "channel destroyed with waiters"); }
+
+    /// Returns an awaitable that sends `v`: `co_await ch.send(v)` gives `result<void>`.
+    ///
+    /// Completes without waiting when a receiver is waiting (the value goes straight to
+    /// it) or the buffer has room; otherwise waits for a receiver, `close()` or the context.
+    ///
+    /// Errors: `channel_errc::closed` if the channel is closed before the value is taken;
+    /// `errc::canceled` or `errc::deadline_exceeded` if the task's context is done first.
+    /// On any error the value was not sent and is destroyed.
+    ///
+    /// Cancellation: cancel-safe; see the class.
+    detail::send_op<T> send(T v) { return {this, std::move(v)}; }
+
+    /// Returns an awaitable that receives a value: `co_await ch.receive()` gives
+    /// `result<T>`.
+    ///
+    /// Takes the oldest buffered value (a waiting sender then refills the buffer), or the
+    /// value of the oldest waiting sender; otherwise waits for a sender, `close()` or the
+    /// context.
+    ///
+    /// Errors: `channel_errc::closed` once the channel is closed and drained;
+    /// `errc::canceled` or `errc::deadline_exceeded` if the task's context is done first.
+    ///
+    /// Cancellation: cancel-safe: a receive that fails took no value.
+    detail::receive_op<T> receive() noexcept { return {this}; }
+
+    /// Sends `v` if that needs no wait: a receiver is waiting or the buffer has room.
+    ///
+    /// Errors: `channel_errc::full` if it would wait, `channel_errc::closed` if the channel
+    /// is closed. On error `v` is left as it was (not moved from).
+    result<void> try_send(T&& v) noexcept { return to_result(send_now(v)); }
+    /// Sends a copy of `v` if that needs no wait; as above.
+    result<void> try_send(const T& v) {
+        T copy(v);
+        return to_result(send_now(copy));
+    }
+
+    /// Receives a value if one is buffered or a sender is waiting.
+    ///
+    /// Errors: `channel_errc::empty` if it would wait, `channel_errc::closed` if the channel
+    /// is closed and drained.
+    result<T> try_receive() noexcept {
+        std::optional<T> v;
+        switch (receive_now(v)) {
+        case detail::chan_outcome::done:
+            return std::move(*v);
+        case detail::chan_outcome::closed:
+            return make_error_code(channel_errc::closed);
+        case detail::chan_outcome::would_block:
+            break;
+        }
+        return make_error_code(channel_errc::empty);
+    }
+
+    /// Closes the channel and returns true; returns false if it was already closed.
+    ///
+    /// Waiting receivers resume with `channel_errc::closed` (the buffer is then empty);
+    /// waiting senders resume with `channel_errc::closed` and their values are destroyed.
+    /// Buffered values stay for receivers to drain.
+    bool close() noexcept {
+        if (closed_) {
+            return false;
+        }
+        closed_ = true;
+        std::error_code e = make_error_code(channel_errc::closed);
+        while (detail::chan_node* n = pop_claimed(recvq_)) {
+            n->complete(e);
+        }
+        while (detail::chan_node* n = pop_claimed(sendq_)) {
+            n->complete(e);
+        }
+        return true;
+    }
+
+    /// Returns true once `close()` has been called.
+    bool is_closed() const noexcept { return closed_; }
+    /// Returns how many values are buffered.
+    std::size_t size() const noexcept { return buf_.size(); }
+    /// Returns how many values the buffer holds at most (0: unbuffered).
+    std::size_t capacity() const noexcept { return buf_.capacity(); }
+
+    // ---- for the awaiters and select (detail) ---------------------------------------------
+
+    /// Sends `v` if that needs no wait; moves from `v` only when it returns done.
+    detail::chan_outcome send_now(T& v) noexcept {
+        if (closed_) {
+            return detail::chan_outcome::closed;
+        }
+        if (detail::chan_node* r = pop_claimed(recvq_)) {
+            static_cast<std::optional<T>*>(r->item)->emplace(std::move(v));
+            r->complete({});
+            return detail::chan_outcome::done;
+        }
+        if (!buf_.full()) {
+            buf_.push(std::move(v));
+            return detail::chan_outcome::done;
+        }
+        return detail::chan_outcome::would_block;
+    }
+
+    /// Receives into `out` if that needs no wait.
+    detail::chan_outcome receive_now(std::optional<T>& out) noexcept {
+        if (!buf_.empty()) {
+            out.emplace(buf_.pop());
+            // A sender waiting for room takes the slot just freed, keeping the FIFO order.
+            if (detail::chan_node* s = pop_claimed(sendq_)) {
+                buf_.push(std::move(*static_cast<T*>(s->item)));
+                s->complete({});
+            }
+            return detail::chan_outcome::done;
+        }
+        if (detail::chan_node* s = pop_claimed(sendq_)) {
+            out.emplace(std::move(*static_cast<T*>(s->item)));
+            s->complete({});
+            return detail::chan_outcome::done;
+        }
+        return closed_ ? detail::chan_outcome::closed : detail::chan_outcome::would_block;
+    }
+
+    detail::wait_list& send_queue() noexcept { return sendq_; }
+    detail::wait_list& receive_queue() noexcept { return recvq_; }
+
+private:
+    // Pops the oldest queued operation that can still be taken. With one loop, a select's
+    // losing cases leave their queues as soon as another case wins, so the first claim
+    // succeeds; the loop is for queues shared across loops, where they leave lazily.
+    static detail::chan_node* pop_claimed(detail::wait_list& q) noexcept {
+        while (detail::list_hook* h = q.pop_front()) {
+            auto* n = static_cast<detail::chan_node*>(h);
+            if (n->claim()) {
+                return n;
+            }
+        }
+        return nullptr;
+    }
+
+    static result<void> to_result(detail::chan_outcome o) noexcept {
+        switch (o) {
+        case detail::chan_outcome::done:
+            return {};
+        case detail::chan_outcome::closed:
+            return make_error_code(channel_errc::closed);
+        case detail::chan_outcome::would_block:
+            break;
+        }
+        return make_error_code(channel_errc::full);
+    }
+
+    detail::ring_buffer<T> buf_;
+    detail::wait_list recvq_;
+    detail::wait_list sendq_;
+    bool closed_ = false;
+};
+
+namespace detail {
+
+/// Awaits a send: completes at once when it can, else parks in the channel's send queue.
+template <class T>
+class send_awaiter {
+public:
+    send_awaiter(channel<T>* ch, T&& v) noexcept : ch_(ch), v_(std::move(v)) {}
+    send_awaiter(const send_awaiter&) = delete;
+    send_awaiter& operator=(const send_awaiter&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        const context& c = context_of(h);
+        if (std::error_code e = c.err()) {
+            w_.error = e;
+            return false;
+        }
+        switch (ch_->send_now(v_)) {
+        case chan_outcome::done:
+            return false;
+        case chan_outcome::closed:
+            w_.error = make_error_code(channel_errc::closed);
+            return false;
+        case chan_outcome::would_block:
+            break;
+        }
+        node_.item = &v_;
+        return park(node_, w_, ch_->send_queue(), c, h);
+    }
+    result<void> await_resume() const noexcept { return w_.error; }
+
+private:
+    channel<T>* ch_;
+    T v_;
+    chan_node node_;
+    waiter w_;
+};
+
+/// Awaits a receive: completes at once when it can, else parks in the channel's receive
+/// queue until a sender fills the slot.
+template <class T>
+class receive_awaiter {
+public:
+    explicit receive_awaiter(channel<T>* ch) noexcept : ch_(ch) {}
+    receive_awaiter(const receive_awaiter&) = delete;
+    receive_awaiter& operator=(const receive_awaiter&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        const context& c = context_of(h);
+        if (std::error_code e = c.err()) {
+            w_.error = e;
+            return false;
+        }
+        switch (ch_->receive_now(slot_)) {
+        case chan_outcome::done:
+            return false;
+        case chan_outcome::closed:
+            w_.error = make_error_code(channel_errc::closed);
+            return false;
+        case chan_outcome::would_block:
+            break;
+        }
+        node_.item = &slot_;
+        return park(node_, w_, ch_->receive_queue(), c, h);
+    }
+    result<T> await_resume() noexcept {
+        if (w_.error) {
+            return w_.error;
+        }
+        return std::move(*slot_);
+    }
+
+private:
+    channel<T>* ch_;
+    std::optional<T> slot_;
+    chan_node node_;
+    waiter w_;
+};
+
+} // namespace detail
+
+} // namespace tether
