@@ -2,14 +2,13 @@
 // spawn: start a task concurrently; join_handle: await or cancel it.
 
 #include "context/with_cancel.hpp"
+#include "runtime/detail/frame_allocator.hpp"
 #include "runtime/detail/waiter.hpp"
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
 
-#include <atomic>
 #include <coroutine>
-#include <exception>
-#include <optional>
+#include <cstddef>
 #include <type_traits>
 #include <utility>
 
@@ -17,61 +16,31 @@ namespace tether {
 
 namespace detail {
 
+/// What a spawned task and its join handle share: the task's own context, a child of the
+/// spawner's so that it can be canceled alone. 24 bytes, from the frame allocator.
+///
+/// The task runs without a wrapper coroutine: its promise points here (`spawn_`), a joiner
+/// waits as the task's continuation, and the final awaiter calls
+/// `promise_base::spawn_finished`, which cancels the context (unlinking it from the parent)
+/// and resumes the joiner directly. The finished frame keeps the task's value or exception
+/// until the handle lets go; the last of the handle and the task to let go destroys the
+/// frame and this state.
+///
+/// Thread safety: loop thread only, as the handle.
 struct spawn_base {
-    std::atomic<int> refs{2}; // the handle and the running task
-    context ctx;
-    cancel_handle cancel;
-    loop* lp = nullptr;
+    context ctx;          // the task's context: its promise's ctx_ points here
+    cancel_handle cancel; // cancels ctx; reset when the task finishes
+    int refs = 2;         // the handle and the running task
     bool done = false;
-    waiter* joiner = nullptr;
-    std::exception_ptr exc;
 
-    virtual ~spawn_base() = default;
-    void release() noexcept {
-        if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-            delete this;
-        }
-    }
-    /// Marks the task finished and resumes the joiner (loop thread).
-    void complete() noexcept;
-    /// Starts `h` on the current loop (queued, not run inline).
-    void start(std::coroutine_handle<> h);
+    static void* operator new(std::size_t n) { return allocate_frame(n); }
+    static void operator delete(void* p, std::size_t n) noexcept { deallocate_frame(p, n); }
+
+    /// Drops one reference; the last destroys `frame` (the task's) and the state.
+    void release(std::coroutine_handle<> frame) noexcept;
+    /// Starts `frame` on the current loop (queued, not run inline).
+    static void start(std::coroutine_handle<> frame);
 };
-
-template <class T>
-struct spawn_state : spawn_base {
-    std::conditional_t<std::is_void_v<T>, char, std::optional<T>> value;
-};
-
-/// A coroutine that starts when queued and frees itself at the end.
-struct detached_task {
-    struct promise_type : promise_base {
-        detached_task get_return_object() noexcept {
-            return {std::coroutine_handle<promise_type>::from_promise(*this)};
-        }
-        std::suspend_always initial_suspend() const noexcept { return {}; }
-        std::suspend_never final_suspend() const noexcept { return {}; }
-        void return_void() const noexcept {}
-        void unhandled_exception() const noexcept { std::terminate(); }
-    };
-    std::coroutine_handle<promise_type> h;
-};
-
-template <class T>
-detached_task run_spawned(spawn_state<T>* st, task<T> t) {
-    co_await set_context{&st->ctx};
-    try {
-        if constexpr (std::is_void_v<T>) {
-            co_await std::move(t);
-        } else {
-            st->value.emplace(co_await std::move(t));
-        }
-    } catch (...) {
-        st->exc = std::current_exception();
-    }
-    st->complete();
-    st->release();
-}
 
 } // namespace detail
 
@@ -83,14 +52,16 @@ detached_task run_spawned(spawn_state<T>* st, task<T> t) {
 /// Thread safety: use a handle on the loop that spawned the task.
 template <class T>
 class [[nodiscard]] join_handle {
+    using handle_type = typename task<T>::handle_type;
+
 public:
     join_handle() noexcept = default;
-    explicit join_handle(detail::spawn_state<T>* s) noexcept : s_(s) {}
-    join_handle(join_handle&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    explicit join_handle(handle_type h) noexcept : h_(h) {}
+    join_handle(join_handle&& o) noexcept : h_(std::exchange(o.h_, {})) {}
     join_handle& operator=(join_handle&& o) noexcept {
         if (this != &o) {
             reset();
-            s_ = std::exchange(o.s_, nullptr);
+            h_ = std::exchange(o.h_, {});
         }
         return *this;
     }
@@ -98,53 +69,58 @@ public:
 
     /// Cancels the task's context (its awaits resume with `errc::canceled`).
     void cancel() const noexcept {
-        if (s_) {
-            s_->cancel();
+        if (h_) {
+            state().cancel();
         }
     }
     /// Lets the task run on without a handle.
     void detach() noexcept {
-        if (s_) {
-            std::exchange(s_, nullptr)->release();
+        if (h_) {
+            state().release(std::exchange(h_, {}));
         }
     }
     /// Returns true once the task has finished.
-    bool done() const noexcept { return s_ && s_->done; }
+    bool done() const noexcept { return h_ && state().done; }
     /// Returns the spawned task's context.
-    const context& task_context() const noexcept { return s_->ctx; }
+    const context& task_context() const noexcept { return state().ctx; }
 
     struct awaiter {
-        detail::spawn_state<T>* s;
+        handle_type task;
         detail::waiter w{};
-        bool await_ready() const noexcept { return s->done; }
+        bool suspended = false;
+        bool await_ready() const noexcept { return task.promise().spawn_->done; }
         template <class P>
         bool await_suspend(std::coroutine_handle<P> h) noexcept {
-            w.lp = s->lp;
+            w.lp = detail::current_loop();
             w.handle = h;
-            w.data = s;
+            w.data = static_cast<detail::promise_base*>(&task.promise());
             w.on_cancel = [](detail::waiter* me) noexcept {
-                static_cast<detail::spawn_base*>(me->data)->joiner = nullptr;
+                static_cast<detail::promise_base*>(me->data)->continuation_ = nullptr;
                 me->finish(me->cancel_error());
             };
             if (!w.arm(detail::context_of(h))) {
                 return false;
             }
-            s->joiner = &w;
+            task.promise().continuation_ = h; // the final awaiter resumes us
+            suspended = true;
             return true;
         }
         /// Returns the task's value, or the awaiting context's error if it was done before
         /// the task finished; rethrows the task's exception.
         result<std::conditional_t<std::is_void_v<T>, void, T>> await_resume() {
-            if (!s->done) {
+            if (suspended) {
+                // Suspended: resumed either by the task's end (disarm our registration now)
+                // or by our context's cancel (then finish_quietly does nothing).
+                w.finish_quietly({});
+            }
+            if (!task.promise().spawn_->done) {
                 return w.error;
             }
-            if (s->exc) {
-                std::rethrow_exception(s->exc);
-            }
             if constexpr (std::is_void_v<T>) {
+                task.promise().take();
                 return {};
             } else {
-                return std::move(*s->value);
+                return task.promise().take();
             }
         }
     };
@@ -152,18 +128,19 @@ public:
     ///
     /// Cancellation: if the awaiting task's context is done first, resumes with its error;
     /// the spawned task goes on (cancel it, or let the handle go, to stop it).
-    awaiter operator co_await() const noexcept { return awaiter{s_}; }
+    awaiter operator co_await() const noexcept { return awaiter{h_}; }
 
 private:
+    detail::spawn_base& state() const noexcept { return *h_.promise().spawn_; }
     void reset() noexcept {
-        if (s_) {
-            if (!s_->done) {
-                s_->cancel();
+        if (h_) {
+            if (!state().done) {
+                state().cancel();
             }
-            std::exchange(s_, nullptr)->release();
+            state().release(std::exchange(h_, {}));
         }
     }
-    detail::spawn_state<T>* s_ = nullptr;
+    handle_type h_;
 };
 
 /// Starts `t` concurrently on the current loop under a child of `parent` and returns its
@@ -173,13 +150,15 @@ private:
 /// task, `co_await spawn(t)` spawns under the task's own context.
 template <class T>
 join_handle<T> spawn(const context& parent, task<T> t) {
-    auto* st = new detail::spawn_state<T>;
+    auto* st = new detail::spawn_base;
     auto [ctx, cancel] = with_cancel(parent);
     st->ctx = std::move(ctx);
     st->cancel = std::move(cancel);
-    detail::detached_task d = detail::run_spawned(st, std::move(t));
-    st->start(d.h);
-    return join_handle<T>{st};
+    typename task<T>::handle_type h = t.release();
+    h.promise().ctx_ = &st->ctx;
+    h.promise().spawn_ = st;
+    detail::spawn_base::start(h);
+    return join_handle<T>{h};
 }
 
 namespace detail {

@@ -37,8 +37,15 @@ inline constexpr loop_t loop{};
 
 namespace detail {
 
+struct spawn_base;
+
+/// The background context on the real clock: the context of a task started without one.
+/// Constant-initialized, so that a new frame points at it without a call or a guard.
+inline constinit const context default_context_v{};
 /// Returns the background context on the real clock (for tasks started without one).
-const context& default_context() noexcept;
+inline const context& default_context() noexcept {
+    return default_context_v;
+}
 /// Returns the loop running on this thread, or null.
 loop* current_loop() noexcept;
 
@@ -75,8 +82,9 @@ struct ready_value {
 /// What every tether promise holds: the context (borrowed from the awaiter or owned by the
 /// root) and the continuation. Carrying the context costs one pointer copy per await.
 struct promise_base {
-    const context* ctx_ = &default_context();
+    const context* ctx_ = &default_context_v;
     std::coroutine_handle<> continuation_;
+    spawn_base* spawn_ = nullptr; // set by spawn(): who to tell when the task finishes
 
     static void* operator new(std::size_t n) { return allocate_frame(n); }
     static void operator delete(void* p, std::size_t n) noexcept { deallocate_frame(p, n); }
@@ -87,11 +95,17 @@ struct promise_base {
         bool await_ready() const noexcept { return false; }
         template <class P>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
-            std::coroutine_handle<> c = h.promise().continuation_;
-            return c ? c : std::noop_coroutine();
+            promise_base& p = h.promise();
+            if (p.spawn_ != nullptr) {
+                return spawn_finished(h.address(), p);
+            }
+            return p.continuation_ ? p.continuation_ : std::noop_coroutine();
         }
         void await_resume() const noexcept {}
     };
+    /// Tells a spawned task's handle that the task finished; returns the coroutine to resume
+    /// (its joiner, or noop). May destroy the finished frame. Defined in spawn.cpp.
+    static std::coroutine_handle<> spawn_finished(void* frame, promise_base& p) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter final_suspend() const noexcept { return {}; }
 };
@@ -116,6 +130,19 @@ struct context_reader {
         return false;
     }
     tether::context await_resume() noexcept { return std::move(c); }
+};
+
+/// Reads the running task's context without suspending or copying it: the reference stays
+/// valid while the awaiter that started the task is suspended on it.
+struct context_ref_reader {
+    const tether::context* c = nullptr;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        c = &context_of(h);
+        return false;
+    }
+    const tether::context& await_resume() const noexcept { return *c; }
 };
 
 /// Sets the running task's context pointer without suspending (used by with_context).
@@ -285,7 +312,8 @@ task<await_result_t<A>> with_context(context ctx, A a) {
 /// its I/O is canceled in the kernel (unlike a timeout that only stops waiting).
 template <class A>
 task<await_result_t<A>> with_timeout(duration timeout, A a) {
-    context parent = co_await this_coro::context;
+    // The awaiter's context, borrowed: a copy would cost two atomic reference counts.
+    const context& parent = co_await detail::context_ref_reader{};
     auto [ctx, cancel] = tether::with_timeout(parent, timeout);
     co_await detail::set_context{&ctx};
     co_return co_await std::move(a);
@@ -294,7 +322,7 @@ task<await_result_t<A>> with_timeout(duration timeout, A a) {
 /// Like `with_timeout`, with an absolute deadline on the context's clock.
 template <class A>
 task<await_result_t<A>> with_deadline(time_point deadline, A a) {
-    context parent = co_await this_coro::context;
+    const context& parent = co_await detail::context_ref_reader{};
     auto [ctx, cancel] = tether::with_deadline(parent, deadline);
     co_await detail::set_context{&ctx};
     co_return co_await std::move(a);

@@ -4,8 +4,8 @@
 
 namespace tether::detail {
 
-/// Allocates coroutine frames from per-thread free lists of 64-byte size classes (frames up to
-/// 2 KiB); larger frames go to operator new. A frame may be freed on another thread: the
+/// Allocates coroutine frames from per-thread free lists of size classes 16 bytes apart (frames
+/// up to 2 KiB); larger frames go to operator new. A frame may be freed on another thread: the
 /// block joins that thread's list.
 ///
 /// Under AddressSanitizer every frame goes to operator new, so use-after-free stays visible.
