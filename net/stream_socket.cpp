@@ -6,14 +6,21 @@ namespace tether::net {
 
 stream_socket& stream_socket::operator=(stream_socket&& o) noexcept {
     if (this != &o) {
-        (void)detail::close_fd(fd_);
+        (void)close();
         fd_ = std::exchange(o.fd_, -1);
+        rs_ = std::exchange(o.rs_, nullptr);
     }
     return *this;
 }
 
 stream_socket::~stream_socket() {
-    (void)detail::close_fd(fd_);
+    (void)close();
+}
+
+int stream_socket::release() noexcept {
+    // The multishot recv, if any, is canceled; it holds its own reference to the socket.
+    detail::recv_state_close(std::exchange(rs_, nullptr));
+    return std::exchange(fd_, -1);
 }
 
 result<void> stream_socket::shutdown(shutdown_how how) const noexcept {
@@ -24,6 +31,9 @@ result<void> stream_socket::shutdown(shutdown_how how) const noexcept {
 }
 
 result<void> stream_socket::close() noexcept {
+    // Cancel the multishot recv first; it holds its own reference to the socket, so the
+    // descriptor can go at once.
+    detail::recv_state_close(std::exchange(rs_, nullptr));
     return detail::close_fd(fd_);
 }
 

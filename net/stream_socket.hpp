@@ -5,6 +5,7 @@
 #include "net/detail/socket_ops.hpp"
 #include "net/io_errc.hpp"
 #include "net/io_result.hpp"
+#include "net/recv_buffer.hpp"
 #include "runtime/result.hpp"
 
 #include <cstddef>
@@ -47,7 +48,8 @@ class stream_socket {
 public:
     /// Makes a socket that is not open.
     stream_socket() noexcept = default;
-    stream_socket(stream_socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    stream_socket(stream_socket&& o) noexcept
+        : fd_(std::exchange(o.fd_, -1)), rs_(std::exchange(o.rs_, nullptr)) {}
     stream_socket& operator=(stream_socket&& o) noexcept;
     stream_socket(const stream_socket&) = delete;
     stream_socket& operator=(const stream_socket&) = delete;
@@ -59,7 +61,9 @@ public:
     /// Returns the file descriptor, or -1.
     int native_handle() const noexcept { return fd_; }
     /// Gives up ownership: returns the file descriptor (or -1) and leaves the socket closed.
-    int release() noexcept { return std::exchange(fd_, -1); }
+    ///
+    /// Bytes `receive` had queued and not returned yet are dropped.
+    int release() noexcept;
 
     /// Reads at least one byte into `buf` and returns how many.
     ///
@@ -67,19 +71,41 @@ public:
     /// its side and every byte before has been read.
     ///
     /// Cancellation: cancel-safe: a read canceled before it completed consumed nothing.
-    [[nodiscard]] detail::some_awaiter read_some(std::span<std::byte> buf) const noexcept {
-        return {detail::transfer_op::kind::recv, fd_, buf.data(), buf.size(), 0, true};
+    [[nodiscard]] detail::read_awaiter<false> read_some(std::span<std::byte> buf) noexcept {
+        return {&rs_, fd_, buf};
     }
     /// Reads until `buf` is full.
     ///
     /// Returns the bytes read and, if it stopped before, why: `io_errc::eof` if the peer
     /// ended the stream, a reset, or the context's error.
     ///
-    /// Cancellation: not cancel-safe in the sense that the bytes already read are in `buf`
-    /// and counted in `bytes`: nothing is lost, but the caller must use them.
-    [[nodiscard]] detail::all_awaiter read_exact(std::span<std::byte> buf) const noexcept {
-        return {detail::transfer_op::kind::recv, fd_, buf.data(), buf.size(), 0, true};
+    /// Cancellation: bytes read before a cancel are in `buf` and counted in `bytes`;
+    /// nothing is lost, but a retry must continue after them.
+    [[nodiscard]] detail::read_awaiter<true> read_exact(std::span<std::byte> buf) noexcept {
+        return {&rs_, fd_, buf};
     }
+    /// Returns the next bytes received, in a buffer lent by the loop's pool (up to 4 KiB):
+    /// `result<recv_buffer>`.
+    ///
+    /// The stream keeps one multishot recv in the kernel (IORING_RECV_MULTISHOT with a
+    /// provided buffer ring): a buffer is taken from the pool only when bytes arrive, so a
+    /// connection waiting for its peer holds none, and bytes that arrive between two
+    /// receives wait in a short queue (past 16 buffers the stream stops receiving until it
+    /// is read, and the kernel's socket buffer slows the sender). If the pool runs dry, the
+    /// stream receives into a buffer of its own until buffers come back.
+    ///
+    /// Once a stream has used `receive`, `read_some` and `read_exact` read through the same
+    /// queue (copying), so bytes stay in order; mixing them is fine.
+    ///
+    /// Errors: `io_errc::eof` once the peer has shut down its side and every byte before
+    /// has been returned; resets as `read_some`.
+    ///
+    /// Cancellation: cancel-safe: the multishot recv belongs to the stream, not to the await;
+    /// a canceled receive takes nothing, and bytes arriving later wait for the next read.
+    ///
+    /// Lifetime: the stream is borrowed until the await resumes; the buffer must go back
+    /// (be destroyed) on this loop.
+    [[nodiscard]] detail::receive_awaiter receive() noexcept { return {&rs_, fd_}; }
     /// Writes some of `buf` (at least one byte, usually all) and returns how many.
     ///
     /// Errors: `std::errc::broken_pipe` or `connection_reset` if the peer has gone.
@@ -113,7 +139,7 @@ public:
     ///
     /// Lifetime: the list is copied when called (up to 8 entries inline, more on the heap);
     /// the bytes it names are borrowed until the await resumes.
-    [[nodiscard]] detail::all_awaiter
+    [[nodiscard]] detail::writev_awaiter
     writev(std::span<const std::span<const std::byte>> bufs) const {
         return {fd_, bufs, MSG_NOSIGNAL};
     }
@@ -138,10 +164,14 @@ public:
     /// Returns SO_RCVBUF as the kernel applied it.
     result<int> receive_buffer_size() const noexcept;
 
+    /// Returns counters of the pool-backed receive path (for tests).
+    detail::recv_stats receive_stats() const noexcept { return detail::recv_state_stats(rs_); }
+
 protected:
     explicit stream_socket(int fd) noexcept : fd_(fd) {}
 
     int fd_ = -1;
+    detail::recv_state* rs_ = nullptr; // created by the first receive()
 };
 
 } // namespace tether::net

@@ -1,6 +1,7 @@
 #include "net/tcp_stream.hpp"
 
 #include "net/detail/socket_ops.hpp"
+#include "net/resolve.hpp"
 
 #include <algorithm>
 #include <netinet/in.h>
@@ -25,6 +26,25 @@ task<result<tcp_stream>> tcp_stream::connect(address to) {
         co_return r.error(); // s closes the socket
     }
     co_return std::move(s);
+}
+
+task<result<tcp_stream>> tcp_stream::connect(std::string host, std::uint16_t port) {
+    result<std::vector<address>> addrs = co_await resolve(std::move(host), port);
+    if (!addrs) {
+        co_return addrs.error();
+    }
+    std::error_code last;
+    for (const address& a : *addrs) {
+        result<tcp_stream> s = co_await connect(a);
+        if (s) {
+            co_return std::move(*s);
+        }
+        last = s.error();
+        if (last == errc::canceled || last == errc::deadline_exceeded) {
+            break; // the context ended: the other addresses would fail the same way
+        }
+    }
+    co_return last;
 }
 
 result<void> tcp_stream::set_nodelay(bool on) const noexcept {

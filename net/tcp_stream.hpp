@@ -7,6 +7,8 @@
 #include "runtime/task.hpp"
 
 #include <chrono>
+#include <cstdint>
+#include <string>
 
 namespace tether::net {
 
@@ -36,6 +38,15 @@ public:
     /// under `with_timeout` to bound it alone). Under a context already done it returns the
     /// context's error without creating a socket.
     static task<result<tcp_stream>> connect(address to);
+
+    /// Resolves `host` (`resolve`) and connects to its addresses in order until one
+    /// answers, as Go's Dial does; returns the first stream that connects.
+    ///
+    /// Errors: the resolver's, or the last address's connect error.
+    ///
+    /// Cancellation: the whole of it is bounded by the awaiting task's context; when it
+    /// ends, the address being tried is abandoned and the rest are not tried.
+    static task<result<tcp_stream>> connect(std::string host, std::uint16_t port);
 
     /// Takes ownership of `fd`, a connected TCP socket (from another library, or inherited).
     ///

@@ -24,14 +24,14 @@ void prep_transfer(tether::detail::uring_op* o, void* s) noexcept {
         io_uring_prep_send(sqe, op->fd, op->data + op->done, op->size - op->done, op->msg_flags);
         break;
     case transfer_op::kind::sendmsg:
-        io_uring_prep_sendmsg(sqe, op->fd, &op->msg, static_cast<unsigned>(op->msg_flags));
+        io_uring_prep_sendmsg(sqe, op->fd, op->msg, static_cast<unsigned>(op->msg_flags));
         break;
     case transfer_op::kind::recvmsg:
-        io_uring_prep_recvmsg(sqe, op->fd, &op->msg, static_cast<unsigned>(op->msg_flags));
+        io_uring_prep_recvmsg(sqe, op->fd, op->msg, static_cast<unsigned>(op->msg_flags));
         break;
     case transfer_op::kind::connect:
-        io_uring_prep_connect(sqe, op->fd, static_cast<const sockaddr*>(op->msg.msg_name),
-                              op->msg.msg_namelen);
+        io_uring_prep_connect(sqe, op->fd, reinterpret_cast<const sockaddr*>(op->data),
+                              static_cast<socklen_t>(op->size));
         break;
     }
 }
@@ -62,7 +62,7 @@ void transfer_complete(tether::detail::completion* c, int res, std::uint32_t fla
         // thread before the cancel SQE is queued, so a resubmitted op is always the target).
         if (op->all && op->done < op->size && !op->cancel_requested) {
             if (op->k == transfer_op::kind::sendmsg) {
-                advance_iov(op->msg, static_cast<std::size_t>(res));
+                advance_iov(*op->msg, static_cast<std::size_t>(res));
             }
             io_uring_sqe* sqe = op->lp->impl().get_sqe();
             prep_transfer(op, sqe);
@@ -113,7 +113,7 @@ std::error_code transfer_op::end_error() const noexcept {
     return {};
 }
 
-all_awaiter::all_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags)
+writev_awaiter::writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags)
     : op_(transfer_op::kind::sendmsg, fd, nullptr, 0, flags) {
     op_.all = true;
     op_.stream = true;
@@ -133,43 +133,47 @@ all_awaiter::all_awaiter(int fd, std::span<const std::span<const std::byte>> buf
         total += b.size();
         ++n;
     }
-    op_.msg.msg_iov = v;
-    op_.msg.msg_iovlen = n;
+    msg_.msg_iov = v;
+    msg_.msg_iovlen = n;
+    op_.msg = &msg_;
     op_.size = total;
 }
 
-all_awaiter::all_awaiter(all_awaiter&& o) noexcept
-    : op_(std::move(o.op_)), large_(std::move(o.large_)) {
+writev_awaiter::writev_awaiter(writev_awaiter&& o) noexcept
+    : op_(std::move(o.op_)), msg_(o.msg_), large_(std::move(o.large_)) {
     std::copy(std::begin(o.small_), std::end(o.small_), std::begin(small_));
-    if (o.op_.msg.msg_iov >= o.small_ && o.op_.msg.msg_iov < std::end(o.small_)) {
-        op_.msg.msg_iov = small_ + (o.op_.msg.msg_iov - o.small_);
+    if (o.msg_.msg_iov >= o.small_ && o.msg_.msg_iov < std::end(o.small_)) {
+        msg_.msg_iov = small_ + (o.msg_.msg_iov - o.small_);
     }
+    op_.msg = &msg_;
 }
 
 connect_awaiter::connect_awaiter(int fd, const address& to) noexcept
     : op_(transfer_op::kind::connect, fd, nullptr, 0, 0), to_(to) {
-    op_.msg.msg_name = const_cast<sockaddr*>(to_.data());
-    op_.msg.msg_namelen = to_.size();
+    op_.data = reinterpret_cast<std::byte*>(const_cast<sockaddr*>(to_.data()));
+    op_.size = to_.size();
 }
 
 send_to_awaiter::send_to_awaiter(int fd, std::span<const std::byte> data,
                                  const address& to) noexcept
     : op_(transfer_op::kind::sendmsg, fd, nullptr, data.size(), MSG_NOSIGNAL), to_(to),
       iov_{const_cast<std::byte*>(data.data()), data.size()} {
-    op_.msg.msg_name = const_cast<sockaddr*>(to_.data());
-    op_.msg.msg_namelen = to_.size();
-    op_.msg.msg_iov = &iov_;
-    op_.msg.msg_iovlen = 1;
+    msg_.msg_name = const_cast<sockaddr*>(to_.data());
+    msg_.msg_namelen = to_.size();
+    msg_.msg_iov = &iov_;
+    msg_.msg_iovlen = 1;
+    op_.msg = &msg_;
 }
 
 recv_from_awaiter::recv_from_awaiter(int fd, std::span<std::byte> buf) noexcept
     // MSG_TRUNC: the result is the datagram's real length, which tells a cut one.
     : op_(transfer_op::kind::recvmsg, fd, nullptr, buf.size(), MSG_TRUNC),
       iov_{buf.data(), buf.size()} {
-    op_.msg.msg_name = &from_;
-    op_.msg.msg_namelen = sizeof from_;
-    op_.msg.msg_iov = &iov_;
-    op_.msg.msg_iovlen = 1;
+    msg_.msg_name = &from_;
+    msg_.msg_namelen = sizeof from_;
+    msg_.msg_iov = &iov_;
+    msg_.msg_iovlen = 1;
+    op_.msg = &msg_;
 }
 
 result<datagram> recv_from_awaiter::await_resume() const {
@@ -179,10 +183,10 @@ result<datagram> recv_from_awaiter::await_resume() const {
     datagram d;
     d.size = std::min(op_.done, iov_.iov_len);
     d.truncated = op_.done > iov_.iov_len;
-    if (auto a = address::from_sockaddr(reinterpret_cast<const sockaddr*>(&from_),
-                                        op_.msg.msg_namelen)) {
+    if (auto a =
+            address::from_sockaddr(reinterpret_cast<const sockaddr*>(&from_), msg_.msg_namelen)) {
         d.from = *a;
-    } else if (from_.ss_family == AF_UNIX || op_.msg.msg_namelen == 0) {
+    } else if (from_.ss_family == AF_UNIX || msg_.msg_namelen == 0) {
         d.from = *address::local(""); // an unbound Unix sender
     }
     return d;

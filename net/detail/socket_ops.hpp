@@ -5,8 +5,10 @@
 // arrives, canceled or not.
 
 #include "net/address.hpp"
+#include "net/detail/recv_ring.hpp"
 #include "net/io_errc.hpp"
 #include "net/io_result.hpp"
+#include "net/recv_buffer.hpp"
 #include "runtime/detail/op.hpp"
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
@@ -48,7 +50,8 @@ struct transfer_op : tether::detail::uring_op {
     std::byte* data = nullptr; // recv/send
     std::size_t size = 0;      // bytes asked for (sendmsg: the sum of the iovecs)
     std::size_t done = 0;      // bytes moved so far
-    ::msghdr msg{};            // sendmsg/recvmsg; connect: msg_name, msg_namelen
+    ::msghdr* msg = nullptr;   // sendmsg/recvmsg: owned by the awaiter
+    // connect: `data` is the sockaddr and `size` its length.
 
     transfer_op(kind kd, int f, std::byte* d, std::size_t n, int flags) noexcept
         : k(kd), fd(f), msg_flags(flags), data(d), size(n) {}
@@ -56,7 +59,7 @@ struct transfer_op : tether::detail::uring_op {
     /// pointers into the old awaiter are fixed by the awaiter.
     transfer_op(transfer_op&& o) noexcept
         : uring_op(), k(o.k), all(o.all), stream(o.stream), fd(o.fd), msg_flags(o.msg_flags),
-          data(o.data), size(o.size), done(o.done), msg(o.msg) {}
+          data(o.data), size(o.size), done(o.done) {}
     transfer_op& operator=(transfer_op&&) = delete;
 
     /// Submits the op under `c` for `h`; false if the coroutine must not suspend (the
@@ -99,9 +102,7 @@ public:
         op_.all = true;
         op_.stream = stream;
     }
-    /// A gathered write of `bufs` (sendmsg); the iovecs are copied, the bytes borrowed.
-    all_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags);
-    all_awaiter(all_awaiter&& o) noexcept;
+    all_awaiter(all_awaiter&& o) noexcept = default;
     all_awaiter& operator=(all_awaiter&&) = delete;
 
     bool await_ready() const noexcept { return false; }
@@ -113,6 +114,26 @@ public:
 
 private:
     transfer_op op_;
+};
+
+/// Awaits a gathered write of every byte of several buffers (sendmsg): `writev`.
+class writev_awaiter {
+public:
+    /// The list is copied (8 entries inline, more on the heap); the bytes are borrowed.
+    writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags);
+    writev_awaiter(writev_awaiter&& o) noexcept;
+    writev_awaiter& operator=(writev_awaiter&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return op_.begin(tether::detail::context_of(h), h);
+    }
+    io_result await_resume() const noexcept { return {op_.done, op_.end_error()}; }
+
+private:
+    transfer_op op_;
+    ::msghdr msg_{};
     ::iovec small_[8]{};
     std::unique_ptr<::iovec[]> large_;
 };
@@ -157,6 +178,7 @@ public:
 private:
     transfer_op op_;
     address to_;
+    ::msghdr msg_{};
     ::iovec iov_;
 };
 
@@ -175,8 +197,97 @@ public:
 
 private:
     transfer_op op_;
+    ::msghdr msg_{};
     ::sockaddr_storage from_{};
     ::iovec iov_;
+};
+
+/// Awaits a read of a stream: `read_some` (`All` false, `result<size_t>`) or `read_exact`
+/// (`All` true, `io_result`). A plain recv into the caller's buffer, unless the stream has been
+/// receiving through the loop's buffer pool (`receive`): then bytes already queued come first
+/// and the read waits on the queue, so that bytes stay in order.
+template <bool All>
+class read_awaiter {
+public:
+    read_awaiter(recv_state** rs, int fd, std::span<std::byte> buf) noexcept
+        : rs_(rs), op_(transfer_op::kind::recv, fd, buf.data(), buf.size(), 0) {
+        op_.stream = true;
+        op_.all = All;
+    }
+    read_awaiter(read_awaiter&& o) noexcept : rs_(o.rs_), op_(std::move(o.op_)) {}
+    read_awaiter& operator=(read_awaiter&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        const context& c = tether::detail::context_of(h);
+        if (ring_active(*rs_)) {
+            ring_ = true;
+            rr_.m = All ? ring_read::mode::all : ring_read::mode::some;
+            rr_.dest = op_.data;
+            rr_.size = op_.size;
+            return ring_read_suspend(*rs_, op_.fd, rr_, c, h);
+        }
+        return op_.begin(c, h);
+    }
+    auto await_resume() const noexcept {
+        if constexpr (All) {
+            if (ring_) {
+                return io_result{rr_.done, rr_.error ? rr_.error : rr_.end};
+            }
+            return io_result{op_.done, op_.end_error()};
+        } else {
+            if (ring_) {
+                if (rr_.error) {
+                    return result<std::size_t>(rr_.error);
+                }
+                if (rr_.done == 0 && rr_.end) {
+                    return result<std::size_t>(rr_.end);
+                }
+                return result<std::size_t>(rr_.done);
+            }
+            if (std::error_code e = op_.end_error()) {
+                return result<std::size_t>(e);
+            }
+            return result<std::size_t>(op_.done);
+        }
+    }
+
+private:
+    recv_state** rs_;
+    transfer_op op_;
+    ring_read rr_;
+    bool ring_ = false;
+};
+
+/// Awaits one buffer of received bytes from the loop's pool: `receive`.
+class receive_awaiter {
+public:
+    receive_awaiter(recv_state** rs, int fd) noexcept : rs_(rs), fd_(fd) {
+        rr_.m = ring_read::mode::lease;
+    }
+    receive_awaiter(receive_awaiter&& o) noexcept : receive_awaiter(o.rs_, o.fd_) {}
+    receive_awaiter& operator=(receive_awaiter&&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        return ring_read_suspend(*rs_, fd_, rr_, tether::detail::context_of(h), h);
+    }
+    result<recv_buffer> await_resume() noexcept {
+        if (rr_.error) {
+            return rr_.error;
+        }
+        if (rr_.data == nullptr) {
+            return rr_.end ? rr_.end : make_error_code(io_errc::eof);
+        }
+        return recv_buffer(rr_.pool, rr_.bid, rr_.data, rr_.len);
+    }
+
+private:
+    recv_state** rs_;
+    int fd_;
+    ring_read rr_;
 };
 
 // Awaiters may be moved until they are awaited (into `with_timeout`, `spawn`, ...), never
