@@ -2,6 +2,8 @@
 // Networking on io_uring: addresses, TCP, UDP and Unix-domain sockets.
 
 #include "net/address.hpp"
+#include "net/buffered_reader.hpp"
+#include "net/datagram_socket.hpp"
 #include "net/http/client.hpp"
 #include "net/http/headers.hpp"
 #include "net/http/middleware.hpp"
@@ -12,7 +14,13 @@
 #include "net/io_errc.hpp"
 #include "net/io_result.hpp"
 #include "net/listen_options.hpp"
+#include "net/recv_buffer.hpp"
+#include "net/resolve.hpp"
 #include "net/stream_socket.hpp"
 #include "net/tcp_listener.hpp"
 #include "net/tcp_stream.hpp"
+#include "net/udp_socket.hpp"
+#include "net/unix_datagram.hpp"
+#include "net/unix_listener.hpp"
+#include "net/unix_stream.hpp"
 #include "tether/runtime.hpp"

@@ -1,0 +1,410 @@
+#include "net/detail/recv_ring.hpp"
+
+#include "net/detail/net_service.hpp"
+#include "net/io_errc.hpp"
+#include "runtime/detail/loop_impl.hpp"
+
+#include <liburing.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sys/mman.h>
+#include <vector>
+
+namespace tether::net::detail {
+
+using tether::detail::completion;
+using tether::detail::loop_impl;
+
+namespace {
+
+// The pool: 1024 buffers of 4 KiB per loop (4 MiB, allocated on the first receive). A
+// buffer is lent to the kernel until bytes land in it, then to the stream's queue or a
+// lease, then comes back.
+constexpr unsigned pool_buffers = 1024; // a power of two
+constexpr unsigned buffer_size = 4096;
+constexpr std::uint16_t pool_group = 0x7e7; // the buffer group id of net's pool
+
+// A stream whose queue holds this many buffers unread stops receiving (its multishot recv is
+// canceled; the rest waits in the socket, which slows the sender) until a read drains it.
+constexpr std::size_t max_queued = 16;
+
+const char pool_key = 0;
+
+} // namespace
+
+struct buffer_pool final : tether::detail::loop_service {
+    io_uring* ring = nullptr;
+    io_uring_buf_ring* br = nullptr;
+    std::byte* base = nullptr;
+    bool registered = false;
+
+    explicit buffer_pool(io_uring& r) : ring(&r) {
+        std::size_t ring_bytes = pool_buffers * sizeof(io_uring_buf);
+        void* m =
+            ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        if (m == MAP_FAILED) {
+            return; // no pool: streams receive into heap buffers
+        }
+        br = static_cast<io_uring_buf_ring*>(m);
+        base = static_cast<std::byte*>(std::aligned_alloc(4096, pool_buffers * buffer_size));
+        if (base == nullptr) {
+            return;
+        }
+        io_uring_buf_reg reg{};
+        reg.ring_addr = reinterpret_cast<std::uintptr_t>(br);
+        reg.ring_entries = pool_buffers;
+        reg.bgid = pool_group;
+        if (io_uring_register_buf_ring(ring, &reg, 0) < 0) {
+            return; // an old kernel: streams receive into heap buffers
+        }
+        registered = true;
+        io_uring_buf_ring_init(br);
+        for (unsigned i = 0; i < pool_buffers; ++i) {
+            io_uring_buf_ring_add(br, base + std::size_t{i} * buffer_size, buffer_size,
+                                  static_cast<unsigned short>(i),
+                                  io_uring_buf_ring_mask(pool_buffers), static_cast<int>(i));
+        }
+        io_uring_buf_ring_advance(br, pool_buffers);
+    }
+    buffer_pool(const buffer_pool&) = delete;
+    buffer_pool& operator=(const buffer_pool&) = delete;
+    ~buffer_pool() override {
+        if (registered) {
+            io_uring_unregister_buf_ring(ring, pool_group);
+        }
+        std::free(base);
+        if (br != nullptr) {
+            ::munmap(br, pool_buffers * sizeof(io_uring_buf));
+        }
+    }
+
+    static buffer_pool& of(loop_impl& l) {
+        if (auto* s = l.service(&pool_key)) {
+            return static_cast<buffer_pool&>(*s);
+        }
+        return static_cast<buffer_pool&>(
+            l.add_service(&pool_key, std::make_unique<buffer_pool>(l.ring())));
+    }
+
+    std::byte* buffer(std::uint16_t bid) const noexcept {
+        return base + std::size_t{bid} * buffer_size;
+    }
+    void recycle(std::uint16_t bid) noexcept {
+        io_uring_buf_ring_add(br, buffer(bid), buffer_size, bid,
+                              io_uring_buf_ring_mask(pool_buffers), 0);
+        io_uring_buf_ring_advance(br, 1);
+    }
+};
+
+namespace {
+
+// Bytes received and not yet read: a pool buffer (bid >= 0) or a heap one.
+struct chunk {
+    std::byte* data;
+    std::uint32_t len;
+    std::uint32_t off;
+    std::int32_t bid;
+};
+
+void drop(buffer_pool* pool, const chunk& c) noexcept {
+    release_buffer(pool, c.bid, c.data);
+}
+
+} // namespace
+
+struct recv_state final : completion, orphan {
+    int fd;
+    loop* lp;
+    buffer_pool* pool;
+    bool open = true;
+    bool armed = false;       // a multishot recv is in the kernel
+    bool canceling = false;   // and an ASYNC_CANCEL for it was sent
+    bool starved = false;     // the pool ran dry: the next receive uses a heap buffer
+    std::vector<chunk> queue; // from head
+    std::size_t head = 0;
+    std::error_code end; // why the stream ended, once the queue is drained
+    ring_read* reader = nullptr;
+    recv_stats stats;
+
+    // A plain recv into a heap buffer, when the pool is empty or unavailable.
+    struct fallback_op : completion {
+        recv_state* self = nullptr;
+        std::byte* buf = nullptr;
+        bool inflight = false;
+        bool canceling = false;
+    } fallback;
+
+    recv_state(int f, loop* l, buffer_pool* p) : fd(f), lp(l), pool(p) {
+        complete = &on_cqe;
+        fallback.self = this;
+        fallback.complete = &on_fallback_cqe;
+    }
+    ~recv_state() override {
+        // Only reached once the kernel has let go (or the loop is ending); the pool may be
+        // gone already, so queued pool buffers are not returned (close() returned them).
+        delete[] fallback.buf;
+    }
+
+    loop_impl& impl() const noexcept { return lp->impl(); }
+    std::size_t queued() const noexcept { return queue.size() - head; }
+    bool in_flight() const noexcept { return armed || fallback.inflight; }
+
+    void push(chunk c) { queue.push_back(c); }
+    void pop() noexcept {
+        if (++head == queue.size()) {
+            queue.clear();
+            head = 0;
+        }
+    }
+
+    void arm() {
+        if (in_flight() || end || !open) {
+            return;
+        }
+        if (starved || !pool->registered) {
+            start_fallback();
+            return;
+        }
+        io_uring_sqe* sqe = impl().get_sqe();
+        io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = pool_group;
+        io_uring_sqe_set_data(sqe, static_cast<completion*>(this));
+        armed = true;
+        canceling = false;
+        ++stats.arms;
+    }
+    void start_fallback() {
+        if (fallback.buf == nullptr) {
+            fallback.buf = new std::byte[buffer_size];
+        }
+        io_uring_sqe* sqe = impl().get_sqe();
+        io_uring_prep_recv(sqe, fd, fallback.buf, buffer_size, 0);
+        io_uring_sqe_set_data(sqe, static_cast<completion*>(&fallback));
+        fallback.inflight = true;
+        fallback.canceling = false;
+        ++stats.fallbacks;
+    }
+    void cancel(completion* target, bool& flag) {
+        if (flag) {
+            return;
+        }
+        io_uring_sqe* sqe = impl().get_sqe();
+        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(target), 0);
+        io_uring_sqe_set_data64(sqe, 0);
+        flag = true;
+    }
+
+    // Moves queued bytes into `r` as its mode wants; true if `r` is satisfied (or the stream
+    // has ended and nothing more will come).
+    bool satisfy(ring_read& r) noexcept {
+        if (r.m == ring_read::mode::lease) {
+            if (queued() > 0) {
+                chunk& c = queue[head];
+                r.pool = pool;
+                r.bid = c.bid;
+                r.len = c.len - c.off;
+                if (c.bid >= 0) {
+                    r.data = c.data + c.off; // the pool takes the buffer back by its id
+                } else {
+                    // A heap buffer is freed by its address: move a partly read one's rest
+                    // to its start.
+                    if (c.off > 0) {
+                        std::memmove(c.data, c.data + c.off, r.len);
+                    }
+                    r.data = c.data;
+                }
+                pop();
+                return true;
+            }
+        } else {
+            while (queued() > 0 && r.done < r.size) {
+                chunk& c = queue[head];
+                std::size_t n = std::min<std::size_t>(c.len - c.off, r.size - r.done);
+                std::memcpy(r.dest + r.done, c.data + c.off, n);
+                r.done += n;
+                c.off += static_cast<std::uint32_t>(n);
+                if (c.off == c.len) {
+                    drop(pool, c);
+                    pop();
+                }
+            }
+            if (r.m == ring_read::mode::some ? r.done > 0 : r.done == r.size) {
+                return true;
+            }
+        }
+        if (end && queued() == 0) {
+            r.end = end;
+            return true;
+        }
+        return false;
+    }
+
+    // New bytes or an end: hand them to the waiting reader, and keep receiving if it wants
+    // more and nothing is in flight.
+    void wake() noexcept {
+        if (ring_read* r = reader) {
+            if (satisfy(*r)) {
+                reader = nullptr;
+                r->finish({});
+            } else if (!in_flight()) {
+                arm();
+            }
+        }
+    }
+
+    void received(chunk c) {
+        push(c);
+        if (queued() >= max_queued && armed && !canceling && reader == nullptr) {
+            ++stats.pauses;
+            cancel(this, canceling);
+        }
+    }
+
+    void ended(int res) noexcept {
+        if (res == 0) {
+            end = io_errc::eof;
+        } else if (res != -ECANCELED) {
+            end = system_error_code(-res);
+        }
+    }
+
+    static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
+        auto* rs = static_cast<recv_state*>(c);
+        bool more = (flags & IORING_CQE_F_MORE) != 0;
+        if (!more) {
+            rs->armed = false;
+            rs->canceling = false;
+        }
+        if (res > 0) {
+            auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+            if (rs->open) {
+                rs->received(chunk{rs->pool->buffer(bid), static_cast<std::uint32_t>(res), 0, bid});
+            } else {
+                rs->pool->recycle(bid);
+            }
+        } else if (res == -ENOBUFS) {
+            rs->starved = true; // the pool is dry: the next receive uses a heap buffer
+        } else if (rs->open) {
+            rs->ended(res);
+        }
+        rs->finish_cqe(more);
+    }
+
+    static void on_fallback_cqe(completion* c, int res, std::uint32_t) noexcept {
+        auto* rs = static_cast<fallback_op*>(c)->self;
+        rs->fallback.inflight = false;
+        rs->fallback.canceling = false;
+        rs->starved = false; // try the pool again next time
+        if (res > 0 && rs->open) {
+            // The buffer goes with the bytes; the next fallback allocates another.
+            rs->received(chunk{std::exchange(rs->fallback.buf, nullptr),
+                               static_cast<std::uint32_t>(res), 0, -1});
+        } else if (rs->open) {
+            rs->ended(res);
+        }
+        rs->finish_cqe(false);
+    }
+
+    void finish_cqe(bool more) noexcept {
+        if (!open) {
+            if (!more && !in_flight()) {
+                net_service::of(impl()).release(this);
+            }
+            return;
+        }
+        wake();
+    }
+};
+
+bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
+                       std::coroutine_handle<> h) noexcept {
+    if (std::error_code e = c.err()) {
+        r.error = e; // sticky: a done context takes nothing from the queue
+        return false;
+    }
+    if (r.m != ring_read::mode::lease && r.size == 0) {
+        return false;
+    }
+    loop* l = tether::detail::current_loop();
+    assert(l != nullptr && "reads must be awaited on a running loop");
+    if (rs == nullptr) {
+        rs = new recv_state(fd, l, &buffer_pool::of(l->impl()));
+    }
+    assert(rs->lp == l && "a stream receives on one loop");
+    assert(rs->reader == nullptr && "one read at a time");
+    r.rs = rs;
+    if (rs->satisfy(r)) {
+        return false;
+    }
+    r.lp = l;
+    r.handle = h;
+    r.on_cancel = [](tether::detail::waiter* w) noexcept {
+        auto* me = static_cast<ring_read*>(w);
+        me->rs->reader = nullptr;
+        // The multishot recv belongs to the stream and stays armed: bytes that arrive later
+        // wait in the queue for the next read. Nothing of this read is in the kernel.
+        me->finish(me->cancel_error());
+    };
+    if (!r.arm(c)) {
+        return false;
+    }
+    rs->reader = &r;
+    rs->arm();
+    return true;
+}
+
+bool ring_active(const recv_state* rs) noexcept {
+    return rs != nullptr && (rs->in_flight() || rs->queued() > 0);
+}
+
+void recv_state_close(recv_state* rs) noexcept {
+    if (rs == nullptr) {
+        return;
+    }
+    rs->open = false;
+    for (std::size_t i = rs->head; i < rs->queue.size(); ++i) {
+        drop(rs->pool, rs->queue[i]);
+    }
+    rs->queue.clear();
+    rs->head = 0;
+    if (ring_read* r = std::exchange(rs->reader, nullptr)) {
+        r->finish(io_errc::closed);
+    }
+    if (!rs->in_flight()) {
+        delete rs;
+        return;
+    }
+    if (rs->armed) {
+        rs->cancel(rs, rs->canceling);
+    }
+    if (rs->fallback.inflight) {
+        rs->cancel(&rs->fallback, rs->fallback.canceling);
+    }
+    net_service::of(rs->impl()).keep(rs); // freed by the last CQE, or with the loop
+}
+
+void release_buffer(buffer_pool* pool, std::int32_t bid, std::byte* data) noexcept {
+    if (bid >= 0) {
+        pool->recycle(static_cast<std::uint16_t>(bid));
+    } else {
+        delete[] data;
+    }
+}
+
+recv_stats recv_state_stats(const recv_state* rs) noexcept {
+    if (rs == nullptr) {
+        return {};
+    }
+    recv_stats s = rs->stats;
+    s.queued = rs->queued();
+    s.receiving = rs->in_flight();
+    return s;
+}
+
+} // namespace tether::net::detail
