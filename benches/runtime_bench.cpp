@@ -191,7 +191,15 @@ public:
             return plain_task{std::coroutine_handle<promise_type>::from_promise(*this)};
         }
         std::suspend_always initial_suspend() const noexcept { return {}; }
-        tether::detail::promise_base::final_awaiter final_suspend() const noexcept { return {}; }
+        struct final_awaiter {
+            bool await_ready() const noexcept { return false; }
+            std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+                std::coroutine_handle<> c = h.promise().continuation_;
+                return c ? c : std::noop_coroutine();
+            }
+            void await_resume() const noexcept {}
+        };
+        final_awaiter final_suspend() const noexcept { return {}; }
         template <class U>
         void return_value(U&& v) {
             r_.template emplace<1>(std::forward<U>(v));
@@ -1302,9 +1310,10 @@ int main(int argc, char** argv) {
         "sleepers: each task is spawned (a child context of its own, so that it can be canceled "
         "alone) and sleeps 1h under it; RSS delta / tasks, measured in a fresh process. The "
         "frame is the sleeping coroutine's (its sleep awaiter included); beyond it: the spawn "
-        "state ({} B), the child context ({} B), spawn's wrapper frame, malloc headers and the "
-        "timer heap slot. Go: a goroutine in select on a 1h timer and ctx.Done()",
-        sizeof(tether::detail::spawn_state<void>), sizeof(tether::detail::cancel_state)));
+        "state ({} B), the child context ({} B), malloc headers, the timer heap slot and the "
+        "ready queue the million spawns went through. Go: a goroutine in select on a 1h timer "
+        "and ctx.Done()",
+        sizeof(tether::detail::spawn_base), sizeof(tether::detail::cancel_state)));
     notes.push_back(fmt::format(
         "cancel fan-out on I/O: {} reads shared among {} eventfds that are never written (the "
         "open-file limit is {}); canceling the root submits one IORING_OP_ASYNC_CANCEL per "
