@@ -1,16 +1,22 @@
 #pragma once
 // The runtime: the io_uring loop, task<T>, timers, structured concurrency and I/O.
 
+#include "runtime/channel.hpp"
+#include "runtime/event.hpp"
 #include "runtime/file.hpp"
 #include "runtime/io.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/mutex.hpp"
 #include "runtime/offload.hpp"
 #include "runtime/result.hpp"
+#include "runtime/select.hpp"
+#include "runtime/semaphore.hpp"
 #include "runtime/signal.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
 #include "runtime/task.hpp"
 #include "runtime/task_group.hpp"
+#include "runtime/wait_group.hpp"
 #include "runtime/when_all.hpp"
 #include "runtime/when_any.hpp"
 #include "tether/context.hpp"
