@@ -1,0 +1,114 @@
+// http_server: tether's side of the HTTP benchmark (benches/run.py): plaintext
+// "Hello, World!" as the peers of benches/peers serve it.
+//
+//   http_server [--port N] [--middleware] [--loops N]
+//       Listens on 127.0.0.1:N (0, the default, picks a port), prints "listening on ADDRESS"
+//       once it accepts, and serves `GET /` with "Hello, World!" (Date, Server, Content-Type
+//       and Content-Length headers) until SIGINT or SIGTERM.
+//       --middleware  wraps the handler in request_id() and access_log(), the log lines
+//                     written to /dev/null (formatted and written, not skipped)
+//       --loops N     accepted for the multi-loop runtime; one loop until it lands
+//
+// Requests go through a serve_mux, as an application's would.
+
+#include "net/http/middleware.hpp"
+#include "net/http/server.hpp"
+#include "runtime/loop.hpp"
+#include "runtime/signal.hpp"
+#include "runtime/spawn.hpp"
+#include "tether/tether.hpp"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <charconv>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+using namespace tether;
+
+namespace {
+
+task<void> hello(http::request&, http::response_writer& w) {
+    w.headers().set("Server", "tether");
+    w.headers().set("Content-Type", "text/plain");
+    w.write("Hello, World!");
+    co_return;
+}
+
+task<int> serve(std::uint16_t port, bool middleware) {
+    context root = co_await this_coro::context;
+    auto [ctx, stop_signals] = notify_context(root, {SIGINT, SIGTERM});
+
+    // The access log's sink: a buffered FILE on /dev/null, so that each line is formatted
+    // and written as a real log's would be, minus the disk.
+    std::FILE* devnull = std::fopen("/dev/null", "w");
+    if (devnull == nullptr) {
+        fmt::print(stderr, "http_server: /dev/null: {}\n", std::strerror(errno));
+        co_return 1;
+    }
+    http::serve_mux mux;
+    mux.handle("GET /{$}", hello);
+    http::handler app = mux.as_handler();
+    if (middleware) {
+        app = http::chain(app, {http::request_id(), http::access_log([devnull](std::string_view l) {
+                                    std::fwrite(l.data(), 1, l.size(), devnull);
+                                    std::fputc('\n', devnull);
+                                })});
+    }
+    http::server srv(app);
+    if (auto r = srv.listen(net::address::ipv4_loopback(port)); !r) {
+        fmt::print(stderr, "http_server: listen: {}\n", r.error().message());
+        co_return 1;
+    }
+    fmt::print("listening on {}\n", *srv.local_addr());
+    std::fflush(stdout);
+
+    auto serving = co_await spawn(srv.serve());
+    (void)co_await ctx.done(); // SIGINT or SIGTERM
+    auto [grace, cancel_grace] = with_timeout(without_cancel(root), std::chrono::seconds(5));
+    auto r = co_await with_context(grace, srv.shutdown());
+    (void)co_await serving;
+    std::fclose(devnull);
+    co_return r ? 0 : 1;
+}
+
+int usage() {
+    fmt::print(stderr, "usage: http_server [--port N] [--middleware] [--loops N]\n");
+    return 2;
+}
+
+bool parse(std::string_view s, auto& out) {
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc{} && end == s.data() + s.size();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    std::uint16_t port = 0;
+    bool middleware = false;
+    unsigned loops = 1;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--middleware") {
+            middleware = true;
+        } else if (a == "--port" && i + 1 < argc) {
+            if (!parse(argv[++i], port)) {
+                return usage();
+            }
+        } else if (a == "--loops" && i + 1 < argc) {
+            if (!parse(argv[++i], loops) || loops == 0) {
+                return usage();
+            }
+        } else {
+            return usage();
+        }
+    }
+    // TODO(multi-loop): serve on `loops` loops once the server library can; one loop until
+    // then.
+    (void)loops;
+    return tether::run(serve(port, middleware));
+}

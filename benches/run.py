@@ -1,0 +1,899 @@
+#!/usr/bin/env python3
+"""benches/run.py: tether's benchmark suite against its peers (what `./dev bench` runs).
+
+    benches/run.py [--build DIR] [--quick] [--json FILE] [--rounds N] [--seconds S]
+                   [--areas context,runtime,echo,http,multiloop] [--servers a,b,...]
+
+Areas, each printed as one table with tether and every peer side by side:
+  context    benches/context_bench --go (Go's context benchmark next to tether's)
+  runtime    benches/runtime_bench (Go's goroutines next to tether's tasks)
+  echo       examples/echo_server against raw io_uring, raw epoll, Boost.Asio on io_uring and
+             on epoll, and Go, under benches/peers/c/echo_load: 64 connections ping-ponging
+             64 B and 1 KiB, and the RSS of 10,000 idle connections
+  http       benches/http_server (with and without middleware) against raw io_uring, raw epoll,
+             Boost.Asio (both backends), Go net/http and nginx under wrk: 64 and 1,000
+             connections, with and without pipelining (16 requests per write)
+  multiloop  benches/multiloop_bench, if it is built
+
+Method: each server runs pinned to CPU 0 (as `taskset -c 0` would) in its own process group,
+the load client pinned to CPU 1. Every case runs A B A B...: round after round, every server
+once per round, so that the drift of a shared machine hits them alike; tables show medians
+and the spread (min..max). Server CPU is utime+stime of the server's process group from
+/proc/PID/stat, sampled around the measured load, divided by the requests served. The
+machine (CPU, cores, kernel, load) and the date head the report.
+
+--json FILE writes every result (medians and each round's sample) as JSON, and FILE with
+.svg instead of .json: a chart of throughput and p99 latency per server. Without --json
+they go to DIR/bench-results.json and .svg. --quick runs everything in under two minutes
+(one short round). A peer that is not built or installed is skipped with a note.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = os.path.join(ROOT, "benches", "peers")
+
+
+def say(text=""):
+    print(text, flush=True)
+
+
+# ---- the machine ------------------------------------------------------------------------
+
+
+def machine_info():
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        load = "unknown"
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "loadavg_at_start": load,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# ---- processes --------------------------------------------------------------------------
+
+
+def cpu_sets():
+    """The server's and the client's CPU (None: do not pin)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        return cpus[0], cpus[1]
+    return None, None
+
+
+def preexec(cpu):
+    def run():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+    return run
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def group_pids(pgid):
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(name)) == pgid:
+                pids.append(int(name))
+        except OSError:
+            pass
+    return pids
+
+
+def group_cpu_seconds(pgid):
+    """utime + stime of every process of the group (every thread), in seconds."""
+    ticks = 0
+    for pid in group_pids(pgid):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def group_rss_kib(pgid):
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Server:
+    """One running server process, in its own process group, pinned to the server CPU."""
+
+    def __init__(self, argv, env, port, cpu, prints_port):
+        self.proc = subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec(cpu))
+        self.port = port
+        deadline = time.monotonic() + 15
+        if prints_port:
+            self.port = self._read_port(deadline)
+        while self.port and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if accepts(self.port):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("did not start")
+
+    def _read_port(self, deadline):
+        line = b""
+        fd = self.proc.stdout.fileno()
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 1)
+                if not chunk:
+                    break
+                line += chunk
+        m = re.search(rb"listening on .*:(\d+)", line)
+        return int(m.group(1)) if m else 0
+
+    @property
+    def pgid(self):
+        return self.proc.pid
+
+    def cpu(self):
+        return group_cpu_seconds(self.pgid)
+
+    def rss_kib(self):
+        return group_rss_kib(self.pgid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pgid, signal.SIGKILL)
+                self.proc.wait()
+        # nginx's worker, a Go program's children: nothing of the group may outlive the run.
+        for pid in group_pids(self.pgid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def run_client(argv, cpu, timeout):
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=timeout, preexec_fn=preexec(cpu))
+    return r.stdout + r.stderr
+
+
+# ---- the servers ------------------------------------------------------------------------
+
+
+class Spec:
+    def __init__(self, name, argv, env=None, prints_port=False, setup=None):
+        self.name = name
+        self.argv = argv  # "{PORT}" and "{PREFIX}" are replaced
+        self.env = env or {}
+        self.prints_port = prints_port
+        self.setup = setup  # returns a scratch directory for {PREFIX}, or None
+
+    def start(self, cpu):
+        port = 0 if self.prints_port else free_port()
+        prefix = self.setup(port) if self.setup else ""
+        argv = [a.replace("{PORT}", str(port)).replace("{PREFIX}", prefix) for a in self.argv]
+        env = dict(os.environ)
+        env.update(self.env)
+        try:
+            return Server(argv, env, port, cpu, self.prints_port)
+        finally:
+            if prefix:
+                # nginx has opened what it needs; the prefix goes when the run ends.
+                TEMP_DIRS.append(prefix)
+
+
+TEMP_DIRS = []
+
+
+def exe(build, *parts):
+    path = os.path.join(build, *parts)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def build_go(build, notes):
+    go = shutil.which("go")
+    if not go:
+        notes.append("go: not installed (apt install golang-go): the Go peers are skipped")
+        return None
+    out = os.path.join(build, "benches", "go-servers")
+    os.makedirs(out, exist_ok=True)
+    binary = os.path.join(out, "servers")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+    env.update(GO111MODULE="off", GOFLAGS="", GOCACHE=os.path.join(out, "cache"),
+               GOPATH=os.path.join(out, "gopath"), GOTOOLCHAIN="local", CGO_ENABLED="0")
+    r = subprocess.run([go, "build", "-o", binary, "."], cwd=os.path.join(PEERS, "go", "servers"),
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        notes.append(f"go: `go build` failed, the Go peers are skipped: {r.stderr.strip()}")
+        return None
+    return binary
+
+
+def nginx_setup(port):
+    prefix = tempfile.mkdtemp(prefix="tether-bench-nginx-")
+    conf = open(os.path.join(PEERS, "nginx", "nginx.conf")).read()
+    conf = conf.replace("@PORT@", str(port)).replace("@PREFIX@", prefix)
+    with open(os.path.join(prefix, "nginx.conf"), "w") as f:
+        f.write(conf)
+    return prefix
+
+
+def find_servers(build, mode, notes, go_binary):
+    """The servers of `mode` ("echo" or "http"), tether's first."""
+    specs = []
+    if mode == "echo":
+        tether = exe(build, "examples", "echo_server")
+        if tether:
+            specs.append(Spec("tether", [tether, "--port", "0"], prints_port=True))
+        else:
+            notes.append("tether: examples/echo_server is not built")
+    else:
+        tether = exe(build, "benches", "http_server")
+        if tether:
+            specs.append(Spec("tether", [tether, "--port", "0"], prints_port=True))
+            specs.append(Spec("tether+mw", [tether, "--port", "0", "--middleware"],
+                              prints_port=True))
+        else:
+            notes.append("tether: benches/http_server is not built")
+    for name, binary, hint in [
+            ("raw-uring", "raw_uring", "needs a C compiler and liburing-dev"),
+            ("raw-epoll", "raw_epoll", "needs a C compiler"),
+            ("asio-uring", "asio_uring", "apt install libboost1.81-dev, then ./dev bench"),
+            ("asio-epoll", "asio_epoll", "apt install libboost1.81-dev, then ./dev bench")]:
+        path = exe(build, "benches", binary)
+        if path:
+            specs.append(Spec(name, [path, mode, "{PORT}"]))
+        else:
+            notes.append(f"{name}: benches/{binary} is not built ({hint})")
+    if go_binary:
+        specs.append(Spec("go", [go_binary, "-mode", mode, "-addr", "127.0.0.1:{PORT}"],
+                          env={"GOMAXPROCS": "1"}))
+    if mode == "http":
+        nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
+        if nginx:
+            specs.append(Spec("nginx", [nginx, "-p", "{PREFIX}", "-e", "{PREFIX}/error.log",
+                                        "-c", "{PREFIX}/nginx.conf", "-g", "daemon off;"],
+                              setup=nginx_setup))
+        else:
+            notes.append("nginx: not installed (apt install nginx-light): skipped")
+    return specs
+
+
+# ---- statistics and tables --------------------------------------------------------------
+
+
+def summarize(samples):
+    """Medians of each field over the rounds, with min and max of the throughput."""
+    out = {"rounds": len(samples), "samples": samples}
+    for key in ("rps", "p50_us", "p99_us", "cpu_pct", "cpu_us_per_req"):
+        values = [s[key] for s in samples if s.get(key) is not None]
+        out[key] = statistics.median(values) if values else None
+    rps = [s["rps"] for s in samples]
+    out["rps_min"], out["rps_max"] = (min(rps), max(rps)) if rps else (None, None)
+    out["errors"] = sum(s.get("errors", 0) for s in samples)
+    return out
+
+
+def fmt_rate(v):
+    if v is None:
+        return "-"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_num(v, digits=0):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if not a or not b else a / b
+
+
+def add_ratios(results):
+    """Each row's `vs_tether`: tether's throughput ÷ the row's, and tether's CPU per request
+    ÷ the row's (under 1: tether is slower / uses less CPU)."""
+    base = results.get("tether")
+    for r in results.values():
+        r["tether_rps_ratio"] = ratio(base and base["rps"], r["rps"])
+        r["tether_cpu_ratio"] = ratio(base and base["cpu_us_per_req"], r["cpu_us_per_req"])
+
+
+def print_table(cases, unit):
+    say(f"| case | server | {unit}/s | min..max | p50 us | p99 us | server CPU % "
+        f"| CPU us/{unit} | tether ÷ it ({unit}/s) | tether ÷ it (CPU/{unit}) | errors |")
+    say("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for case in cases:
+        for name, r in case["results"].items():
+            spread = f"{fmt_rate(r['rps_min'])}..{fmt_rate(r['rps_max'])}"
+            say(f"| {case['name']} | {name} | {fmt_rate(r['rps'])} | {spread} "
+                f"| {fmt_num(r['p50_us'])} | {fmt_num(r['p99_us'])} | {fmt_num(r['cpu_pct'])} "
+                f"| {fmt_num(r['cpu_us_per_req'], 2)} | {fmt_num(r['tether_rps_ratio'], 2)} "
+                f"| {fmt_num(r['tether_cpu_ratio'], 2)} | {r['errors']} |")
+    say()
+
+
+# ---- echo -------------------------------------------------------------------------------
+
+
+def parse_kv(text):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", text)}
+
+
+def echo_area(build, opts, go_binary):
+    notes = []
+    load = exe(build, "benches", "echo_load")
+    if not load:
+        return {"skipped": "benches/echo_load is not built (needs a C compiler)"}
+    servers = find_servers(build, "echo", notes, go_binary)
+    servers = [s for s in servers if not opts.servers or s.name in opts.servers]
+    server_cpu, client_cpu = cpu_sets()
+    cases = []
+    for size in (64, 1024):
+        name = f"{opts.conns} conns, " + (f"{size} B" if size < 1024 else f"{size // 1024} KiB")
+        samples = {s.name: [] for s in servers}
+        for rnd in range(opts.rounds):
+            for spec in servers:
+                try:
+                    srv = spec.start(server_cpu)
+                except (RuntimeError, OSError) as e:
+                    notes.append(f"{spec.name}: {e} ({name}, round {rnd + 1})")
+                    continue
+                try:
+                    base = [load, "-p", str(srv.port), "-c", str(opts.conns), "-s", str(size),
+                            "-w", "0"]
+                    run_client(base + ["-d", str(opts.warmup)], client_cpu, opts.warmup + 30)
+                    cpu0 = srv.cpu()
+                    t0 = time.monotonic()
+                    out = run_client(base + ["-d", str(opts.seconds)], client_cpu,
+                                     opts.seconds + 30)
+                    wall = time.monotonic() - t0
+                    cpu = srv.cpu() - cpu0
+                finally:
+                    srv.stop()
+                kv = parse_kv(out)
+                if "rps" not in kv:
+                    notes.append(f"{spec.name}: echo_load said: {out.strip()}")
+                    continue
+                n = kv.get("samples", 0)
+                samples[spec.name].append({
+                    "rps": kv["rps"], "p50_us": kv["p50_us"], "p99_us": kv["p99_us"],
+                    "errors": int(kv.get("errors", 0)), "cpu_pct": 100 * cpu / wall,
+                    "cpu_us_per_req": 1e6 * cpu / n if n else None})
+        results = {k: summarize(v) for k, v in samples.items() if v}
+        add_ratios(results)
+        cases.append({"name": name, "size": size, "conns": opts.conns, "results": results})
+    idle = idle_memory(servers, load, opts, notes)
+    return {"cases": cases, "idle": idle, "notes": notes}
+
+
+def idle_memory(servers, load, opts, notes):
+    server_cpu, client_cpu = cpu_sets()
+    rows = {}
+    for spec in servers:
+        try:
+            srv = spec.start(server_cpu)
+        except (RuntimeError, OSError) as e:
+            notes.append(f"{spec.name}: {e} (idle connections)")
+            continue
+        try:
+            # Warm up as the throughput runs do (buffers, pools touched), then count only
+            # what the idle connections add.
+            run_client([load, "-p", str(srv.port), "-c", "64", "-s", "1024", "-w", "0",
+                        "-d", "0.3"], client_cpu, 30)
+            time.sleep(0.2)
+            before = srv.rss_kib()
+            client = subprocess.Popen([load, "-p", str(srv.port), "-i", str(opts.idle)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=preexec(client_cpu))
+            line = client.stdout.readline()
+            time.sleep(0.3)
+            after = srv.rss_kib()
+            client.stdin.close()
+            client.wait(30)
+        finally:
+            srv.stop()
+        m = re.search(r"idle=(\d+)", line)
+        ok = int(m.group(1)) if m else 0
+        rows[spec.name] = {
+            "connections": ok, "asked": opts.idle, "rss_before_kib": before,
+            "rss_after_kib": after,
+            "bytes_per_conn": 1024 * (after - before) / ok if ok else None}
+    return rows
+
+
+def check(lines, ok, text):
+    lines.append(("met    " if ok else "MISSED ") + text)
+
+
+def echo_targets(area):
+    """Issue 4's targets, checked against the medians."""
+    lines = []
+    for case in area.get("cases", []):
+        res = case["results"]
+        t, raw = res.get("tether"), res.get("raw-uring")
+        if t and raw and t["rps"] and raw["rps"]:
+            check(lines, t["rps"] >= 0.97 * raw["rps"],
+                  f"{case['name']}: tether {t['rps'] / raw['rps']:.2f}x raw-uring's round "
+                  f"trips/s (target >= 0.97)")
+        if t and raw and t["cpu_us_per_req"] and raw["cpu_us_per_req"]:
+            check(lines, t["cpu_us_per_req"] <= raw["cpu_us_per_req"],
+                  f"{case['name']}: tether {t['cpu_us_per_req'] / raw['cpu_us_per_req']:.2f}x "
+                  f"raw-uring's server CPU per round trip (target <= 1)")
+        if t and t["rps"]:
+            others = [n for n, r in res.items() if n not in ("tether", "raw-uring") and r["rps"]
+                      and r["rps"] > t["rps"]]
+            check(lines, not others, f"{case['name']}: tether ahead of every other peer"
+                  + (f" (behind {', '.join(others)})" if others else ""))
+    t = (area.get("idle") or {}).get("tether")
+    if t and t["bytes_per_conn"] is not None:
+        check(lines, t["bytes_per_conn"] <= 1024,
+              f"idle: {t['bytes_per_conn']:.0f} bytes per idle connection (target <= 1024)")
+    return lines
+
+
+def http_targets(area):
+    """Issue 5's targets, checked against the medians."""
+    lines = []
+    for case in area.get("cases", []):
+        res = case["results"]
+        t = res.get("tether")
+        if not t or not t["rps"]:
+            continue
+        n = res.get("nginx")
+        if n and n["rps"]:
+            check(lines, t["rps"] >= n["rps"],
+                  f"{case['name']}: tether {t['rps'] / n['rps']:.2f}x nginx's req/s (>= 1)")
+            if t["cpu_us_per_req"] and n["cpu_us_per_req"]:
+                check(lines, t["cpu_us_per_req"] < n["cpu_us_per_req"],
+                      f"{case['name']}: tether {t['cpu_us_per_req'] / n['cpu_us_per_req']:.2f}x "
+                      f"nginx's CPU per request (< 1)")
+        g = res.get("go")
+        if g and g["rps"]:
+            check(lines, t["rps"] >= 2 * g["rps"],
+                  f"{case['name']}: tether {t['rps'] / g['rps']:.2f}x Go's req/s (>= 2)")
+        raw = res.get("raw-uring")
+        if raw and raw["rps"]:
+            check(lines, t["rps"] >= 0.9 * raw["rps"],
+                  f"{case['name']}: tether {t['rps'] / raw['rps']:.2f}x raw-uring's req/s "
+                  f"(>= 0.90)")
+            mw = res.get("tether+mw")
+            if mw and mw["rps"]:
+                check(lines, mw["rps"] >= 0.85 * raw["rps"],
+                      f"{case['name']}: tether with middleware {mw['rps'] / raw['rps']:.2f}x "
+                      f"raw-uring's req/s (>= 0.85)")
+    return lines
+
+
+def print_targets(title, lines):
+    if not lines:
+        return
+    say(f"{title} (medians; on a two-core machine the load client may be the ceiling, so "
+        f"read CPU per request too):")
+    for line in lines:
+        say(f"  {line}")
+    say()
+
+
+def print_echo(area):
+    say(f"echo: round trips/s (closed loop, every echo verified); the tether ÷ it columns are "
+        f"tether's figure over the row's")
+    say()
+    print_table(area["cases"], "rt")
+    if area.get("idle"):
+        asked = next(iter(area["idle"].values()))["asked"]
+        say(f"echo: server RSS growth for {asked} idle connections (after one 64 B round trip "
+            f"each)")
+        say()
+        say("| server | RSS before KiB | RSS after KiB | connections | bytes per connection |")
+        say("|---|---:|---:|---:|---:|")
+        for name, r in area["idle"].items():
+            say(f"| {name} | {r['rss_before_kib']} | {r['rss_after_kib']} | {r['connections']} "
+                f"| {fmt_num(r['bytes_per_conn'])} |")
+        say()
+    area["targets"] = echo_targets(area)
+    print_targets("targets of issue 4", area["targets"])
+
+
+# ---- http -------------------------------------------------------------------------------
+
+
+def to_us(value, unit):
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
+
+
+def parse_wrk(text):
+    out = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        out["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
+    if m:
+        out["requests"] = int(m.group(1))
+    for q, key in (("50", "p50_us"), ("99", "p99_us")):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)", text, re.M)
+        if m:
+            out[key] = to_us(m.group(1), m.group(2))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        errors += int(m.group(1))
+    out["errors"] = errors
+    return out
+
+
+def http_area(build, opts, go_binary):
+    notes = []
+    wrk = shutil.which("wrk")
+    if not wrk:
+        return {"skipped": "wrk is not installed (apt install wrk)"}
+    servers = find_servers(build, "http", notes, go_binary)
+    servers = [s for s in servers if not opts.servers or s.name in opts.servers]
+    server_cpu, client_cpu = cpu_sets()
+    script = os.path.join(PEERS, "wrk", "pipeline.lua")
+    cases = []
+    for conns, depth in opts.http_cases:
+        name = f"{conns} conns" + (f", pipelined {depth}" if depth > 1 else "")
+        samples = {s.name: [] for s in servers}
+        for rnd in range(opts.rounds):
+            for spec in servers:
+                try:
+                    srv = spec.start(server_cpu)
+                except (RuntimeError, OSError) as e:
+                    notes.append(f"{spec.name}: {e} ({name}, round {rnd + 1})")
+                    continue
+                try:
+                    url = f"http://127.0.0.1:{srv.port}/"
+                    base = [wrk, "-t1", f"-c{conns}", "--latency"]
+                    tail = ["-s", script, url, "--", str(depth)] if depth > 1 else [url]
+                    if opts.warmup >= 1:
+                        run_client(base + [f"-d{int(opts.warmup)}s"] + tail, client_cpu, 60)
+                    cpu0 = srv.cpu()
+                    t0 = time.monotonic()
+                    out = run_client(base + [f"-d{int(opts.seconds)}s"] + tail, client_cpu,
+                                     opts.seconds + 60)
+                    wall = time.monotonic() - t0
+                    cpu = srv.cpu() - cpu0
+                finally:
+                    srv.stop()
+                w = parse_wrk(out)
+                if "rps" not in w:
+                    notes.append(f"{spec.name}: wrk said: {out.strip()[:300]}")
+                    continue
+                if depth > 1:
+                    # wrk measures a pipelined batch as one request: its percentiles are not
+                    # per-request latencies.
+                    w["p50_us"] = w["p99_us"] = None
+                n = w.get("requests") or 0
+                samples[spec.name].append({
+                    "rps": w["rps"], "p50_us": w.get("p50_us"), "p99_us": w.get("p99_us"),
+                    "errors": w["errors"], "cpu_pct": 100 * cpu / wall,
+                    "cpu_us_per_req": 1e6 * cpu / n if n else None})
+        results = {k: summarize(v) for k, v in samples.items() if v}
+        add_ratios(results)
+        cases.append({"name": name, "conns": conns, "pipeline": depth, "results": results})
+    return {"cases": cases, "notes": notes}
+
+
+def print_http(area):
+    say("http: plaintext Hello, World! under wrk (-t1, keep-alive); tether+mw adds the "
+        "request-ID and access-log middleware; p50/p99 are n/a pipelined")
+    say()
+    print_table(area["cases"], "req")
+    area["targets"] = http_targets(area)
+    print_targets("targets of issue 5", area["targets"])
+
+
+# ---- the benchmark programs -------------------------------------------------------------
+
+
+def markdown_tables(text):
+    """The markdown tables of a program's output, as lists of rows (header first)."""
+    tables, current = [], []
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("|") and s.endswith("|"):
+            cells = [c.strip() for c in s.strip("|").split("|")]
+            if not all(re.fullmatch(r":?-+:?", c) for c in cells):
+                current.append(cells)
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def program_area(build, name, args, opts):
+    binary = exe(build, "benches", name)
+    if not binary:
+        return {"skipped": f"benches/{name} is not built"}
+    argv = [binary] + args
+    json_file = None
+    if opts.quick and "--quick" in help_text(binary):
+        argv.append("--quick")
+    if "--json" in help_text(binary):
+        fd, json_file = tempfile.mkstemp(suffix=".json")
+        os.close(fd)
+        argv += ["--json", json_file]
+    say(f"$ {' '.join(os.path.relpath(a) if a == binary else a for a in argv)}")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        lines.append(line)
+    proc.wait()
+    out = "".join(lines)
+    result = {"command": argv[:1] + [a for a in argv[1:] if a != json_file],
+              "exit_code": proc.returncode, "output": out, "tables": markdown_tables(out)}
+    if json_file:
+        try:
+            result["json"] = json.load(open(json_file))
+        except (OSError, ValueError):
+            pass
+        os.unlink(json_file)
+    say()
+    return result
+
+
+def help_text(binary):
+    try:
+        r = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+        return r.stdout + r.stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+# ---- the chart --------------------------------------------------------------------------
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def svg_chart(report):
+    """Horizontal bars: throughput and p99 latency per server, one block per case."""
+    label_w, bar_w, gap, row_h = 170, 330, 40, 16
+    width = label_w + 2 * bar_w + gap + 40
+    parts, y = [], 40
+    title = (f"tether benchmarks, {report['machine']['date']}: {report['machine']['cpu']}, "
+             f"{report['machine']['cores']} cores, Linux {report['machine']['kernel']}")
+    parts.append(f'<text x="10" y="22" font-size="14" font-weight="bold">{esc(title)}</text>')
+    for area_name in ("echo", "http"):
+        area = report["areas"].get(area_name) or {}
+        for case in area.get("cases", []):
+            rows = case["results"]
+            if not rows:
+                continue
+            y += 14
+            parts.append(f'<text x="10" y="{y}" font-size="13" font-weight="bold">'
+                         f'{esc(area_name)}: {esc(case["name"])}</text>')
+            parts.append(f'<text x="{label_w}" y="{y}" font-size="11">throughput '
+                         f'({"round trips" if area_name == "echo" else "requests"}/s)</text>')
+            parts.append(f'<text x="{label_w + bar_w + gap}" y="{y}" font-size="11">p99 '
+                         f'latency (us)</text>')
+            y += 6
+            top_rps = max(r["rps"] or 0 for r in rows.values()) or 1
+            top_p99 = max(r["p99_us"] or 0 for r in rows.values()) or 1
+            for name, r in rows.items():
+                color = "#d9480f" if name.startswith("tether") else "#5c7cfa"
+                parts.append(f'<text x="{label_w - 8}" y="{y + 12}" font-size="11" '
+                             f'text-anchor="end">{esc(name)}</text>')
+                w = bar_w * 0.8 * (r["rps"] or 0) / top_rps
+                parts.append(f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" '
+                             f'height="{row_h - 4}" fill="{color}"/>')
+                parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="10">'
+                             f'{fmt_rate(r["rps"])}</text>')
+                x2 = label_w + bar_w + gap
+                if r["p99_us"]:
+                    w = bar_w * 0.8 * r["p99_us"] / top_p99
+                    parts.append(f'<rect x="{x2}" y="{y + 2}" width="{w:.1f}" '
+                                 f'height="{row_h - 4}" fill="{color}" opacity="0.6"/>')
+                    parts.append(f'<text x="{x2 + w + 4:.1f}" y="{y + 12}" font-size="10">'
+                                 f'{r["p99_us"]:.0f}</text>')
+                else:
+                    parts.append(f'<text x="{x2}" y="{y + 12}" font-size="10">n/a</text>')
+                y += row_h
+            y += 10
+    height = y + 10
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n'
+            + "\n".join(parts) + "\n</svg>\n")
+
+
+# ---- main -------------------------------------------------------------------------------
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build-release"),
+                   help="the release build directory (default: build-release)")
+    p.add_argument("--quick", action="store_true", help="one short round: under two minutes")
+    p.add_argument("--json", help="write the results here, and the chart next to it (.svg)")
+    p.add_argument("--rounds", type=int, help="rounds per case (3; 1 with --quick)")
+    p.add_argument("--seconds", type=float, help="measured seconds per run (5; 1 with --quick)")
+    p.add_argument("--areas", default="context,runtime,echo,http,multiloop",
+                   help="comma-separated: context,runtime,echo,http,multiloop")
+    p.add_argument("--servers", default="",
+                   help="comma-separated server names for echo and http (default: all)")
+    opts = p.parse_args()
+    opts.build = os.path.abspath(opts.build)
+    opts.areas = [a for a in opts.areas.split(",") if a]
+    opts.servers = [s for s in opts.servers.split(",") if s]
+    if opts.quick:
+        opts.rounds = opts.rounds or 1
+        opts.seconds = opts.seconds or 1
+        opts.warmup = 0.2
+        opts.idle = 1000
+    else:
+        opts.rounds = opts.rounds or 3
+        opts.seconds = opts.seconds or 5
+        opts.warmup = 1
+        opts.idle = 10000
+    opts.seconds = max(1, opts.seconds)  # wrk takes whole seconds
+    opts.conns = 64
+    opts.http_cases = [(64, 1), (1000, 1), (64, 16), (1000, 16)]
+    if opts.quick:
+        opts.http_cases = [(64, 1), (1000, 1), (64, 16)]
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < opts.idle + 1000:
+        opts.idle = max(100, hard - 1000)
+        say(f"note: RLIMIT_NOFILE's hard limit is {hard}: {opts.idle} idle connections")
+
+    machine = machine_info()
+    server_cpu, client_cpu = cpu_sets()
+    say(f"tether benchmarks, {machine['date']}")
+    say(f"machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}, "
+        f"load average {machine['loadavg_at_start']} at start")
+    if server_cpu is None:
+        say("note: one CPU: servers and load clients are not pinned")
+    else:
+        say(f"servers on CPU {server_cpu}, load clients on CPU {client_cpu}; {opts.rounds} "
+            f"round(s) of {opts.seconds:g} s per case after {opts.warmup:g} s of warm-up, "
+            f"servers in turn (A B A B); medians")
+    say()
+    report = {"machine": machine, "quick": opts.quick,
+              "settings": {"rounds": opts.rounds, "seconds": opts.seconds,
+                           "warmup_seconds": opts.warmup, "server_cpu": server_cpu,
+                           "client_cpu": client_cpu, "echo_conns": opts.conns,
+                           "idle_conns": opts.idle},
+              "areas": {}}
+    go_binary = None
+    if "echo" in opts.areas or "http" in opts.areas:
+        notes = []
+        go_binary = build_go(opts.build, notes)
+        for n in notes:
+            say(f"note: {n}")
+
+    started = time.monotonic()
+    for area in opts.areas:
+        say(f"== {area}")
+        area_started = time.monotonic()
+        if area == "context":
+            result = program_area(opts.build, "context_bench", ["--go"], opts)
+        elif area == "runtime":
+            result = program_area(opts.build, "runtime_bench", [], opts)
+        elif area == "multiloop":
+            result = program_area(opts.build, "multiloop_bench", [], opts)
+        elif area == "echo":
+            result = echo_area(opts.build, opts, go_binary)
+            if "cases" in result:
+                print_echo(result)
+        elif area == "http":
+            result = http_area(opts.build, opts, go_binary)
+            if "cases" in result:
+                print_http(result)
+        else:
+            say(f"unknown area {area}")
+            continue
+        if "skipped" in result:
+            say(f"note: {area} skipped: {result['skipped']}")
+            say()
+        for n in result.get("notes", []):
+            say(f"note: {n}")
+        if result.get("notes"):
+            say()
+        result["seconds"] = round(time.monotonic() - area_started, 1)
+        say(f"({area}: {result['seconds']:.0f} s)")
+        say()
+        report["areas"][area] = result
+    report["seconds"] = round(time.monotonic() - started, 1)
+
+    json_path = os.path.abspath(opts.json or os.path.join(opts.build, "bench-results.json"))
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(report, f, indent=1)
+    svg_path = os.path.splitext(json_path)[0] + ".svg"
+    with open(svg_path, "w") as f:
+        f.write(svg_chart(report))
+    for d in TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+    say(f"results: {json_path}")
+    say(f"chart:   {svg_path}")
+    say(f"took {report['seconds']:.0f} s")
+    failed = [a for a, r in report["areas"].items() if r.get("exit_code")]
+    if failed:
+        say(f"failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
