@@ -15,12 +15,12 @@
 //   upstream's server sees its client go away and its handler's sleep is canceled too;
 // - if the deadline passes first, every request returns `errc::deadline_exceeded`.
 //
-// The default scenarios: upstreams of 3000, 20 and 1500 ms under a 2000 ms deadline (the
-// 20 ms one wins, the other two are canceled), then 3000 and 1500 ms under 50 ms (the
+// The default scenarios: upstreams of 9000, 20 and 6000 ms under a 5000 ms deadline (the
+// 20 ms one wins, the other two are canceled), then 9000 and 6000 ms under 50 ms (the
 // deadline wins). One line per upstream and one result line per scenario:
 //
 //   upstream 1 (20 ms): answered "upstream 1 slept 20 ms" after 21 ms
-//   upstream 0 (3000 ms): canceled after 21 ms; its server's handler: canceled
+//   upstream 0 (9000 ms): canceled after 21 ms; its server's handler: canceled
 //   result: upstream 1 won after 22 ms
 //   result: deadline_exceeded after 50 ms
 
@@ -159,7 +159,7 @@ task<bool> scenario(std::vector<milliseconds> latencies, milliseconds deadline) 
 
     // The servers' handlers learn that their client went away from the kernel (the
     // connection's hangup): give them a moment.
-    for (int i = 0; i < 400; ++i) {
+    for (int i = 0; i < 2000; ++i) {
         bool all = std::all_of(ups.begin(), ups.end(), [](const auto& u) { return u->seen.ended; });
         if (all) {
             break;
@@ -223,9 +223,9 @@ task<int> run_all(std::vector<milliseconds> latencies, std::optional<millisecond
     } else {
         // Named first, and awaited alone: GCC 12 mishandles temporaries around a co_await that
         // suspends.
-        auto fastest_wins = scenario({3000ms, 20ms, 1500ms}, 2000ms);
+        auto fastest_wins = scenario({9000ms, 20ms, 6000ms}, 5000ms);
         ok = co_await std::move(fastest_wins);
-        auto deadline_wins = scenario({3000ms, 1500ms}, 50ms);
+        auto deadline_wins = scenario({9000ms, 6000ms}, 50ms);
         bool ok2 = co_await std::move(deadline_wins);
         ok = ok && ok2;
     }

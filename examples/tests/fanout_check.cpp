@@ -29,22 +29,22 @@ TEST_CASE("fanout: the fastest upstream wins and the losers are canceled; then a
     const std::string& out = c.output();
     INFO(out);
     CHECK(status == 0);
-    // First scenario: 3000, 20 and 1500 ms under 2000 ms.
+    // First scenario: 9000, 20 and 6000 ms under 5000 ms.
     CHECK(has(out, "upstream 1 (20 ms): answered \"upstream 1 slept 20 ms\""));
-    CHECK(has(out, "upstream 0 (3000 ms): canceled after "));
-    CHECK(has(out, "upstream 2 (1500 ms): canceled after "));
+    CHECK(has(out, "upstream 0 (9000 ms): canceled after "));
+    CHECK(has(out, "upstream 2 (6000 ms): canceled after "));
     CHECK(has(out, "; its server's handler: canceled\n"));
     CHECK(has(out, "result: upstream 1 won after "));
-    // Second scenario: 3000 and 1500 ms under 50 ms.
-    CHECK(has(out, "upstream 0 (3000 ms): deadline_exceeded after "));
-    CHECK(has(out, "upstream 1 (1500 ms): deadline_exceeded after "));
+    // Second scenario: 9000 and 6000 ms under 50 ms.
+    CHECK(has(out, "upstream 0 (9000 ms): deadline_exceeded after "));
+    CHECK(has(out, "upstream 1 (6000 ms): deadline_exceeded after "));
     CHECK(has(out, "result: deadline_exceeded after "));
     CHECK(has(out, "\nok\n"));
 }
 
 TEST_CASE("fanout with arguments: one scenario") {
     check::child_process c(fanout_path(),
-                           {"--deadline", "100", "--latency", "2000", "--latency", "2500"});
+                           {"--deadline", "100", "--latency", "6000", "--latency", "7000"});
     int status = c.wait();
     INFO(c.output());
     CHECK(status == 0);
