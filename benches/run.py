@@ -18,8 +18,9 @@ Areas, each printed as one table with tether and every peer side by side:
 Method: each server runs pinned to CPU 0 (as `taskset -c 0` would) in its own process group,
 the load client pinned to CPU 1. Every case runs A B A B...: round after round, every server
 once per round, so that the drift of a shared machine hits them alike; tables show medians
-and the spread (min..max). Server CPU is utime+stime of the server's process group from
-/proc/PID/stat, sampled around the measured load, divided by the requests served. The
+and the spread (min..max). Server CPU is utime+stime of the server's process group (summed from
+/proc/PID/task/*/schedstat, in nanoseconds; /proc/PID/stat's clock ticks where schedstat is
+missing), sampled around the measured load, divided by the requests served. The
 machine (CPU, cores, kernel, load) and the date head the report.
 
 --json FILE writes every result (medians and each round's sample) as JSON, and FILE with
@@ -131,17 +132,27 @@ def group_pids(pgid):
     return pids
 
 
+def process_cpu_seconds(pid):
+    """utime + stime of `pid` (every thread), in seconds: from the threads' schedstat
+    (nanoseconds) when the kernel has it, else from /proc/PID/stat (clock ticks, 10 ms)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            total += int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_cpu_seconds(pgid):
-    """utime + stime of every process of the group (every thread), in seconds."""
-    ticks = 0
-    for pid in group_pids(pgid):
-        try:
-            stat = open(f"/proc/{pid}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """CPU time of every process of the group (nginx's master and worker), in seconds."""
+    return sum(process_cpu_seconds(pid) for pid in group_pids(pgid))
 
 
 def group_rss_kib(pgid):
@@ -370,6 +381,33 @@ def add_ratios(results):
         r["tether_cpu_ratio"] = ratio(base and base["cpu_us_per_req"], r["cpu_us_per_req"])
 
 
+def print_summary(cases, unit, extra=None):
+    """One row per server, one column per case: throughput and CPU per request, each with
+    tether's ratio to it."""
+    names = []
+    for case in cases:
+        names += [n for n in case["results"] if n not in names]
+    head = " | ".join(case["name"] for case in cases)
+    extra_head = f" | {extra[0]}" if extra else ""
+    say(f"{unit}/s (tether ÷ it), then server CPU us/{unit} (tether ÷ it):")
+    say()
+    say(f"| server | {head}{extra_head} |")
+    say("|---|" + "---:|" * (len(cases) + (1 if extra else 0)))
+    for name in names:
+        cells = []
+        for case in cases:
+            r = case["results"].get(name)
+            if not r:
+                cells.append("-")
+                continue
+            cells.append(f"{fmt_rate(r['rps'])} ({fmt_num(r['tether_rps_ratio'], 2)}), "
+                         f"{fmt_num(r['cpu_us_per_req'], 2)} us "
+                         f"({fmt_num(r['tether_cpu_ratio'], 2)})")
+        extra_cell = f" | {extra[1](name)}" if extra else ""
+        say(f"| {name} | {' | '.join(cells)}{extra_cell} |")
+    say()
+
+
 def print_table(cases, unit):
     say(f"| case | server | {unit}/s | min..max | p50 us | p99 us | server CPU % "
         f"| CPU us/{unit} | tether ÷ it ({unit}/s) | tether ÷ it (CPU/{unit}) | errors |")
@@ -562,6 +600,9 @@ def print_echo(area):
             say(f"| {name} | {r['rss_before_kib']} | {r['rss_after_kib']} | {r['connections']} "
                 f"| {fmt_num(r['bytes_per_conn'])} |")
         say()
+    idle = area.get("idle") or {}
+    print_summary(area["cases"], "rt", (
+        "idle B/conn", lambda n: fmt_num((idle.get(n) or {}).get("bytes_per_conn"))))
     area["targets"] = echo_targets(area)
     print_targets("targets of issue 4", area["targets"])
 
@@ -654,6 +695,7 @@ def print_http(area):
         "request-ID and access-log middleware; p50/p99 are n/a pipelined")
     say()
     print_table(area["cases"], "req")
+    print_summary(area["cases"], "req")
     area["targets"] = http_targets(area)
     print_targets("targets of issue 5", area["targets"])
 
