@@ -883,6 +883,13 @@ def main():
         go_binary = build_go(opts.build, notes)
         for n in notes:
             say(f"note: {n}")
+        known = {"tether", "tether+mw", "raw-uring", "raw-epoll", "asio-uring", "asio-epoll",
+                 "go", "nginx"}
+        for name in opts.servers:
+            if name not in known:
+                say(f"note: no server is called {name} (servers: {', '.join(sorted(known))})")
+        if notes or set(opts.servers) - known:
+            say()
 
     started = time.monotonic()
     for area in opts.areas:
