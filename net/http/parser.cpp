@@ -128,49 +128,114 @@ std::string_view request_head::query() const noexcept {
 }
 
 request_parser::status request_parser::parse(std::string_view buf, request_head& out) {
-    // Skip empty lines before the request line (RFC 9112 §2.2).
+    // Skip empty lines before the request line (RFC 9112 §2.2). They count towards the
+    // header-size limit: a client can't grow the buffer with them forever.
     std::size_t start = 0;
     while (start + 1 < buf.size() && buf[start] == '\r' && buf[start + 1] == '\n') {
         start += 2;
     }
-    if (start < buf.size() && buf[start] == '\r' && start + 1 == buf.size()) {
-        return status::incomplete;
-    }
     // Find the end of the head, resuming where the last call stopped.
-    std::size_t from = std::max(scanned_, start);
-    from = from >= start + 3 ? from - 3 : start;
-    std::string_view rest = buf.substr(from);
-    std::size_t end = rest.find("\r\n\r\n");
-    if (end == std::string_view::npos) {
-        scanned_ = buf.size();
-        // Refuse over-long input before it is complete.
-        std::string_view line = buf.substr(start);
-        std::size_t eol = line.find('\n');
-        if (eol == std::string_view::npos && line.size() > limits_.max_target + 64) {
-            return fail(414, "URI too long");
+    std::size_t head_end = std::string_view::npos;
+    if (!(start < buf.size() && buf[start] == '\r' && start + 1 == buf.size())) {
+        std::size_t from = std::max(scanned_, start);
+        from = from >= start + 3 ? from - 3 : start;
+        std::size_t end = buf.substr(from).find("\r\n\r\n");
+        if (end != std::string_view::npos) {
+            head_end = from + end + 4;
         }
-        if (buf.size() - start > limits_.max_header_bytes) {
-            return fail(431, "request header fields too large");
-        }
-        return status::incomplete;
     }
-    std::size_t head_end = from + end + 4;
-    if (head_end - start > limits_.max_header_bytes + 4) {
-        // Check the target first: a long URI is a 414, not a 431.
-        std::string_view line = buf.substr(start, head_end - start);
-        std::size_t sp1 = line.find(' ');
-        std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-        if (sp2 != std::string_view::npos && sp2 - sp1 - 1 > limits_.max_target) {
-            return fail(414, "URI too long");
+    scanned_ = buf.size();
+
+    // A head is refused as soon as the bytes prove it bad, before it is complete: a target
+    // over the limit (414), a request line that can't be one or a bare LF (400), a head over
+    // the size limit (431). So that the answer does not depend on how the bytes arrived,
+    // each finding has the length of input at which it is first known, and the earliest
+    // wins (ties in the order 414, 400, 431). A final lone CR may start an empty line: it
+    // waits for the next byte.
+    const bool complete = head_end != std::string_view::npos;
+    const std::size_t region = complete ? head_end : buf.size();
+    const bool pending_cr = start < buf.size() && buf[start] == '\r' && start + 1 == buf.size();
+    const parse_error* found = nullptr;
+    std::size_t found_at = std::string_view::npos;
+    auto consider = [&](std::size_t at, const parse_error& e) {
+        if (at < found_at) {
+            found_at = at;
+            found = &e;
         }
-        return fail(431, "request header fields too large");
+    };
+    if (!pending_cr) {
+        scan_line(buf.substr(0, region), start);
+        consider(line_error_at_, line_error_);
+        scan_bare_lf(buf.substr(0, region), start);
+        static constexpr parse_error bare_lf{400, "bare LF in the header section"};
+        consider(bare_lf_at_, bare_lf);
+    }
+    const std::size_t too_large_at = limits_.max_header_bytes + 4;
+    if (complete ? head_end > too_large_at : buf.size() >= too_large_at) {
+        static constexpr parse_error too_large{431, "request header fields too large"};
+        consider(too_large_at, too_large);
+    }
+    if (found != nullptr) {
+        return fail(found->status, found->reason);
+    }
+    if (!complete) {
+        return status::incomplete;
     }
     status s = parse_complete(buf.substr(start, head_end - start - 2), out);
     if (s == status::complete) {
+        reset(); // the next call may start the next request without reset()
         consumed_ = head_end;
-        scanned_ = 0;
     }
     return s;
+}
+
+void request_parser::scan_line(std::string_view buf, std::size_t start) noexcept {
+    // method SP request-target SP: resumes at line_pos_, so a trickled request line is
+    // scanned once. The rest of the line is left to parse_complete.
+    line_pos_ = std::max(line_pos_, start);
+    auto bad = [&](int code, const char* why) {
+        line_state_ = line_scan::done;
+        line_error_at_ = line_pos_ + 1;
+        line_error_ = {code, why};
+    };
+    while (line_state_ != line_scan::done && line_pos_ < buf.size()) {
+        auto c = static_cast<unsigned char>(buf[line_pos_]);
+        if (line_state_ == line_scan::method) {
+            if (is_tchar(c)) {
+                ++line_pos_;
+            } else if (c == ' ' && line_pos_ > start) {
+                line_state_ = line_scan::target;
+                target_begin_ = ++line_pos_;
+            } else {
+                bad(400, "malformed request line");
+            }
+        } else if (c == ' ' && line_pos_ > target_begin_) {
+            line_state_ = line_scan::done;
+        } else if (!is_target_char(c)) {
+            bad(400, "malformed request target");
+        } else if (++line_pos_ - target_begin_ > limits_.max_target) {
+            --line_pos_;
+            bad(414, "URI too long");
+        }
+    }
+}
+
+void request_parser::scan_bare_lf(std::string_view buf, std::size_t start) noexcept {
+    // Every LF in the head must end a CRLF (strict: RFC 9112 §2.2 lets a server refuse a
+    // bare one, and a proxy that reads it as a line end would see other fields).
+    lf_pos_ = std::max(lf_pos_, start);
+    while (bare_lf_at_ == std::string_view::npos && lf_pos_ < buf.size()) {
+        const void* p = std::memchr(buf.data() + lf_pos_, '\n', buf.size() - lf_pos_);
+        if (p == nullptr) {
+            lf_pos_ = buf.size();
+            break;
+        }
+        std::size_t i = static_cast<std::size_t>(static_cast<const char*>(p) - buf.data());
+        if (i == start || buf[i - 1] != '\r') {
+            bare_lf_at_ = i + 1;
+        }
+        lf_pos_ = i + 1;
+    }
 }
 
 request_parser::status request_parser::parse_complete(std::string_view head, request_head& out) {
@@ -213,6 +278,9 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
     // field-line = field-name ":" OWS field-value OWS
     std::size_t hosts = 0;
     bool te_seen = false;
+    bool te_last_chunked = false;
+    bool te_misordered = false;
+    bool te_unknown = false;
     bool conn_close = false;
     bool conn_keep_alive = false;
     while (!head.empty()) {
@@ -259,20 +327,15 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
                 return fail(400, "invalid or conflicting Content-Length");
             }
         } else if (iequals(f.name, "transfer-encoding")) {
+            // The codings of every Transfer-Encoding field, in order: chunked must come last
+            // and once (else the length can't be known: 400, RFC 9112 §6.3); a coding we do
+            // not implement before it is a 501 (§6.1).
             te_seen = true;
-            bool ok = true;
             for_each_element(f.value, [&](std::string_view el) {
-                if (out.chunked) {
-                    ok = false; // chunked must be the final coding, and only once
-                } else if (iequals(el, "chunked")) {
-                    out.chunked = true;
-                } else {
-                    ok = false;
-                }
+                te_misordered |= te_last_chunked;
+                te_last_chunked = iequals(el, "chunked");
+                te_unknown |= !te_last_chunked;
             });
-            if (!ok) {
-                return fail(501, "unsupported transfer coding");
-            }
         } else if (iequals(f.name, "host")) {
             ++hosts;
         } else if (iequals(f.name, "connection")) {
@@ -295,9 +358,13 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
         if (out.content_length) {
             return fail(400, "both Content-Length and Transfer-Encoding");
         }
-        if (!out.chunked) {
+        if (!te_last_chunked || te_misordered) {
+            return fail(400, "chunked is not the final transfer coding");
+        }
+        if (te_unknown) {
             return fail(501, "unsupported transfer coding");
         }
+        out.chunked = true;
     }
     if (out.version_minor == 1 && hosts != 1) {
         return fail(400, hosts == 0 ? "missing Host header" : "repeated Host header");

@@ -67,11 +67,16 @@ struct parser_limits {
 /// Parses request heads out of a byte stream, one request at a time.
 ///
 /// Strict where RFC 9112 requires it, so that no request can be read two ways (smuggling):
-/// conflicting Content-Length fields, Content-Length together with Transfer-Encoding, a
-/// transfer coding other than a final "chunked", control characters, whitespace before a
-/// field's colon, obs-fold continuation lines, bare CR, a missing or repeated Host in
-/// HTTP/1.1 are all rejected with 400 (501 for an unknown coding, 505 for a version other
-/// than 1.0/1.1). Empty lines before a request line are skipped, as RFC 9112 §2.2 allows.
+/// conflicting Content-Length fields, Content-Length together with Transfer-Encoding,
+/// Transfer-Encoding whose final coding is not a single "chunked", control characters (NUL,
+/// bare CR or LF), whitespace before a field's colon, obs-fold continuation lines, a missing
+/// or repeated Host in HTTP/1.1 are all rejected with 400 (501 for an unknown coding before
+/// a final chunked, 505 for a version other than 1.0/1.1). Empty lines before a request
+/// line are skipped, as RFC 9112 §2.2 allows, and count towards `max_header_bytes`.
+///
+/// The outcome depends only on the bytes, not on how they were split between calls: a
+/// limit refuses a head at the first length of input that proves it broken (the fuzz target
+/// in tests/fuzz/ checks this).
 class request_parser {
 public:
     /// What `parse` found.
@@ -98,6 +103,12 @@ public:
     void reset() noexcept {
         scanned_ = 0;
         consumed_ = 0;
+        line_state_ = line_scan::method;
+        line_pos_ = 0;
+        target_begin_ = 0;
+        line_error_at_ = std::string_view::npos;
+        lf_pos_ = 0;
+        bare_lf_at_ = std::string_view::npos;
     }
 
 private:
@@ -106,10 +117,23 @@ private:
         return status::error;
     }
     status parse_complete(std::string_view head, request_head& out);
+    // Look at the bytes of a head as they arrive, for what makes it bad before it is
+    // complete; each sets the input length at which that became known (npos: nothing yet).
+    void scan_line(std::string_view buf, std::size_t start) noexcept;
+    void scan_bare_lf(std::string_view buf, std::size_t start) noexcept;
+
+    enum class line_scan : unsigned char { method, target, done };
 
     parser_limits limits_;
     std::size_t scanned_ = 0;
     std::size_t consumed_ = 0;
+    line_scan line_state_ = line_scan::method;
+    std::size_t line_pos_ = 0;
+    std::size_t target_begin_ = 0;
+    std::size_t line_error_at_ = std::string_view::npos;
+    parse_error line_error_;
+    std::size_t lf_pos_ = 0;
+    std::size_t bare_lf_at_ = std::string_view::npos;
     parse_error error_;
 };
 

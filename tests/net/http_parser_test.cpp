@@ -128,11 +128,20 @@ TEST_CASE("request smuggling vectors are rejected") {
     CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\n") == 400);
     CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: "
                        "chunked\r\n\r\n") == 400);
+    // Chunked must be the final coding, once (RFC 9112 §6.3: 400); a coding we lack before it
+    // is a 501.
     CHECK(error_status(
-              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n") == 501);
-    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n") == 501);
+              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n") == 400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n") == 400);
     CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n") ==
+          400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n") == 400);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n") ==
           501);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n") == 501);
+    CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n\r\n") == 400);
     CHECK(error_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n") == 400);
     CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n") == 400);
     CHECK(error_status("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n") == 400);
@@ -185,6 +194,65 @@ TEST_CASE("limits give 414 for a long target and 431 for a large header section"
         many += "A: b\r\n";
     }
     CHECK(st(many + "\r\n") == 431);
+}
+
+TEST_CASE("a limit gives the same status however the bytes arrive") {
+    tether::http::parser_limits lim;
+    lim.max_target = 100;
+    lim.max_header_bytes = 200;
+    // Whole, and one byte at a time.
+    auto both = [&](const std::string& s) {
+        request_parser whole(lim);
+        request_head h;
+        status r = whole.parse(s, h);
+        int a = r == status::error ? whole.error().status : (r == status::complete ? 0 : -1);
+        request_parser inc(lim);
+        int b = -1;
+        for (std::size_t n = 1; n <= s.size(); ++n) {
+            r = inc.parse(std::string_view(s).substr(0, n), h);
+            if (r != status::incomplete) {
+                b = r == status::error ? inc.error().status : 0;
+                break;
+            }
+        }
+        CHECK(a == b);
+        return a;
+    };
+    // A head that ends just inside the limit is accepted both ways (a prefix of it must not
+    // be refused as too large), one byte more is refused both ways.
+    std::string base = "GET / HTTP/1.1\r\nHost: h\r\nA: ";
+    std::string fits = base + std::string(200 - base.size(), 'a') + "\r\n\r\n";
+    CHECK(fits.size() == 204);
+    CHECK(both(fits) == 0);
+    CHECK(both(base + std::string(201 - base.size(), 'a') + "\r\n\r\n") == 431);
+    // A long target in a head that is also too large: the target is seen first.
+    CHECK(both("GET /" + std::string(150, 'a') +
+               " HTTP/1.1\r\nHost: h\r\nA: " + std::string(300, 'a') + "\r\n\r\n") == 414);
+    // A head that is too large before its target is long: 431.
+    CHECK(both("GET /" + std::string(90, 'a') +
+               " HTTP/1.1\r\nHost: h\r\nA: " + std::string(300, 'a') + "\r\n\r\n") == 431);
+    // A malformed method is seen at its second byte: 400, however long the rest.
+    CHECK(both("G(T /" + std::string(150, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+    CHECK(both("G(T /" + std::string(250, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n") == 400);
+    // A bare LF is seen where it is: before a long target, it wins.
+    CHECK(both("GET /\n" + std::string(250, 'a')) == 400);
+    CHECK(both("GET /" + std::string(150, 'a') + "\n") == 414);
+}
+
+TEST_CASE("empty lines before the request line count towards the header limit") {
+    tether::http::parser_limits lim;
+    lim.max_header_bytes = 100;
+    request_parser p(lim);
+    request_head h;
+    std::string flood;
+    for (int i = 0; i < 60; ++i) {
+        flood += "\r\n";
+    }
+    CHECK(p.parse(flood, h) == status::error);
+    CHECK(p.error().status == 431);
+    // A few are fine.
+    request_parser q(lim);
+    CHECK(q.parse("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", h) == status::complete);
 }
 
 TEST_CASE("a trickled head costs linear work and still parses") {
