@@ -23,6 +23,9 @@ namespace detail {
 constexpr std::size_t flush_threshold = 64 * 1024;
 // A request body left unread this small is drained to keep the connection; larger: close.
 constexpr std::uint64_t drain_limit = 256 * 1024;
+// How long, and how many bytes, a connection closing after an error answer reads and drops.
+constexpr std::chrono::seconds linger_time{1};
+constexpr std::size_t linger_bytes = 1 << 20;
 
 struct conn {
     server_state* srv = nullptr;
@@ -37,6 +40,8 @@ struct conn {
     std::string out;
     bool idle = true;
     bool close_after = false;
+    bool read_eof = false; // the last read_more() failed because the client shut down its side
+    bool linger = false;   // answered an error: drain what the client still sends, then close
 
     // The body of the current request.
     std::uint64_t body_left = 0; // Content-Length bytes still to read
@@ -102,6 +107,7 @@ struct server_state {
     task<void> serve_conn(conn* c);
     task<bool> read_more(conn* c);
     task<result<void>> write_out(conn* c);
+    task<void> linger(conn* c);
     void arm(conn* c, std::chrono::nanoseconds d);
     void disarm(conn* c);
     void finish_response(conn* c, response_writer& w, bool keep_alive);
@@ -152,6 +158,7 @@ task<bool> server_state::read_more(conn* c) {
     auto r = co_await c->sock.read_some(
         std::as_writable_bytes(std::span(c->in.data() + c->in_end, c->in.size() - c->in_end)));
     if (!r) {
+        c->read_eof = r.error() == net::io_errc::eof;
         co_return false;
     }
     c->in_end += *r;
@@ -243,6 +250,7 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
     bool close = !keep_alive || shutting_down || c->close_after;
     if (!c->body_done) {
         close = true; // decided below whether to drain; a body left unread ends the connection
+        c->linger = true;
     }
     if (!w.head_sent_) {
         append_head(c->out, w.status(), w.headers_,
@@ -310,6 +318,13 @@ task<void> server_state::serve_conn(conn* c) {
             }
             if (!(co_await read_more(c))) {
                 c->close_after = true;
+                // A client that shuts down its side in the middle of a head gets a 400, as
+                // Go's server answers an unexpected EOF.
+                if (c->read_eof && c->in_end > c->in_start) {
+                    st = request_parser::status::error;
+                    error_response(c->out, 400, "incomplete request");
+                    c->linger = true;
+                }
                 break;
             }
             if (!first_byte_seen && c->in_end > c->in_start) {
@@ -318,16 +333,15 @@ task<void> server_state::serve_conn(conn* c) {
                 arm(c, opts.read_header_timeout);
             }
         }
-        if (c->close_after && st != request_parser::status::error &&
-            st != request_parser::status::complete) {
-            break;
+        if (c->close_after && st != request_parser::status::complete) {
+            break; // an incomplete head answered above, or a timeout, cancel or read error
         }
         c->idle = false;
         if (st == request_parser::status::error) {
             disarm(c);
             error_response(c->out, parser.error().status, parser.error().reason);
-            (void)co_await write_out(c);
             c->close_after = true;
+            c->linger = true;
             break;
         }
         c->in_start += parser.consumed();
@@ -346,8 +360,8 @@ task<void> server_state::serve_conn(conn* c) {
         c->continue_pending = req.head.expect_continue && !c->body_done;
         if (req.head.content_length && *req.head.content_length > opts.max_body_bytes) {
             error_response(c->out, 413, "request body too large");
-            (void)co_await write_out(c);
             c->close_after = true;
+            c->linger = true;
             break;
         }
 
@@ -404,9 +418,21 @@ task<void> server_state::serve_conn(conn* c) {
     }
     disarm(c);
     if (!c->out.empty()) {
-        (void)co_await with_context(without_cancel(conn_ctx), write_out(c));
+        // An error answer is bounded by the write timeout, or by a second; the rest by the
+        // connection's context.
+        if (c->linger) {
+            auto d = opts.write_timeout.count() > 0 ? opts.write_timeout
+                                                    : std::chrono::nanoseconds(linger_time);
+            task<result<void>> send = tether::with_timeout(d, write_out(c));
+            (void)co_await std::move(send);
+        } else {
+            (void)co_await with_context(without_cancel(conn_ctx), write_out(c));
+        }
     }
     (void)c->sock.shutdown(net::shutdown_how::write);
+    if (c->linger) {
+        co_await linger(c);
+    }
     (void)c->sock.close();
     conns.erase(c->pos);
     slot_free.set();
@@ -414,6 +440,24 @@ task<void> server_state::serve_conn(conn* c) {
         drained.set();
     }
     delete c;
+}
+
+// After an error answer, reads and drops what the client still sends (the rest of a body it
+// had started), until it closes its side, for at most a second or `linger_bytes`: closing a
+// socket with unread bytes sends a reset, and the client might lose the answer with it.
+task<void> server_state::linger(conn* c) {
+    char sink[4096];
+    std::size_t total = 0;
+    context parent = co_await this_coro::context;
+    auto [ctx, cancel] = tether::with_timeout(parent, linger_time);
+    while (total < linger_bytes) {
+        auto read = c->sock.read_some(std::as_writable_bytes(std::span(sink)));
+        auto r = co_await with_context(ctx, std::move(read));
+        if (!r) {
+            break;
+        }
+        total += *r;
+    }
 }
 
 task<void> server_state::accept_loop(context base) {
