@@ -24,6 +24,21 @@ std::vector<std::string_view> split_path(std::string_view path) {
     return out;
 }
 
+int hex_value(char c) noexcept {
+    return (c >= '0' && c <= '9')   ? c - '0'
+           : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+           : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                    : -1;
+}
+
+// Segments are compared with their escapes decoded, so that "/a%62c" matches "/abc".
+bool segment_equals(std::string_view escaped, std::string_view literal) {
+    if (escaped.find('%') == std::string_view::npos) {
+        return escaped == literal;
+    }
+    return path_unescape(escaped) == literal;
+}
+
 int rank(int k) noexcept {
     // literal 3 > wildcard 2 > rest 1; end ({$}) is as specific as a literal.
     switch (k) {
@@ -39,6 +54,25 @@ int rank(int k) noexcept {
 }
 
 } // namespace
+
+std::string path_unescape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+        int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0) {
+            return std::string(s); // a malformed escape: the text as it came, as Go does
+        }
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return out;
+}
 
 std::size_t route_table::add(std::string_view pattern) {
     route r;
@@ -90,7 +124,7 @@ std::size_t route_table::add(std::string_view pattern) {
             throw std::invalid_argument("http pattern: braces must enclose a whole segment in \"" +
                                         r.pattern + "\"");
         } else {
-            r.segs.push_back({segment::kind::literal, std::string(s)});
+            r.segs.push_back({segment::kind::literal, path_unescape(s)});
         }
     }
     if (!r.segs.empty() && r.segs.back().k == segment::kind::end) {
@@ -126,7 +160,7 @@ bool route_table::matches(const route& r, std::string_view path, path_params* pa
                 for (std::size_t j = 0; j < i; ++j) {
                     off += parts[j].size() + 1;
                 }
-                params->set(s.text, std::string(p.substr(std::min(off, p.size()))));
+                params->set(s.text, path_unescape(p.substr(std::min(off, p.size()))));
             }
             return true;
         }
@@ -138,7 +172,7 @@ bool route_table::matches(const route& r, std::string_view path, path_params* pa
             return false;
         }
         if (s.k == segment::kind::literal) {
-            if (parts[i] != s.text) {
+            if (!segment_equals(parts[i], s.text)) {
                 return false;
             }
         } else { // wildcard: one non-empty segment
@@ -146,7 +180,7 @@ bool route_table::matches(const route& r, std::string_view path, path_params* pa
                 return false;
             }
             if (params) {
-                params->set(s.text, std::string(parts[i]));
+                params->set(s.text, path_unescape(parts[i]));
             }
         }
     }

@@ -10,6 +10,10 @@
 
 namespace tether::http {
 
+/// Returns `s` with its %XX escapes decoded (Go's url.PathUnescape: '+' stays '+'); `s`
+/// unchanged if an escape is malformed.
+std::string path_unescape(std::string_view s);
+
 /// The wildcard values of a match, by name.
 class path_params {
 public:
@@ -48,6 +52,11 @@ struct route_match {
 /// When several patterns match, the most specific wins (a literal beats a wildcard, a
 /// single-segment wildcard beats a rest wildcard, a method beats none). A path that matches
 /// only patterns for other methods gets `method_not_allowed` with the Allow list.
+///
+/// Escapes: as Go does, the path is matched as sent (escaped), segment by segment: "%2F"
+/// does not split a segment. Each segment is decoded before it is compared with a literal
+/// (whose escapes are decoded too), and wildcard values are decoded: `{name}` against
+/// "/a%2Fb" gives "a/b", `{rest...}` against "/x/%7Ey" gives "x/~y".
 ///
 /// Errors: `add` throws `std::invalid_argument` for a malformed pattern or one that
 /// conflicts with an earlier one (same shape: neither is more specific).

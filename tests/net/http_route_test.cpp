@@ -92,3 +92,47 @@ TEST_CASE("malformed and conflicting patterns are refused") {
     CHECK_THROWS_AS(t.add("GET /u/{name}"), std::invalid_argument);
     CHECK_NOTHROW(t.add("POST /u/{name}"));
 }
+
+TEST_CASE("wildcards match escaped segments and give their values unescaped, as Go 1.22") {
+    fixture f;
+    auto item = f.t.add("GET /items/{id}");
+    auto file = f.t.add("GET /files/{path...}");
+    auto lit = f.t.add("GET /a%2Fb/x");
+    auto sub = f.t.add("GET /items/{id}/tags");
+
+    // %2F does not split a segment: {id} takes all of "a%2Fb", and gets it decoded.
+    CHECK(f.find("GET", "/items/a%2Fb") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "a/b");
+    CHECK(f.find("GET", "/items/hello%20world") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "hello world");
+    CHECK(f.find("GET", "/items/%E2%82%AC/tags") == static_cast<long>(sub));
+    CHECK(f.p.get("id") == "\xE2\x82\xAC");
+    // '+' is not a space in a path; a malformed escape is kept as sent.
+    CHECK(f.find("GET", "/items/a+b") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "a+b");
+    CHECK(f.find("GET", "/items/100%") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "100%");
+    CHECK(f.find("GET", "/items/%zz") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "%zz");
+    // A rest wildcard gets the rest of the path decoded, slashes and %2F alike.
+    CHECK(f.find("GET", "/files/dir/a%2Fb/%7Euser") == static_cast<long>(file));
+    CHECK(f.p.get("path") == "dir/a/b/~user");
+    // Literals compare decoded, on both sides: the pattern's %2F is one segment "a/b".
+    CHECK(f.find("GET", "/a%2Fb/x") == static_cast<long>(lit));
+    CHECK(f.find("GET", "/a%2fb/%78") == static_cast<long>(lit));
+    CHECK(f.find("GET", "/a/b/x") == -404);
+    // An escaped literal segment matches the literal.
+    CHECK(f.find("GET", "/%69tems/7") == static_cast<long>(item));
+    CHECK(f.p.get("id") == "7");
+}
+
+TEST_CASE("path_unescape decodes %XX and leaves malformed input alone") {
+    using tether::http::path_unescape;
+    CHECK(path_unescape("") == "");
+    CHECK(path_unescape("abc") == "abc");
+    CHECK(path_unescape("%41%62%2f") == "Ab/");
+    CHECK(path_unescape("%00") == std::string(1, '\0'));
+    CHECK(path_unescape("a%4") == "a%4");
+    CHECK(path_unescape("a%g1") == "a%g1");
+    CHECK(path_unescape("%") == "%");
+}
