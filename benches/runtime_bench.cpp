@@ -246,7 +246,7 @@ task<double> spawn_join_loop(std::int64_t n) {
     stopwatch t0;
     for (std::int64_t i = 0; i < n; ++i) {
         join_handle<void> h = co_await tether::spawn(noop());
-        if (!co_await h) {
+        if (tether::result<void> r = co_await h; !r) {
             std::abort();
         }
     }
@@ -323,7 +323,7 @@ task<void> sleepers_main(std::size_t n, sleepers_out* out) {
     t0 = stopwatch{};
     cancel();
     for (auto& h : hs) {
-        if (!co_await h) {
+        if (tether::result<void> r = co_await h; !r) {
             ++out->not_joined;
         }
     }
@@ -383,7 +383,7 @@ task<void> blocked_reader(int fd, std::size_t* canceled) {
 task<void> done_waiter(std::size_t* canceled) {
     context mine = co_await tether::this_coro::context;
     // Waiting for its own context: resumes with success when the root is canceled.
-    if (co_await mine.done()) {
+    if (tether::result<void> r = co_await mine.done(); r) {
         ++*canceled;
     }
 }

@@ -62,7 +62,7 @@ task<void> serve(const tcp_listener* lis) {
             }
             continue; // one connection failed; the listener goes on
         }
-        if (!co_await conns.spawn(echo(std::move(*s)))) {
+        if (result<void> r = co_await conns.spawn(echo(std::move(*s))); !r) {
             break; // the server's context ended
         }
     }

@@ -300,9 +300,11 @@ task<void> server_state::serve_conn(conn* c) {
                 }
             }
             // Responses queued by pipelined requests go out before we wait for more.
-            if (!c->out.empty() && !(co_await write_out(c))) {
-                c->close_after = true;
-                break;
+            if (!c->out.empty()) {
+                if (result<void> sent = co_await write_out(c); !sent) {
+                    c->close_after = true;
+                    break;
+                }
             }
             if (c->in_end == c->in_start) {
                 c->idle = true;
@@ -316,7 +318,7 @@ task<void> server_state::serve_conn(conn* c) {
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
-            if (!(co_await read_more(c))) {
+            if (bool more = co_await read_more(c); !more) {
                 c->close_after = true;
                 // A client that shuts down its side in the middle of a head gets a 400, as
                 // Go's server answers an unexpected EOF.
@@ -410,7 +412,7 @@ task<void> server_state::serve_conn(conn* c) {
             if (opts.write_timeout.count() > 0) {
                 arm(c, opts.write_timeout);
             }
-            if (!(co_await write_out(c))) {
+            if (result<void> sent = co_await write_out(c); !sent) {
                 c->close_after = true;
             }
             disarm(c);
@@ -464,7 +466,7 @@ task<void> server_state::accept_loop(context base) {
     for (;;) {
         if (opts.max_connections != 0 && conns.size() >= opts.max_connections) {
             slot_free.reset();
-            if (!(co_await slot_free.wait())) {
+            if (auto r = co_await slot_free.wait(); !r) {
                 co_return;
             }
             continue;
@@ -564,7 +566,7 @@ task<result<std::size_t>> request::read_body(std::span<char> buf) {
                 co_return produced;
             }
         }
-        if (!(co_await c->srv->read_more(c))) {
+        if (bool more = co_await c->srv->read_more(c); !more) {
             c->body_error = true;
             c->close_after = true;
             co_return make_error_code(net::io_errc::eof);
