@@ -1,22 +1,20 @@
 #include "runtime/channel.hpp"
 
+#include "runtime/detail/loop_impl.hpp"
 #include "runtime/select.hpp"
 
 #include <cassert>
+#include <mutex>
 #include <string>
 
-// Cross-loop channels (issue 6). Today a channel and everything that waits on it belong to one
-// loop, so the queues need no lock and a hand-off pops, fills and finishes a waiter in one step
-// that no cancel can interleave with. To share a channel between loops:
-// - guard the buffer, the queues and `closed_` with a spin lock (context/detail/spin_lock.hpp);
-// - make `chan_node::claim` the only way to take an operation: for a lone operation, whoever
-//   unlinks it under the channel's lock owns it (its own on_cancel included); for a select,
-//   `select_core::try_win` becomes a compare-and-swap on `winner`;
-// - resume a waiter from another loop with `waiter.lp->post(...)` instead of `finish`, which
-//   queues on the caller's loop (waiter::finish is loop-thread only);
-// - let a select's losing cases leave their queues lazily, as Go's selectgo does: the winner
-//   can't lock every other channel without an order between locks, so `pop_claimed` already
-//   skips cases whose select has a winner, and the select unlinks the rest when it resumes.
+// Channels across loops (issue 6). The buffer, both queues and `closed_` are guarded by the
+// channel's spin lock. Whoever unlinks a queued operation under that lock owns it: a
+// counterpart that pops it completes it (after unlocking), and the cancel path of a lone
+// operation (`unpark`, on its own loop) does nothing to one that is no longer queued, since
+// its completion is on the way. A completion from another loop's thread is posted to the
+// waiter's loop. A select case is claimed through `select_core::try_win` (a compare-and-swap),
+// and the select takes its losing cases off their queues when it completes, each under its
+// channel's lock, as Go's selectgo does lazily.
 
 namespace tether {
 
@@ -49,11 +47,15 @@ namespace detail {
 
 namespace {
 
-// The on_cancel of a parked lone operation: it is still queued (a counterpart pops and
-// finishes in one step on this thread), so leave the queue and fail.
+// The on_cancel of a parked lone operation (on its loop). Still queued: leave and fail.
+// Unqueued: a counterpart took it, and its completion is on the way.
 void unpark(waiter* w) noexcept {
     auto* n = static_cast<chan_node*>(w->data);
-    if (n->linked) {
+    {
+        std::lock_guard lk(*n->lock);
+        if (!n->linked) {
+            return;
+        }
         n->queue->remove(n);
     }
     w->finish(w->cancel_error());
@@ -67,13 +69,21 @@ bool chan_node::claim() noexcept {
 
 void chan_node::complete(std::error_code e) noexcept {
     if (sel != nullptr) {
-        sel->complete(e);
-    } else {
+        sel->complete_any(e);
+    } else if (single->lp == current_loop()) {
         single->finish(e);
+    } else {
+        outcome = e;
+        single->lp->impl().post_call(
+            [](void* p) noexcept {
+                auto* n = static_cast<chan_node*>(p);
+                n->single->finish(n->outcome);
+            },
+            this);
     }
 }
 
-bool park(chan_node& n, waiter& w, wait_list& q, const context& c,
+bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
           std::coroutine_handle<> h) noexcept {
     w.lp = current_loop();
     assert(w.lp != nullptr && "channel operations must be awaited on a running loop");
@@ -82,6 +92,7 @@ bool park(chan_node& n, waiter& w, wait_list& q, const context& c,
     w.data = &n;
     n.single = &w;
     n.queue = &q;
+    n.lock = &lock;
     if (!w.arm(c)) {
         return false; // done since the check, on another thread
     }

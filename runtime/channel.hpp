@@ -1,10 +1,11 @@
 #pragma once
-// channel<T>: Go's channels for the tasks of one loop.
+// channel<T>: Go's channels between tasks, on one loop or several.
 //   channel<T>     a FIFO of values between tasks: unbuffered (a rendezvous) or buffered
 //   channel_errc   why a send or receive did not happen: closed, full, empty
 // `select` over several channel operations and done signals is in runtime/select.hpp.
 
 #include "context/context.hpp"
+#include "context/detail/spin_lock.hpp"
 #include "runtime/detail/wait_list.hpp"
 #include "runtime/detail/waiter.hpp"
 #include "runtime/result.hpp"
@@ -14,6 +15,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <system_error>
 #include <type_traits>
@@ -58,16 +60,22 @@ struct select_core;
 /// A channel operation queued on a channel until a counterpart, `close()` or its context
 /// ends it (Go's sudog): a lone `send`/`receive`, or one case of a `select`.
 struct chan_node : list_hook {
-    wait_list* queue = nullptr; // the channel queue it waits in
-    waiter* single = nullptr;   // a lone operation: finished directly
-    select_core* sel = nullptr; // or a select case: the select decides
-    int index = 0;              // the case's index in its select
-    void* item = nullptr;       // a send's T, or a receive's std::optional<T>
+    wait_list* queue = nullptr;     // the channel queue it waits in
+    spin_lock* lock = nullptr;      // the channel's lock, which guards `queue`
+    waiter* single = nullptr;       // a lone operation: finished directly
+    select_core* sel = nullptr;     // or a select case: the select decides
+    int index = 0;                  // the case's index in its select
+    void* item = nullptr;           // a send's T, or a receive's std::optional<T>
+    std::error_code outcome;        // carried to the waiter's loop by a remote complete
+    chan_node* done_next = nullptr; // close(): the claimed nodes it completes
 
-    /// Takes the operation for whoever dequeued it: always true for a lone operation; for a
-    /// select case, true only if no other case (or the select's context) won first.
+    /// Takes the operation for whoever dequeued it (with the channel's lock held): always
+    /// true for a lone operation; for a select case, true only if no other case (or the
+    /// select's context) won first.
     bool claim() noexcept;
-    /// Finishes a claimed operation: success (the value moved), or `e` (closed).
+    /// Finishes a claimed operation: success (the value moved), or `e` (closed). Called
+    /// without the channel's lock; from another loop's thread the waiter is finished on its
+    /// own loop.
     void complete(std::error_code e) noexcept;
 };
 
@@ -120,9 +128,9 @@ private:
 /// What an operation attempted without waiting did.
 enum class chan_outcome { done, closed, would_block };
 
-/// Parks a lone send or receive: arms `w` on `c` and queues `n` in `q`; returns false,
-/// queuing nothing, if `c` is already done.
-bool park(chan_node& n, waiter& w, wait_list& q, const context& c,
+/// Parks a lone send or receive (the channel's `lock` held): arms `w` on `c` and queues `n`
+/// in `q`; returns false, queuing nothing, if `c` is already done.
+bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
           std::coroutine_handle<> h) noexcept;
 
 template <class T>
@@ -171,10 +179,13 @@ struct [[nodiscard]] receive_op {
 /// Lifetime: the channel must outlive every operation on it; destroying it while a task
 /// waits on it is a bug.
 ///
-/// Thread safety: a channel belongs to one loop: every operation (including `close` and the
-/// `try_` ones) runs on that loop's thread. The contexts of waiting tasks may be canceled
-/// from any thread. Cross-loop use (issue 6) needs a lock around the queues and resumption
-/// through the waiter's own loop; see the note in channel.cpp.
+/// Thread safety: tasks on different loops may share a channel (many producers, many
+/// consumers): the buffer and the queues are guarded by a spin lock held for a hand-off,
+/// and a waiter served by a task on another loop resumes on its own loop. Nothing is lost
+/// or duplicated, and the values of one producer arrive in the order it sent them. `close`,
+/// `try_send`, `try_receive` and the queries may be called from any loop's thread. A
+/// `select` must be on the loop of every task that uses its channels (see select.hpp). The
+/// contexts of waiting tasks may be canceled from any thread.
 ///
 /// Example (a worker draining a queue until it is closed):
 ///
@@ -257,24 +268,39 @@ public:
     /// waiting senders resume with `channel_errc::closed` and their values are destroyed.
     /// Buffered values stay for receivers to drain.
     bool close() noexcept {
-        if (closed_) {
-            return false;
+        detail::chan_node* done = nullptr;
+        {
+            std::lock_guard lk(lock_);
+            if (closed_) {
+                return false;
+            }
+            closed_ = true;
+            for (detail::wait_list* q : {&recvq_, &sendq_}) {
+                while (detail::chan_node* n = pop_claimed(*q)) {
+                    n->done_next = done;
+                    done = n;
+                }
+            }
         }
-        closed_ = true;
+        // Completed without the lock: a select case's completion takes other channels'.
         std::error_code e = make_error_code(channel_errc::closed);
-        while (detail::chan_node* n = pop_claimed(recvq_)) {
-            n->complete(e);
-        }
-        while (detail::chan_node* n = pop_claimed(sendq_)) {
+        while (done != nullptr) {
+            detail::chan_node* n = std::exchange(done, done->done_next);
             n->complete(e);
         }
         return true;
     }
 
     /// Returns true once `close()` has been called.
-    bool is_closed() const noexcept { return closed_; }
+    bool is_closed() const noexcept {
+        std::lock_guard lk(lock_);
+        return closed_;
+    }
     /// Returns how many values are buffered.
-    std::size_t size() const noexcept { return buf_.size(); }
+    std::size_t size() const noexcept {
+        std::lock_guard lk(lock_);
+        return buf_.size();
+    }
     /// Returns how many values the buffer holds at most (0: unbuffered).
     std::size_t capacity() const noexcept { return buf_.capacity(); }
 
@@ -282,12 +308,41 @@ public:
 
     /// Sends `v` if that needs no wait; moves from `v` only when it returns done.
     detail::chan_outcome send_now(T& v) noexcept {
+        detail::chan_node* served = nullptr;
+        detail::chan_outcome o;
+        {
+            std::lock_guard lk(lock_);
+            o = send_locked(v, served);
+        }
+        if (served != nullptr) {
+            served->complete({});
+        }
+        return o;
+    }
+
+    /// Receives into `out` if that needs no wait.
+    detail::chan_outcome receive_now(std::optional<T>& out) noexcept {
+        detail::chan_node* served = nullptr;
+        detail::chan_outcome o;
+        {
+            std::lock_guard lk(lock_);
+            o = receive_locked(out, served);
+        }
+        if (served != nullptr) {
+            served->complete({});
+        }
+        return o;
+    }
+
+    /// `send_now` with the lock held: a receiver it hands the value to is left in `served`,
+    /// for the caller to complete once it has unlocked.
+    detail::chan_outcome send_locked(T& v, detail::chan_node*& served) noexcept {
         if (closed_) {
             return detail::chan_outcome::closed;
         }
         if (detail::chan_node* r = pop_claimed(recvq_)) {
             static_cast<std::optional<T>*>(r->item)->emplace(std::move(v));
-            r->complete({});
+            served = r;
             return detail::chan_outcome::done;
         }
         if (!buf_.full()) {
@@ -297,20 +352,21 @@ public:
         return detail::chan_outcome::would_block;
     }
 
-    /// Receives into `out` if that needs no wait.
-    detail::chan_outcome receive_now(std::optional<T>& out) noexcept {
+    /// `receive_now` with the lock held; as `send_locked`.
+    detail::chan_outcome receive_locked(std::optional<T>& out,
+                                        detail::chan_node*& served) noexcept {
         if (!buf_.empty()) {
             out.emplace(buf_.pop());
             // A sender waiting for room takes the slot just freed, keeping the FIFO order.
             if (detail::chan_node* s = pop_claimed(sendq_)) {
                 buf_.push(std::move(*static_cast<T*>(s->item)));
-                s->complete({});
+                served = s;
             }
             return detail::chan_outcome::done;
         }
         if (detail::chan_node* s = pop_claimed(sendq_)) {
             out.emplace(std::move(*static_cast<T*>(s->item)));
-            s->complete({});
+            served = s;
             return detail::chan_outcome::done;
         }
         return closed_ ? detail::chan_outcome::closed : detail::chan_outcome::would_block;
@@ -318,6 +374,7 @@ public:
 
     detail::wait_list& send_queue() noexcept { return sendq_; }
     detail::wait_list& receive_queue() noexcept { return recvq_; }
+    detail::spin_lock& lock() const noexcept { return lock_; }
 
 private:
     // Pops the oldest queued operation that can still be taken. With one loop, a select's
@@ -345,6 +402,7 @@ private:
         return make_error_code(channel_errc::full);
     }
 
+    mutable detail::spin_lock lock_; // guards everything below
     detail::ring_buffer<T> buf_;
     detail::wait_list recvq_;
     detail::wait_list sendq_;
@@ -369,17 +427,25 @@ public:
             w_.error = e;
             return false;
         }
-        switch (ch_->send_now(v_)) {
-        case chan_outcome::done:
-            return false;
-        case chan_outcome::closed:
-            w_.error = make_error_code(channel_errc::closed);
-            return false;
-        case chan_outcome::would_block:
-            break;
+        chan_node* served = nullptr;
+        chan_outcome o;
+        bool parked = false;
+        {
+            // Try and park under one lock: a receiver arriving in between would wait too.
+            std::lock_guard lk(ch_->lock());
+            o = ch_->send_locked(v_, served);
+            if (o == chan_outcome::would_block) {
+                node_.item = &v_;
+                parked = park(node_, w_, ch_->send_queue(), ch_->lock(), c, h);
+            }
         }
-        node_.item = &v_;
-        return park(node_, w_, ch_->send_queue(), c, h);
+        if (served != nullptr) {
+            served->complete({});
+        }
+        if (o == chan_outcome::closed) {
+            w_.error = make_error_code(channel_errc::closed);
+        }
+        return parked;
     }
     result<void> await_resume() const noexcept { return w_.error; }
 
@@ -407,17 +473,24 @@ public:
             w_.error = e;
             return false;
         }
-        switch (ch_->receive_now(slot_)) {
-        case chan_outcome::done:
-            return false;
-        case chan_outcome::closed:
-            w_.error = make_error_code(channel_errc::closed);
-            return false;
-        case chan_outcome::would_block:
-            break;
+        chan_node* served = nullptr;
+        chan_outcome o;
+        bool parked = false;
+        {
+            std::lock_guard lk(ch_->lock());
+            o = ch_->receive_locked(slot_, served);
+            if (o == chan_outcome::would_block) {
+                node_.item = &slot_;
+                parked = park(node_, w_, ch_->receive_queue(), ch_->lock(), c, h);
+            }
         }
-        node_.item = &slot_;
-        return park(node_, w_, ch_->receive_queue(), c, h);
+        if (served != nullptr) {
+            served->complete({});
+        }
+        if (o == chan_outcome::closed) {
+            w_.error = make_error_code(channel_errc::closed);
+        }
+        return parked;
     }
     result<T> await_resume() noexcept {
         if (w_.error) {

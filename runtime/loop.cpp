@@ -267,6 +267,27 @@ loop_impl::loop_impl(loop& owner, loop::options opts)
         self->arm_wake_read();
     };
     arm_wake_read();
+    msg_ring_wanted_ = opts.msg_ring;
+    msg_recv_op_.self = this;
+    msg_recv_op_.complete = [](completion* c, int, std::uint32_t) noexcept {
+        // Nothing to do: the CQE woke the loop, which drains its remote queues next.
+        static_cast<msg_op*>(c)->self->msg_ring_received.fetch_add(1, std::memory_order_relaxed);
+    };
+    msg_fail_op_.self = this;
+    msg_fail_op_.complete = [](completion* c, int res, std::uint32_t) noexcept {
+        // Runs on the sender's loop: a MSG_RING aimed at this loop failed (or succeeded on a
+        // kernel without CQE_SKIP_SUCCESS). Wake through the pipe instead.
+        if (res < 0) {
+            static_cast<msg_op*>(c)->self->wake_by_pipe();
+        }
+    };
+    if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+        msg_ring_ok_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING) != 0;
+        io_uring_free_probe(probe);
+    }
+    if (msg_ring_ok_ && msg_ring_wanted_ && enabled_) {
+        msg_ring_ready_.store(true, std::memory_order_release);
+    }
     if (auto* mc = dynamic_cast<manual_clock*>(opts.clock)) {
         // Time moved: wake the loop so that it fires what is due.
         observer_ = mc->observe([this] { post([] {}); });
@@ -342,9 +363,67 @@ bool loop_impl::on_loop_thread() const noexcept {
 }
 
 void loop_impl::wake() noexcept {
+    loop* from = tls_loop;
+    if (from != nullptr && from != &owner_ && accepts_msg_ring()) {
+        loop_impl& sender = from->impl();
+        if (sender.msg_ring_ok_) {
+            sender.send_msg_ring(*this);
+            return;
+        }
+    }
+    wake_by_pipe();
+}
+
+void loop_impl::wake_by_pipe() noexcept {
     // A full pipe already holds a wake.
     char one = 1;
     [[maybe_unused]] ssize_t r = ::write(wake_write_fd_, &one, sizeof one);
+}
+
+void loop_impl::send_msg_ring(loop_impl& target) noexcept {
+    // One SQE on our own ring, submitted with the rest of this turn: the kernel posts a CQE
+    // on the target's ring; the target makes no syscall to receive it. With the target's
+    // SINGLE_ISSUER | DEFER_TASKRUN the kernel queues the CQE as task work for the target's
+    // thread and wakes it if it waits in io_uring_enter (Linux 6.3+; older kernels fail the
+    // SQE with EBADFD or EEXIST, and msg_fail_op_ falls back to the pipe). A registered
+    // eventfd (loop::fd()) is signaled when that task work is queued.
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_msg_ring(
+        sqe, target.ring_.ring_fd, 0,
+        reinterpret_cast<std::uintptr_t>(static_cast<completion*>(&target.msg_recv_op_)), 0);
+    io_uring_sqe_set_data(sqe, static_cast<completion*>(&target.msg_fail_op_));
+    io_uring_sqe_set_flags(sqe, skip_success_);
+    ++msg_ring_sent;
+}
+
+void loop_impl::post_resume(std::coroutine_handle<> h) {
+    if (on_loop_thread()) {
+        ready_.push_back(h);
+        return;
+    }
+    bool need_wake;
+    {
+        std::lock_guard lk(remote_mu_);
+        resumes_.push_back(h);
+        need_wake = !std::exchange(wake_pending_, true);
+        has_remote_.store(true, std::memory_order_release);
+    }
+    if (need_wake) {
+        wake();
+    }
+}
+
+void loop_impl::post_call(void (*fn)(void*) noexcept, void* arg) {
+    bool need_wake;
+    {
+        std::lock_guard lk(remote_mu_);
+        calls_.push_back({fn, arg});
+        need_wake = !std::exchange(wake_pending_, true);
+        has_remote_.store(true, std::memory_order_release);
+    }
+    if (need_wake && !on_loop_thread()) {
+        wake();
+    }
 }
 
 void loop_impl::post(std::function<void()> fn) {
@@ -404,6 +483,8 @@ bool loop_impl::drain_remote() {
     {
         std::lock_guard lk(remote_mu_);
         fns.swap(posted_);
+        drained_calls_.swap(calls_);
+        drained_resumes_.swap(resumes_);
         list = std::exchange(remote_head_, nullptr);
         for (waiter* w = list; w; w = w->remote_next) {
             w->remote_queued = false;
@@ -420,6 +501,14 @@ bool loop_impl::drain_remote() {
             w->on_cancel(w);
         }
     }
+    for (std::coroutine_handle<> h : drained_resumes_) {
+        ready_.push_back(h);
+    }
+    drained_resumes_.clear();
+    for (const call& c : drained_calls_) {
+        c.fn(c.arg);
+    }
+    drained_calls_.clear();
     for (auto& fn : fns) {
         fn();
     }
@@ -473,6 +562,10 @@ void loop_impl::bind_thread() {
             throw std::system_error(errno, std::system_category(), "tether: enable ring");
         }
         enabled_ = true;
+        if (msg_ring_ok_ && msg_ring_wanted_) {
+            // Only now: the kernel refuses a MSG_RING aimed at a disabled ring.
+            msg_ring_ready_.store(true, std::memory_order_release);
+        }
     }
 }
 
@@ -746,6 +839,9 @@ std::uint32_t loop::ring_flags() const noexcept {
 }
 void loop::schedule(std::coroutine_handle<> h) {
     impl_->schedule(h);
+}
+void loop::post_resume(std::coroutine_handle<> h) {
+    impl_->post_resume(h);
 }
 
 } // namespace tether

@@ -49,6 +49,9 @@ public:
         tether::clock* clock = nullptr;
         /// Ask for SINGLE_ISSUER | DEFER_TASKRUN (falls back when the kernel refuses).
         bool defer_taskrun = true;
+        /// Let other loops wake this one with IORING_OP_MSG_RING where the kernel has it
+        /// (false: always through the wake pipe, as a foreign thread does).
+        bool msg_ring = true;
     };
 
     /// Sets up the ring. Errors: throws `uring_unavailable` if io_uring can't be used.
@@ -113,6 +116,9 @@ public:
     // ---- for awaitables (detail) -------------------------------------------------------
     /// Queues a coroutine to resume on this loop (loop thread only).
     void schedule(std::coroutine_handle<> h);
+    /// Queues a coroutine to resume on this loop. Thread safety: any thread (from another
+    /// loop it wakes this one with one MSG_RING SQE, from a foreign thread through a pipe).
+    void post_resume(std::coroutine_handle<> h);
     detail::loop_impl& impl() noexcept { return *impl_; }
 
 private:

@@ -41,8 +41,8 @@ private:
 
 } // namespace detail
 
-/// A mutual-exclusion lock for the tasks of one loop: a task that finds it held suspends
-/// (the loop runs others) instead of blocking the thread.
+/// A mutual-exclusion lock for tasks, on one loop or several: a task that finds it held
+/// suspends (its loop runs others) instead of blocking the thread.
 ///
 /// Waiters get the lock first come, first served: `unlock()` hands it straight to the
 /// oldest waiter, and a task arriving meanwhile queues behind it rather than barging in.
@@ -55,10 +55,11 @@ private:
 ///
 /// Lifetime: the mutex must outlive its waiters and its guards.
 ///
-/// Thread safety: a mutex belongs to one loop; lock and unlock it from that loop's thread.
-/// The contexts of waiting tasks may be canceled from any thread. Cross-loop use (issue 6)
-/// needs a lock around the queue and resumption through the waiter's own loop
-/// (`waiter::lp`, `loop::post`); see the note in channel.cpp.
+/// Thread safety: tasks on different loops may share a mutex: its state is guarded by a
+/// spin lock held for a few instructions, and a waiter handed the lock by a task on another
+/// loop resumes on its own loop. `try_lock` and `unlock` may be called from any loop's
+/// thread; `lock` is awaited on a loop. The contexts of waiting tasks may be canceled from
+/// any thread.
 ///
 /// Example:
 ///
@@ -120,6 +121,7 @@ public:
 
     /// Takes the lock if it is free and nobody waits; returns its guard, or nullopt.
     std::optional<guard> try_lock() noexcept {
+        std::lock_guard lk(lock_);
         if (locked_) {
             return std::nullopt;
         }
@@ -134,10 +136,14 @@ public:
     void unlock() noexcept;
 
     /// Returns true while the lock is held (or granted to a waiter that has not resumed).
-    bool is_locked() const noexcept { return locked_; }
+    bool is_locked() const noexcept {
+        std::lock_guard lk(lock_);
+        return locked_;
+    }
 
 private:
     friend class detail::lock_awaiter;
+    mutable detail::spin_lock lock_; // guards locked_ and waiters_
     // Invariant: waiters_ is empty unless locked_: a free mutex has no queue.
     bool locked_ = false;
     detail::wait_list waiters_;

@@ -1,9 +1,11 @@
 #include "runtime/select.hpp"
 
+#include "runtime/detail/loop_impl.hpp"
 #include "runtime/loop.hpp"
 
 #include <cassert>
 #include <cstdint>
+#include <mutex>
 #include <utility>
 
 namespace tether::detail {
@@ -46,6 +48,9 @@ void select_core::release() noexcept {
         dones[i]->w.finish_quietly({}); // disarms (or waits for a callback on another thread)
     }
     for (std::size_t i = 0; i < n_chans; ++i) {
+        // Under the channel's lock: a counterpart that popped this case and lost the claim
+        // is done with it once we hold the lock.
+        std::lock_guard lk(*chans[i]->lock);
         if (chans[i]->linked) {
             chans[i]->queue->remove(chans[i]);
         }
@@ -62,6 +67,20 @@ void select_core::complete(std::error_code e) noexcept {
     }
     release();
     own.lp->schedule(own.handle);
+}
+
+void select_core::complete_any(std::error_code e) noexcept {
+    if (own.lp == current_loop()) {
+        complete(e);
+        return;
+    }
+    pending = e;
+    own.lp->impl().post_call(
+        [](void* p) noexcept {
+            auto* self = static_cast<select_core*>(p);
+            self->complete(self->pending);
+        },
+        this);
 }
 
 void select_core::own_canceled(waiter* w) noexcept {
@@ -110,6 +129,7 @@ bool select_core::park(const context& c, std::coroutine_handle<> h) noexcept {
     }
     // Last: once queued, a case can be taken; everything it needs is armed.
     for (std::size_t i = 0; i < n_chans; ++i) {
+        std::lock_guard lk(*chans[i]->lock);
         chans[i]->queue->push_back(chans[i]);
     }
     return true;

@@ -8,6 +8,7 @@
 #include "runtime/task.hpp"
 
 #include <array>
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -42,8 +43,9 @@ struct select_core {
     static constexpr int none = -1;
     static constexpr int canceled = -2; ///< the awaiting task's context was done first
 
-    int winner = none;
+    std::atomic<int> winner{none};
     std::error_code case_error; // the winning channel case's error (closed), if any
+    std::error_code pending;    // complete_any's error, carried to the select's loop
     waiter own;                 // on the awaiting task's context
     chan_node* const* chans = nullptr;
     std::size_t n_chans = 0;
@@ -52,15 +54,15 @@ struct select_core {
 
     /// Makes case `i` (or `canceled`) the winner; false if another won first.
     bool try_win(int i) noexcept {
-        if (winner != none) {
-            return false;
-        }
-        winner = i;
-        return true;
+        // A compare-and-swap: a channel case may be taken on another loop's thread.
+        int expected = none;
+        return winner.compare_exchange_strong(expected, i, std::memory_order_acq_rel);
     }
     /// Finishes the select after a successful `try_win`: `e` is the winning channel case's
-    /// error, or the context's error for `canceled`. Queues the coroutine.
+    /// error, or the context's error for `canceled`. Queues the coroutine (select's loop).
     void complete(std::error_code e) noexcept;
+    /// `complete` from any loop's thread: posted to the select's loop from another.
+    void complete_any(std::error_code e) noexcept;
     /// Arms the context and the done cases and queues the channel cases; returns false (with
     /// `winner` set) if a done case or the context became done meanwhile.
     bool park(const context& c, std::coroutine_handle<> h) noexcept;
@@ -106,6 +108,7 @@ struct select_case<receive_op<T>> {
     chan_node* prepare() noexcept {
         node.item = &slot;
         node.queue = &ch->receive_queue();
+        node.lock = &ch->lock();
         return &node;
     }
     value_type take(select_core& core) noexcept {
@@ -140,6 +143,7 @@ struct select_case<send_op<T>> {
     chan_node* prepare() noexcept {
         node.item = &value;
         node.queue = &ch->send_queue();
+        node.lock = &ch->lock();
         return &node;
     }
     value_type take(select_core& core) noexcept { return core.case_error; }
@@ -305,7 +309,9 @@ struct [[nodiscard]] select_op {
 ///
 /// Lifetime: the channels must outlive the await.
 ///
-/// Thread safety: as `channel`: all the channels belong to the awaiting task's loop.
+/// Thread safety: the tasks that use a select's channels must be on the awaiting task's
+/// loop. (A lone send or receive may be on any loop; a select polls its channels and then
+/// parks on them one at a time, and a counterpart on another loop could slip in between.)
 ///
 /// Example:
 ///

@@ -1,8 +1,11 @@
 #include "runtime/semaphore.hpp"
 
+#include <mutex>
+
 namespace tether {
 
 void semaphore::release(std::size_t n) noexcept {
+    std::lock_guard lk(lock_);
     count_ += n;
     grant_waiters();
 }
@@ -22,7 +25,9 @@ void semaphore::grant_waiters() noexcept {
 
 void semaphore::after_cancel(void* self) noexcept {
     // The waiter that left may have been the head holding back smaller requests.
-    static_cast<semaphore*>(self)->grant_waiters();
+    auto* s = static_cast<semaphore*>(self);
+    std::lock_guard lk(s->lock_);
+    s->grant_waiters();
 }
 
 namespace detail {
@@ -32,12 +37,14 @@ bool acquire_awaiter::suspend(const context& c, std::coroutine_handle<> h) noexc
         pw_.w.error = e;
         return false;
     }
-    if (s_->try_acquire(n_)) {
+    std::lock_guard lk(s_->lock_);
+    if (s_->try_acquire_locked(n_)) {
         return false;
     }
     pw_.n = n_;
     pw_.after_cancel = &semaphore::after_cancel;
     pw_.owner = s_;
+    pw_.lock = &s_->lock_;
     return pw_.enqueue(s_->waiters_, c, h);
 }
 

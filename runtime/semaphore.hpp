@@ -10,6 +10,7 @@
 #include <cassert>
 #include <coroutine>
 #include <cstddef>
+#include <mutex>
 
 namespace tether {
 
@@ -44,7 +45,7 @@ private:
 
 } // namespace detail
 
-/// A counting semaphore for the tasks of one loop (Go's `x/sync/semaphore.Weighted`
+/// A counting semaphore for tasks, on one loop or several (Go's `x/sync/semaphore.Weighted`
 /// without a maximum): `acquire(n)` takes n permits, waiting while fewer are available,
 /// and `release(n)` gives them back.
 ///
@@ -60,10 +61,11 @@ private:
 ///
 /// Lifetime: the semaphore must outlive its waiters.
 ///
-/// Thread safety: a semaphore belongs to one loop; acquire and release from that loop's
-/// thread. The contexts of waiting tasks may be canceled from any thread. Cross-loop use
-/// (issue 6) needs a lock around the count and the queue and resumption through the
-/// waiter's own loop; see the note in channel.cpp.
+/// Thread safety: tasks on different loops may share a semaphore: the count and the queue
+/// are guarded by a spin lock, and a waiter granted permits by a task on another loop
+/// resumes on its own loop. `try_acquire`, `release` and `available` may be called from any
+/// loop's thread; `acquire` is awaited on a loop. The contexts of waiting tasks may be
+/// canceled from any thread.
 ///
 /// Example (at most 8 uploads at once):
 ///
@@ -94,11 +96,8 @@ public:
 
     /// Takes `n` permits if they are available and nobody waits; returns whether it did.
     bool try_acquire(std::size_t n = 1) noexcept {
-        if (!waiters_.empty() || count_ < n) {
-            return false;
-        }
-        count_ -= n;
-        return true;
+        std::lock_guard lk(lock_);
+        return try_acquire_locked(n);
     }
 
     /// Returns `n` permits, then grants the waiters at the head of the queue whose requests
@@ -106,12 +105,23 @@ public:
     void release(std::size_t n = 1) noexcept;
 
     /// Returns how many permits are available now.
-    std::size_t available() const noexcept { return count_; }
+    std::size_t available() const noexcept {
+        std::lock_guard lk(lock_);
+        return count_;
+    }
 
 private:
     friend class detail::acquire_awaiter;
-    void grant_waiters() noexcept;
+    bool try_acquire_locked(std::size_t n) noexcept {
+        if (!waiters_.empty() || count_ < n) {
+            return false;
+        }
+        count_ -= n;
+        return true;
+    }
+    void grant_waiters() noexcept; // lock_ held
     static void after_cancel(void* self) noexcept;
+    mutable detail::spin_lock lock_; // guards count_ and waiters_
     std::size_t count_;
     detail::wait_list waiters_;
 };

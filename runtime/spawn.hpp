@@ -7,6 +7,7 @@
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
 
+#include <cassert>
 #include <coroutine>
 #include <cstddef>
 #include <type_traits>
@@ -26,11 +27,17 @@ namespace detail {
 /// until the handle lets go; the last of the handle and the task to let go destroys the
 /// frame and this state.
 ///
-/// Thread safety: loop thread only, as the handle.
+/// A task that finishes on another loop than the one that spawned it (`spawn_on`, or a
+/// `switch_to` inside it) hands its end to `home`: every field here is touched on the home
+/// loop's thread only, and the joiner resumes there.
+///
+/// Thread safety: loop thread only (the home loop's), as the handle.
 struct spawn_base {
-    context ctx;          // the task's context: its promise's ctx_ points here
-    cancel_handle cancel; // cancels ctx; reset when the task finishes
-    int refs = 2;         // the handle and the running task
+    context ctx;                    // the task's context: its promise's ctx_ points here
+    cancel_handle cancel;           // cancels ctx; reset when the task finishes
+    loop* home = nullptr;           // the spawner's loop: where the handle lives
+    void* finished_frame = nullptr; // the frame, while its end travels home
+    int refs = 2;                   // the handle and the running task
     bool done = false;
 
     static void* operator new(std::size_t n) { return allocate_frame(n); }
@@ -40,6 +47,8 @@ struct spawn_base {
     void release(std::coroutine_handle<> frame) noexcept;
     /// Starts `frame` on the current loop (queued, not run inline).
     static void start(std::coroutine_handle<> frame);
+    /// Starts `frame` on `target` (queued there; from any loop).
+    static void start_on(loop& target, std::coroutine_handle<> frame);
 };
 
 } // namespace detail
@@ -49,7 +58,8 @@ struct spawn_base {
 /// Destroying a handle that was neither awaited to the end nor detached cancels the task
 /// (it then finishes on its own): nothing runs on silently.
 ///
-/// Thread safety: use a handle on the loop that spawned the task.
+/// Thread safety: use a handle on the loop that spawned the task, even when the task runs
+/// on another (`spawn_on`): its end comes back to that loop, where the joiner resumes.
 template <class T>
 class [[nodiscard]] join_handle {
     using handle_type = typename task<T>::handle_type;
@@ -154,10 +164,38 @@ join_handle<T> spawn(const context& parent, task<T> t) {
     auto [ctx, cancel] = with_cancel(parent);
     st->ctx = std::move(ctx);
     st->cancel = std::move(cancel);
+    st->home = detail::current_loop();
     typename task<T>::handle_type h = t.release();
     h.promise().ctx_ = &st->ctx;
     h.promise().spawn_ = st;
     detail::spawn_base::start(h);
+    return join_handle<T>{h};
+}
+
+/// Starts `t` on `target` (another loop of the runtime, or this one) under a child of
+/// `parent`, and returns its handle, which stays on the calling loop.
+///
+/// The task runs on `target`'s thread; awaiting the handle resumes the joiner on the calling
+/// loop with the task's value or exception. Canceling `parent` or the handle cancels the
+/// task on `target`: its awaits there resume, on `target`, with `errc::canceled`.
+///
+/// Must be called on a running loop (the handle's home).
+///
+/// Lifetime: `target` must outlive the task.
+///
+/// Thread safety: `target` may be any loop; the handle belongs to the calling loop.
+template <class T>
+join_handle<T> spawn_on(loop& target, const context& parent, task<T> t) {
+    auto* st = new detail::spawn_base;
+    auto [ctx, cancel] = with_cancel(parent);
+    st->ctx = std::move(ctx);
+    st->cancel = std::move(cancel);
+    st->home = detail::current_loop();
+    assert(st->home != nullptr && "spawn_on must be called on a running loop");
+    typename task<T>::handle_type h = t.release();
+    h.promise().ctx_ = &st->ctx;
+    h.promise().spawn_ = st;
+    detail::spawn_base::start_on(target, h);
     return join_handle<T>{h};
 }
 
@@ -181,6 +219,30 @@ struct spawn_awaiter {
 template <class T>
 [[nodiscard]] detail::spawn_awaiter<T> spawn(task<T> t) {
     return {std::move(t), {}};
+}
+
+namespace detail {
+template <class T>
+struct spawn_on_awaiter {
+    loop* target;
+    task<T> t;
+    join_handle<T> h;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> parent) {
+        h = tether::spawn_on(*target, context_of(parent), std::move(t));
+        return false;
+    }
+    join_handle<T> await_resume() noexcept { return std::move(h); }
+};
+} // namespace detail
+
+/// Starts `t` on `target` as a child of the running task's context: `auto h = co_await
+/// spawn_on(rt.loop(1), work());`. The task carries the spawner's context (its values and
+/// deadline) to `target`; `co_await h` resumes here with its result. See `spawn_on` above.
+template <class T>
+[[nodiscard]] detail::spawn_on_awaiter<T> spawn_on(loop& target, task<T> t) {
+    return {&target, std::move(t), {}};
 }
 
 } // namespace tether

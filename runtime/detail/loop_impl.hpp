@@ -85,8 +85,17 @@ public:
     void remote_cancel(waiter* w) noexcept;
     /// Removes `w` from the remote queue if it is there (loop thread; after disarm).
     void unqueue_remote(waiter* w) noexcept;
-    /// Wakes the loop from another thread.
+    /// Wakes the loop from another thread: from another loop's thread with one
+    /// IORING_OP_MSG_RING SQE on that loop's ring, else (a foreign thread, or a kernel
+    /// without MSG_RING) by writing the wake pipe.
     void wake() noexcept;
+    /// Wakes the loop through its pipe (any thread).
+    void wake_by_pipe() noexcept;
+
+    /// Queues `h` to resume on this loop. Thread safety: any thread.
+    void post_resume(std::coroutine_handle<> h);
+    /// Queues `fn(arg)` to run on this loop's thread. Thread safety: any thread.
+    void post_call(void (*fn)(void*) noexcept, void* arg);
 
     /// Returns the service stored under `key`, or null (loop thread).
     loop_service* service(const void* key) const noexcept;
@@ -107,10 +116,19 @@ public:
 
     // Counters for tests and benchmarks.
     std::uint64_t submitted_cancels = 0;
+    /// Wakes this loop received through MSG_RING, and those it sent to other loops.
+    std::atomic<std::uint64_t> msg_ring_received{0};
+    std::uint64_t msg_ring_sent = 0;
+    /// Returns true if other loops may wake this one through MSG_RING.
+    bool accepts_msg_ring() const noexcept {
+        return msg_ring_ready_.load(std::memory_order_acquire);
+    }
 
 private:
     void setup_ring(const loop::options& o);
     void arm_wake_read();
+    /// Queues a MSG_RING SQE on this ring that posts a wake CQE to `target`.
+    void send_msg_ring(loop_impl& target) noexcept;
     void bind_thread();
     bool drain_remote();
     bool run_ready();
@@ -140,6 +158,15 @@ private:
     // Cross-thread state.
     std::mutex remote_mu_;
     std::vector<std::function<void()>> posted_;
+    struct call {
+        void (*fn)(void*) noexcept;
+        void* arg;
+    };
+    std::vector<call> calls_;
+    std::vector<std::coroutine_handle<>> resumes_;
+    // Swapped with the two above while draining, so that both keep their capacity.
+    std::vector<call> drained_calls_;
+    std::vector<std::coroutine_handle<>> drained_resumes_;
     waiter* remote_head_ = nullptr;
     bool wake_pending_ = false;
     std::atomic<bool> has_remote_{false};
@@ -151,6 +178,16 @@ private:
     struct wake_op : completion {
         loop_impl* self = nullptr;
     } wake_op_{};
+    // MSG_RING: this ring can send one (probed), and others may target it (enabled, with
+    // the opcode, and not turned off in the options).
+    bool msg_ring_ok_ = false;
+    bool msg_ring_wanted_ = true;
+    std::atomic<bool> msg_ring_ready_{false};
+    struct msg_op : completion {
+        loop_impl* self = nullptr;
+    };
+    msg_op msg_recv_op_{}; // the user_data of the CQE another loop posts here
+    msg_op msg_fail_op_{}; // the user_data of a failed MSG_RING aimed here (on the sender)
     int notify_fd_ = -1;
     // With a notify fd, the next timer is also a kernel timeout (see flush_for_embedder).
     struct notify_timer_op : completion {

@@ -1,8 +1,10 @@
 #include "runtime/detail/wait_list.hpp"
 
+#include "runtime/detail/loop_impl.hpp"
 #include "runtime/task.hpp"
 
 #include <cassert>
+#include <mutex>
 
 namespace tether::detail {
 
@@ -20,11 +22,21 @@ bool list_waiter::enqueue(wait_list& l, const context& c, std::coroutine_handle<
     return true;
 }
 
+void list_waiter::grant_remote() noexcept {
+    w.lp->impl().post_call([](void* p) noexcept { static_cast<waiter*>(p)->finish({}); }, &w);
+}
+
 void list_waiter::canceled(waiter* w) noexcept {
     auto* self = static_cast<list_waiter*>(w->data);
-    // Runs on the loop's thread and only while the waiter is unfinished, so it is still
-    // queued: a grant pops and finishes in one step.
-    if (self->linked) {
+    // Runs on the waiter's loop while it is unfinished. Still linked: it leaves and fails.
+    // Unlinked: a grant took it first, and its finish is on the way to this loop.
+    if (self->lock != nullptr) {
+        std::lock_guard lk(*self->lock);
+        if (!self->linked) {
+            return;
+        }
+        self->list->remove(self);
+    } else if (self->linked) {
         self->list->remove(self);
     }
     void (*after)(void*) noexcept = self->after_cancel;

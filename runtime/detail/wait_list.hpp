@@ -6,6 +6,7 @@
 //   wait_awaiter  awaits a primitive until it is ready (event, wait_group)
 
 #include "context/context.hpp"
+#include "context/detail/spin_lock.hpp"
 #include "runtime/detail/waiter.hpp"
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
@@ -86,12 +87,17 @@ private:
 ///
 /// The primitive grants it with `grant()` (after popping it, or while it is still queued);
 /// when the context is done first, it leaves the list and finishes with the context's error,
-/// then `after_cancel` lets the primitive wake whoever the leaver was holding back. Every
-/// step runs on the loop's thread, so a waiter is either granted or canceled, never both:
-/// nothing a primitive hands over is lost to a racing cancel.
+/// then `after_cancel` lets the primitive wake whoever the leaver was holding back.
+///
+/// Whoever unlinks the waiter owns it: a grant unlinks it (under the primitive's `lock`, if
+/// it has one) and the cancel path does nothing to a waiter that is no longer linked, so a
+/// waiter is either granted or canceled, never both: nothing a primitive hands over is lost
+/// to a racing cancel. A primitive shared between loops (mutex, semaphore) has a `lock`; a
+/// grant from another loop finishes the waiter on its own loop (`waiter::lp`).
 struct list_waiter : list_hook {
     waiter w;
     wait_list* list = nullptr;
+    spin_lock* lock = nullptr; // the primitive's lock, or null for a loop-local one
     /// Called on the loop's thread after a canceled waiter left the list (may be null).
     void (*after_cancel)(void* owner) noexcept = nullptr;
     void* owner = nullptr;
@@ -105,18 +111,24 @@ struct list_waiter : list_hook {
     bool enqueue(wait_list& l, const context& c, std::coroutine_handle<> h) noexcept;
 
     /// Leaves the list if still in it and finishes with success (the coroutine is queued to
-    /// resume, not resumed inline).
+    /// resume, not resumed inline). Called with the primitive's lock held, if it has one;
+    /// from another loop's thread the finish is posted to the waiter's loop.
     void grant() noexcept {
         if (linked) {
             list->remove(this);
         }
-        w.finish({});
+        if (w.lp == current_loop()) {
+            w.finish({});
+        } else {
+            grant_remote();
+        }
     }
 
     /// Returns the waiter behind a hook taken from a list of list_waiters.
     static list_waiter* from(list_hook* h) noexcept { return static_cast<list_waiter*>(h); }
 
 private:
+    void grant_remote() noexcept;
     static void canceled(waiter* w) noexcept;
 };
 

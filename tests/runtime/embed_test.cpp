@@ -2,8 +2,10 @@
 // (examples/embed_epoll.cpp is the whole program; the 'embed_epoll' test runs it.)
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
+#include "runtime/detail/loop_impl.hpp"
 #include "runtime/io.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
 
@@ -153,6 +155,41 @@ TEST_CASE("loop.fd() becomes readable for every post from another thread, again 
         }
         REQUIRE(ran);
         settle(l, fd);
+    }
+}
+
+TEST_CASE("loop.fd() becomes readable for every post from another loop (MSG_RING)") {
+    // A loop wakes another with a MSG_RING SQE; the kernel queues its CQE as task work for
+    // the embedded ring's thread, and must signal the registered eventfd for it.
+    bool defer = true;
+    SUBCASE("SINGLE_ISSUER | DEFER_TASKRUN") {
+        defer = true;
+    }
+    SUBCASE("COOP_TASKRUN") {
+        defer = false;
+    }
+    loop l(ring_options(defer));
+    int fd = l.fd();
+    settle(l, fd); // binds the ring to this thread: from now on other loops may MSG_RING it
+    runtime rt(runtime::options{.loops = 1});
+    for (int round = 0; round < 50; ++round) {
+        std::atomic<bool> ran{false};
+        rt.block_on([&]() -> task<void> {
+            l.post([&] { ran = true; });
+            co_return;
+        }());
+        REQUIRE(wait_readable(fd));
+        for (int i = 0; i < 100 && !ran; ++i) {
+            l.poll();
+            if (!ran) {
+                REQUIRE(wait_readable(fd));
+            }
+        }
+        REQUIRE(ran);
+        settle(l, fd);
+    }
+    if (l.impl().accepts_msg_ring()) {
+        CHECK(l.impl().msg_ring_received.load() >= 50);
     }
 }
 

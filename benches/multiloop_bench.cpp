@@ -1,0 +1,601 @@
+// multiloop_bench: tether's loops talking to each other (issue 6), against Go channels
+// between two goroutines with GOMAXPROCS=2 (benches/peers/go/multiloop_bench).
+//
+//   multiloop_bench               every case, 5 rounds, Go side by side when `go` is in PATH
+//   multiloop_bench --quick       3 rounds, 50 ms per timed case
+//   multiloop_bench --no-go       tether only
+//   multiloop_bench --json FILE   also write the results as JSON
+//
+// Cases:
+//   pingpong   a round trip between a task on loop 0 and one on loop 1 over two unbuffered
+//              channels (Go: two goroutines over two unbuffered channels)
+//   switch     a coroutine hopping loop 0 -> loop 1 -> loop 0 with switch_to (no Go peer:
+//              the raw cross-loop wake, MSG_RING against the wake pipe)
+//   stream     values from a producer on loop 0 to a consumer on loop 1 through a channel
+//              of 1024 (Go: a buffered channel of 1024 between two goroutines)
+//   compute    64 tasks of CPU work spread over 2 loops, against the same on 1 loop
+//
+// Each tether case runs with loops woken through IORING_OP_MSG_RING and again with the wake
+// pipe (the path a foreign thread or an old kernel takes). The machine is shared and noisy:
+// every case runs once per round, tether and then Go, and the table shows medians.
+
+#include "runtime/channel.hpp"
+#include "runtime/detail/loop_impl.hpp"
+#include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
+#include "runtime/spawn.hpp"
+#include "runtime/switch_to.hpp"
+#include "runtime/task.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+using namespace tether;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+struct settings {
+    int rounds = 5;
+    steady::duration benchtime = std::chrono::milliseconds(300);
+    bool go = true;
+    bool require_go = false;
+    std::string json_file;
+    int compute_tasks = 64;
+    int compute_work = 2'000'000;
+};
+
+// Runs fn(n) with n growing until one run lasts the bench time (as Go's testing.B); returns
+// nanoseconds per op.
+double measure(const std::function<void(std::int64_t)>& fn, steady::duration bt) {
+    std::int64_t n = 1;
+    for (;;) {
+        auto t0 = steady::now();
+        fn(n);
+        auto d = steady::now() - t0;
+        double ns = static_cast<double>(std::chrono::nanoseconds(d).count());
+        if (d >= bt || n >= (std::int64_t{1} << 30)) {
+            return ns / static_cast<double>(n);
+        }
+        double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
+        std::int64_t next = ns <= 0 ? n * 100 : static_cast<std::int64_t>(n * 1.2 * target / ns);
+        n = std::clamp(next, n + 1, n * 100);
+    }
+}
+
+runtime::options two_loops(bool msg_ring) {
+    runtime::options o{.loops = 2};
+    o.loop_options.msg_ring = msg_ring;
+    return o;
+}
+
+// ---- pingpong ----------------------------------------------------------------------------
+
+task<void> echo(channel<int>* in, channel<int>* out) {
+    while (result<int> v = co_await in->receive()) {
+        if (!co_await out->send(*v)) {
+            co_return;
+        }
+    }
+    out->close();
+}
+
+double pingpong(bool msg_ring, steady::duration bt) {
+    runtime rt(two_loops(msg_ring));
+    return rt.block_on([&]() -> task<double> {
+        channel<int> ping;
+        channel<int> pong;
+        auto h = co_await spawn_on(rt.loop(1), echo(&ping, &pong));
+        auto body = [&](std::int64_t n) -> task<void> {
+            for (std::int64_t i = 0; i < n; ++i) {
+                (void)co_await ping.send(static_cast<int>(i));
+                (void)co_await pong.receive();
+            }
+        };
+        // measure() drives the loop through nested awaits: run its timing here instead.
+        double ns = 0;
+        std::int64_t n = 1;
+        for (;;) {
+            auto t0 = steady::now();
+            co_await body(n);
+            auto d = steady::now() - t0;
+            ns = static_cast<double>(std::chrono::nanoseconds(d).count());
+            if (d >= bt || n >= (std::int64_t{1} << 30)) {
+                break;
+            }
+            double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
+            std::int64_t next = static_cast<std::int64_t>(n * 1.2 * target / std::max(ns, 1.0));
+            n = std::clamp(next, n + 1, n * 100);
+        }
+        ping.close();
+        (void)co_await h;
+        co_return ns / static_cast<double>(n);
+    }());
+}
+
+// ---- switch --------------------------------------------------------------------------------
+
+double switch_round_trip(bool msg_ring, steady::duration bt) {
+    runtime rt(two_loops(msg_ring));
+    return rt.block_on([&]() -> task<double> {
+        double ns = 0;
+        std::int64_t n = 1;
+        for (;;) {
+            auto t0 = steady::now();
+            for (std::int64_t i = 0; i < n; ++i) {
+                co_await switch_to(rt.loop(1));
+                co_await switch_to(rt.loop(0));
+            }
+            auto d = steady::now() - t0;
+            ns = static_cast<double>(std::chrono::nanoseconds(d).count());
+            if (d >= bt || n >= (std::int64_t{1} << 30)) {
+                break;
+            }
+            double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
+            std::int64_t next = static_cast<std::int64_t>(n * 1.2 * target / std::max(ns, 1.0));
+            n = std::clamp(next, n + 1, n * 100);
+        }
+        co_return ns / static_cast<double>(n);
+    }());
+}
+
+// ---- stream --------------------------------------------------------------------------------
+
+task<std::int64_t> drain(channel<int>* ch) {
+    std::int64_t sum = 0;
+    while (result<int> v = co_await ch->receive()) {
+        sum += *v;
+    }
+    co_return sum;
+}
+
+double stream(bool msg_ring, steady::duration bt) {
+    runtime rt(two_loops(msg_ring));
+    return measure(
+        [&](std::int64_t n) {
+            rt.block_on([&]() -> task<void> {
+                channel<int> ch(1024);
+                auto h = co_await spawn_on(rt.loop(1), drain(&ch));
+                for (std::int64_t i = 0; i < n; ++i) {
+                    (void)co_await ch.send(static_cast<int>(i));
+                }
+                ch.close();
+                (void)co_await h;
+            }());
+        },
+        bt);
+}
+
+// ---- compute -------------------------------------------------------------------------------
+
+std::uint64_t spin(int iters, std::uint64_t seed) {
+    std::uint64_t x = seed;
+    for (int i = 0; i < iters; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+task<std::uint64_t> crunch(int iters, std::uint64_t seed) {
+    co_return spin(iters, seed);
+}
+
+// Wall time of `tasks` tasks of work spread over the first `loops` loops of a 2-loop runtime.
+double compute(runtime& rt, std::size_t loops, const settings& s) {
+    return rt.block_on([&]() -> task<double> {
+        auto t0 = steady::now();
+        std::vector<join_handle<std::uint64_t>> hs;
+        for (int t = 0; t < s.compute_tasks; ++t) {
+            hs.push_back(co_await spawn_on(rt.loop(static_cast<std::size_t>(t) % loops),
+                                           crunch(s.compute_work, static_cast<std::uint64_t>(t) + 1)));
+        }
+        std::uint64_t sum = 0;
+        for (auto& h : hs) {
+            sum += (co_await h).value();
+        }
+        auto d = steady::now() - t0;
+        if (sum == 42) {
+            std::fputs("", stdout); // keep the work
+        }
+        co_return static_cast<double>(std::chrono::nanoseconds(d).count());
+    }());
+}
+
+// ---- Go ------------------------------------------------------------------------------------
+
+int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                const std::function<void(const std::string&)>& on_line) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    std::vector<char*> envp;
+    for (const auto& e : env) {
+        envp.push_back(const_cast<char*>(e.c_str()));
+    }
+    envp.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        ::dup2(fds[1], 1);
+        ::dup2(fds[1], 2);
+        ::execve(args[0], args.data(), envp.data());
+        ::_exit(127);
+    }
+    ::close(fds[1]);
+    std::string pending;
+    std::array<char, 4096> buf{};
+    for (;;) {
+        ssize_t r = ::read(fds[0], buf.data(), buf.size());
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        pending.append(buf.data(), static_cast<std::size_t>(r));
+        std::size_t nl;
+        while ((nl = pending.find('\n')) != std::string::npos) {
+            on_line(pending.substr(0, nl));
+            pending.erase(0, nl + 1);
+        }
+    }
+    if (!pending.empty()) {
+        on_line(pending);
+    }
+    ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::optional<std::string> find_go() {
+    const char* p = std::getenv("PATH");
+    std::string path = p ? p : "/usr/local/bin:/usr/bin:/bin";
+    std::size_t start = 0;
+    for (;;) {
+        std::size_t colon = path.find(':', start);
+        std::string dir = path.substr(start, colon - start);
+        std::string candidate = (dir.empty() ? std::string(".") : dir) + "/go";
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+        if (colon == std::string::npos) {
+            return std::nullopt;
+        }
+        start = colon + 1;
+    }
+}
+
+std::string self_dir() {
+    std::array<char, 4096> buf{};
+    ssize_t len = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+    std::string path = len > 0 ? std::string(buf.data(), static_cast<std::size_t>(len)) : ".";
+    std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+struct go_side {
+    bool ready = false;
+    std::string note;
+    std::string binary;
+    std::vector<std::string> env;
+};
+
+// Builds the Go program next to this executable (GO111MODULE=off: a lone main package needs
+// no module and no download), with Go's build cache there too.
+go_side build_go() {
+    go_side g;
+    std::optional<std::string> go = find_go();
+    if (!go) {
+        g.note = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
+        return g;
+    }
+    std::string src = std::string(TETHER_MULTILOOP_BENCH_GO_DIR) + "/main.go";
+    if (::access(src.c_str(), R_OK) != 0) {
+        g.note = fmt::format("Go columns skipped: {} is missing", src);
+        return g;
+    }
+    std::string dir = self_dir();
+    std::string cache = dir + "/go-cache";
+    if (::mkdir(cache.c_str(), 0755) != 0 && errno != EEXIST) {
+        cache = "/tmp/tether-multiloop-bench-go-cache";
+        ::mkdir(cache.c_str(), 0755);
+    }
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+        std::string_view v(*e);
+        if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
+            v.starts_with("GOFLAGS=") || v.starts_with("GO111MODULE=") || v.starts_with("GOGC=") ||
+            v.starts_with("GODEBUG=")) {
+            continue;
+        }
+        env.emplace_back(*e);
+    }
+    env.push_back("GOCACHE=" + cache);
+    env.push_back("GOFLAGS=");
+    env.push_back("GO111MODULE=off");
+    if (std::getenv("HOME") == nullptr) {
+        env.push_back("HOME=" + cache);
+    }
+    g.binary = dir + "/multiloop_bench_go";
+    std::vector<std::string> out;
+    int st = run_command({*go, "build", "-o", g.binary, src}, env,
+                         [&](const std::string& line) { out.push_back(line); });
+    if (st != 0) {
+        g.note = fmt::format("Go columns skipped: `go build {}` failed (status {}):\n  {}", src, st,
+                             fmt::join(out, "\n  "));
+        return g;
+    }
+    env.push_back("GOMAXPROCS=2");
+    g.env = std::move(env);
+    g.ready = true;
+    return g;
+}
+
+// Runs one Go case; returns its "result <key> <value>" lines as a map.
+std::map<std::string, double> run_go(const go_side& g, const std::string& name,
+                                     const settings& s) {
+    std::map<std::string, double> out;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(s.benchtime).count();
+    std::vector<std::string> argv{g.binary,
+                                  "-case",
+                                  name,
+                                  "-benchtime",
+                                  fmt::format("{}ms", ms),
+                                  "-tasks",
+                                  std::to_string(s.compute_tasks),
+                                  "-work",
+                                  std::to_string(s.compute_work)};
+    std::vector<std::string> tail;
+    int st = run_command(argv, g.env, [&](const std::string& line) {
+        constexpr std::string_view prefix = "result ";
+        if (line.starts_with(prefix)) {
+            std::size_t sp = line.find(' ', prefix.size());
+            if (sp != std::string::npos) {
+                out[line.substr(prefix.size(), sp - prefix.size())] =
+                    std::strtod(line.c_str() + sp + 1, nullptr);
+                return;
+            }
+        }
+        tail.push_back(line);
+    });
+    if (st != 0) {
+        fmt::print(stderr, "multiloop_bench: Go's {} failed (status {}):\n  {}\n", name, st,
+                   fmt::join(tail, "\n  "));
+    }
+    return out;
+}
+
+// ---- table ---------------------------------------------------------------------------------
+
+double median(std::vector<double> v) {
+    if (v.empty()) {
+        return 0;
+    }
+    std::sort(v.begin(), v.end());
+    std::size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+struct row {
+    std::string name;
+    std::string tether_label;
+    std::string peer_label;
+    std::string unit;
+    std::vector<double> tether;
+    std::vector<double> peer;
+    std::string target; // e.g. ">= 3.0x"
+    double goal = 0;    // the ratio the target asks for, 0 for none
+    /// peer / tether: how many times faster (or, for compute, the speedup) tether is.
+    std::optional<double> ratio() const {
+        double t = median(tether);
+        double p = median(peer);
+        if (tether.empty() || peer.empty() || t <= 0) {
+            return std::nullopt;
+        }
+        return p / t;
+    }
+};
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+        }
+        out += c;
+    }
+    return out;
+}
+
+bool write_json(const std::string& file, const std::vector<row>& rows) {
+    std::string out = "{\"area\": \"multiloop\", \"cases\": [\n";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const row& r = rows[i];
+        auto num = [](std::optional<double> v) {
+            return v ? fmt::format("{:.3f}", *v) : std::string("null");
+        };
+        std::optional<double> t;
+        std::optional<double> p;
+        if (!r.tether.empty()) {
+            t = median(r.tether);
+        }
+        if (!r.peer.empty()) {
+            p = median(r.peer);
+        }
+        out += fmt::format("  {{\"name\": \"{}\", \"tether\": {}, \"peer\": {}, \"unit\": \"{}\", "
+                           "\"ratio\": {}, \"peer_name\": \"{}\", \"target\": \"{}\"}}{}\n",
+                           json_escape(r.name), num(t), num(p), r.unit, num(r.ratio()),
+                           json_escape(r.peer_label), r.target, i + 1 < rows.size() ? "," : "");
+    }
+    out += "]}\n";
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    if (f == nullptr) {
+        fmt::print(stderr, "multiloop_bench: cannot write {}\n", file);
+        return false;
+    }
+    std::fputs(out.c_str(), f);
+    std::fclose(f);
+    return true;
+}
+
+void usage() {
+    fmt::print("usage: multiloop_bench [--quick] [--rounds N] [--benchtime MS] [--go | --no-go]\n"
+               "                       [--json FILE]\n");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    settings s;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                usage();
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--quick") {
+            s.rounds = 3;
+            s.benchtime = std::chrono::milliseconds(50);
+            s.compute_work = 500'000;
+        } else if (a == "--rounds") {
+            s.rounds = std::max(1, std::atoi(value().c_str()));
+        } else if (a == "--benchtime") {
+            s.benchtime = std::chrono::milliseconds(std::atoi(value().c_str()));
+        } else if (a == "--go") {
+            s.require_go = true;
+        } else if (a == "--no-go") {
+            s.go = false;
+        } else if (a == "--json") {
+            s.json_file = value();
+        } else {
+            usage();
+            return a == "--help" ? 0 : 2;
+        }
+    }
+
+    go_side g;
+    if (s.go) {
+        g = build_go();
+        if (!g.ready) {
+            fmt::print("{}\n", g.note);
+            if (s.require_go) {
+                return 1;
+            }
+        }
+    }
+
+    row pp{"pingpong_vs_go", "tether MSG_RING", "Go GOMAXPROCS=2", "ns/round trip", {}, {},
+           ">= 3.0x", 3.0};
+    row pp_pipe{"pingpong_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/round trip",
+                {},  {}, "", 0};
+    row sw{"switch_msg_ring_vs_pipe", "MSG_RING", "pipe wake", "ns/round trip", {}, {}, "", 0};
+    row st{"stream_vs_go", "tether MSG_RING", "Go GOMAXPROCS=2", "ns/message", {}, {}, "", 0};
+    row st_pipe{"stream_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/message",
+                {},  {}, "", 0};
+    row cp{"compute_2_loops_vs_1", "2 loops", "1 loop", "ms", {}, {}, ">= 1.9x", 1.9};
+    row cp_go{"compute_vs_go", "tether 2 loops", "Go GOMAXPROCS=2", "ms", {}, {}, "", 0};
+
+    bool msg_ring = false;
+    {
+        runtime probe(two_loops(true));
+        probe.block_on([&]() -> task<void> {
+            co_await switch_to(probe.loop(1));
+            co_await switch_to(probe.loop(0));
+        }());
+        msg_ring = probe.loop(1).impl().msg_ring_received.load() > 0;
+    }
+    fmt::print("multiloop_bench: {} rounds, {} ms per case, {} cores, MSG_RING {}\n", s.rounds,
+               std::chrono::duration_cast<std::chrono::milliseconds>(s.benchtime).count(),
+               std::thread::hardware_concurrency(), msg_ring ? "used" : "unavailable (pipe)");
+
+    runtime compute_rt(runtime::options{.loops = 2});
+    for (int round = 0; round < s.rounds; ++round) {
+        double a = pingpong(true, s.benchtime);
+        double b = pingpong(false, s.benchtime);
+        pp.tether.push_back(a);
+        pp_pipe.tether.push_back(b);
+        sw.tether.push_back(switch_round_trip(true, s.benchtime));
+        sw.peer.push_back(switch_round_trip(false, s.benchtime));
+        st.tether.push_back(stream(true, s.benchtime));
+        st_pipe.tether.push_back(stream(false, s.benchtime));
+        cp.peer.push_back(compute(compute_rt, 1, s) / 1e6);
+        cp.tether.push_back(compute(compute_rt, 2, s) / 1e6);
+        cp_go.tether.push_back(cp.tether.back());
+        if (g.ready) {
+            auto r = run_go(g, "all", s);
+            if (r.count("pingpong.ns_per_round_trip")) {
+                pp.peer.push_back(r["pingpong.ns_per_round_trip"]);
+                pp_pipe.peer.push_back(r["pingpong.ns_per_round_trip"]);
+            }
+            if (r.count("stream.ns_per_message")) {
+                st.peer.push_back(r["stream.ns_per_message"]);
+                st_pipe.peer.push_back(r["stream.ns_per_message"]);
+            }
+            if (r.count("compute.ns")) {
+                cp_go.peer.push_back(r["compute.ns"] / 1e6);
+            }
+        }
+        std::fprintf(stderr, "round %d/%d done\n", round + 1, s.rounds);
+    }
+
+    std::vector<row> rows{pp, pp_pipe, sw, st, st_pipe, cp, cp_go};
+    fmt::print("\n{:<24} {:>16} {:>12} {:>18} {:>12} {:>14} {:>8} {:>8}\n", "case", "tether",
+               "median", "peer", "median", "unit", "ratio", "target");
+    for (const row& r : rows) {
+        auto q = r.ratio();
+        std::string peer = r.peer.empty() ? "-" : fmt::format("{:.1f}", median(r.peer));
+        fmt::print("{:<24} {:>16} {:>12.1f} {:>18} {:>12} {:>14} {:>8} {:>8}\n", r.name,
+                   r.tether_label, median(r.tether), r.peer_label, peer, r.unit,
+                   q ? fmt::format("{:.2f}x", *q) : "-", r.target.empty() ? "-" : r.target);
+    }
+    fmt::print("\nratio: peer / tether (how many times faster tether is; for compute, the "
+               "speedup of 2 loops over 1).\n");
+    for (const row& r : rows) {
+        if (r.goal > 0) {
+            auto q = r.ratio();
+            fmt::print("target {} {}: {}\n", r.name, r.target,
+                       !q ? "not measured" : *q >= r.goal ? "met" : "NOT met");
+        }
+    }
+    if (!s.json_file.empty() && !write_json(s.json_file, rows)) {
+        return 1;
+    }
+    return 0;
+}

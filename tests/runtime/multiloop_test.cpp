@@ -1,0 +1,465 @@
+#include "context/with_cancel.hpp"
+#include "context/with_deadline.hpp"
+#include "runtime/channel.hpp"
+#include "runtime/detail/loop_impl.hpp"
+#include "runtime/loop.hpp"
+#include "runtime/mutex.hpp"
+#include "runtime/runtime.hpp"
+#include "runtime/semaphore.hpp"
+#include "runtime/sleep.hpp"
+#include "runtime/spawn.hpp"
+#include "runtime/switch_to.hpp"
+#include "tests/support/test_util.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+using namespace tether;
+using namespace tether::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+task<loop*> where() {
+    co_return co_await this_coro::loop;
+}
+
+task<int> add_on(int a, int b) {
+    co_return a + b;
+}
+
+task<int> throws_on() {
+    throw std::runtime_error("boom");
+    co_return 0;
+}
+
+// Waits (practically) forever; returns true if its context canceled it.
+task<bool> wait_forever() {
+    result<void> r = co_await sleep_for(1h);
+    co_return !r && r.error() == errc::canceled;
+}
+
+// Moves to `l` and returns where it ended.
+task<loop*> switch_and_report(loop* l) {
+    co_await switch_to(*l);
+    co_return co_await this_coro::loop;
+}
+
+// Sleeps until canceled; true if it started on `l`, was canceled and resumed on `l`.
+task<bool> canceled_on(loop* l, std::error_code want) {
+    bool there = co_await this_coro::loop == l;
+    result<void> r = co_await sleep_for(1h);
+    co_return there && !r && r.error() == want && co_await this_coro::loop == l;
+}
+
+} // namespace
+
+TEST_CASE("a runtime runs its loops on their own threads and block_on returns main's value") {
+    runtime rt(runtime::options{.loops = 3});
+    CHECK(rt.size() == 3);
+    std::thread::id caller = std::this_thread::get_id();
+    int v = rt.block_on([&]() -> task<int> {
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+        CHECK(std::this_thread::get_id() != caller);
+        co_return 42;
+    }());
+    CHECK(v == 42);
+    // block_on again on the same runtime.
+    CHECK(rt.block_on(add_on(2, 3)) == 5);
+}
+
+TEST_CASE("block_on rethrows main's exception") {
+    runtime rt(runtime::options{.loops = 2});
+    CHECK_THROWS_AS(rt.block_on(throws_on()), std::runtime_error);
+}
+
+TEST_CASE("the default runtime has one loop per core") {
+    runtime rt;
+    CHECK(rt.size() == std::max(1u, std::thread::hardware_concurrency()));
+}
+
+TEST_CASE("run(n, main) runs main on a runtime of n loops") {
+    int v = run(2, []() -> task<int> {
+        loop* here = co_await this_coro::loop;
+        co_return here != nullptr ? 7 : 0;
+    }());
+    CHECK(v == 7);
+}
+
+TEST_CASE("spawn_on runs the task on the target loop and the joiner resumes at home") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto h = co_await spawn_on(rt.loop(1), where());
+        result<loop*> r = co_await h;
+        REQUIRE(r);
+        CHECK(*r == &rt.loop(1));
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+
+        auto h2 = co_await spawn_on(rt.loop(1), add_on(20, 22));
+        result<int> v = co_await h2;
+        CHECK(v.value() == 42);
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+    }());
+}
+
+TEST_CASE("spawn_on carries the exception back to the joiner") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto h = co_await spawn_on(rt.loop(1), throws_on());
+        bool caught = false;
+        try {
+            (void)co_await h;
+        } catch (const std::runtime_error&) {
+            caught = true;
+        }
+        CHECK(caught);
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+    }());
+}
+
+TEST_CASE("spawn_on to the spawner's own loop behaves as spawn") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto h = co_await spawn_on(rt.loop(0), where());
+        CHECK((co_await h).value() == &rt.loop(0));
+    }());
+}
+
+TEST_CASE("many tasks spawned on every loop all finish and join") {
+    runtime rt(runtime::options{.loops = 3});
+    int sum = rt.block_on([&]() -> task<int> {
+        std::vector<join_handle<int>> hs;
+        for (int i = 0; i < 3000; ++i) {
+            hs.push_back(co_await spawn_on(rt.loop(i % rt.size()), add_on(i, 1)));
+        }
+        int total = 0;
+        for (auto& h : hs) {
+            total += (co_await h).value();
+        }
+        co_return total;
+    }());
+    CHECK(sum == 3000 * 2999 / 2 + 3000);
+}
+
+TEST_CASE("switch_to continues the coroutine on the target loop's thread") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        std::thread::id home = std::this_thread::get_id();
+        co_await switch_to(rt.loop(1));
+        CHECK(co_await this_coro::loop == &rt.loop(1));
+        CHECK(std::this_thread::get_id() != home);
+        // I/O and timers now run on loop 1.
+        CHECK(co_await sleep_for(1ms));
+        co_await switch_to(rt.loop(1)); // already there: no suspension
+        co_await switch_to(rt.loop(0));
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+        CHECK(std::this_thread::get_id() == home);
+    }());
+}
+
+TEST_CASE("a spawned task that switches loops still ends at its handle's loop") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto h = co_await spawn(switch_and_report(&rt.loop(1)));
+        CHECK((co_await h).value() == &rt.loop(1));
+        CHECK(co_await this_coro::loop == &rt.loop(0));
+    }());
+}
+
+TEST_CASE("a task spawned on another loop carries the spawner's context") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto [ctx, cancel] = with_cancel(co_await this_coro::context);
+        auto h = co_await with_context(ctx, spawn_on(rt.loop(1), wait_forever()));
+        co_await sleep_for(1ms); // let it park on loop 1 (either way it must end canceled)
+        cancel.cancel();         // the parent's cancel reaches the task on loop 1
+        result<bool> canceled = co_await h;
+        CHECK(canceled.value());
+    }());
+}
+
+TEST_CASE("canceling a task on another loop resumes it there and the joiner at home") {
+    // Thousands of times: the cancel races the task reaching its wait on the other loop.
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        for (std::size_t i = 0; i < iterations(3000); ++i) {
+            // Resumed on its own loop, with the cancel's error.
+            auto h = co_await spawn_on(rt.loop(1), canceled_on(&rt.loop(1), errc::canceled));
+            if (i % 2 == 1) {
+                co_await sleep_for(0ns); // let it reach its wait sometimes
+            }
+            h.cancel();
+            result<bool> ok = co_await h;
+            REQUIRE(ok);
+            REQUIRE(*ok);
+            REQUIRE(co_await this_coro::loop == &rt.loop(0));
+        }
+    }());
+}
+
+TEST_CASE("a cancel from a foreign thread resumes each waiter on its own loop") {
+    runtime rt(runtime::options{.loops = 3});
+    for (std::size_t round = 0; round < iterations(300); ++round) {
+        auto [ctx, cancel] = with_cancel(rt.loop(0).background());
+        int resumed_right = 0;
+        std::jthread canceler;
+        auto main = [&]() -> task<void> {
+            std::vector<join_handle<bool>> hs;
+            for (std::size_t l = 0; l < rt.size(); ++l) {
+                hs.push_back(spawn_on(rt.loop(l), ctx, canceled_on(&rt.loop(l), errc::canceled)));
+            }
+            canceler = std::jthread([&cancel] { cancel.cancel(); });
+            for (auto& h : hs) {
+                resumed_right += (co_await h).value() ? 1 : 0;
+            }
+        };
+        rt.block_on(main());
+        CHECK(resumed_right == static_cast<int>(rt.size()));
+    }
+}
+
+TEST_CASE("a deadline reaches a waiter on another loop, which resumes on its own loop") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        auto [ctx, cancel] = with_timeout(co_await this_coro::context, 5ms);
+        auto h = co_await with_context(
+            ctx, spawn_on(rt.loop(1), canceled_on(&rt.loop(1), errc::deadline_exceeded)));
+        CHECK((co_await h).value());
+    }());
+}
+
+TEST_CASE("loops wake each other through MSG_RING when the kernel has it") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        for (int i = 0; i < 50; ++i) {
+            co_await switch_to(rt.loop(1));
+            co_await switch_to(rt.loop(0));
+        }
+    }());
+    auto& one = rt.loop(1).impl();
+    if (one.accepts_msg_ring()) {
+        CHECK(one.msg_ring_received.load() > 0);
+    } else {
+        MESSAGE("no IORING_OP_MSG_RING here: loops wake each other through pipes");
+    }
+}
+
+TEST_CASE("loops woken only through pipes (msg_ring off) work the same") {
+    runtime::options o{.loops = 2};
+    o.loop_options.msg_ring = false;
+    runtime rt(o);
+    int v = rt.block_on([&]() -> task<int> {
+        int n = 0;
+        for (int i = 0; i < 50; ++i) {
+            auto h = co_await spawn_on(rt.loop(1), add_on(i, 0));
+            n += (co_await h).value();
+        }
+        co_return n;
+    }());
+    CHECK(v == 50 * 49 / 2);
+    CHECK(rt.loop(1).impl().msg_ring_received.load() == 0);
+}
+
+TEST_CASE("a runtime starts and stops repeatedly, idle or right after work") {
+    for (int i = 0; i < 20; ++i) {
+        runtime rt(runtime::options{.loops = 2});
+        if (i % 2 == 0) {
+            rt.block_on([&]() -> task<void> {
+                auto h = co_await spawn_on(rt.loop(1), add_on(1, 2));
+                (void)co_await h;
+                // A detached task on the other loop whose end is still travelling home.
+                (co_await spawn_on(rt.loop(1), add_on(3, 4))).detach();
+            }());
+        }
+    }
+}
+
+// ---- channel, mutex and semaphore shared between loops ----------------------------------
+
+namespace {
+
+struct item {
+    int producer;
+    int seq;
+};
+
+task<void> produce(channel<item>* ch, int producer, int count) {
+    for (int i = 0; i < count; ++i) {
+        REQUIRE(co_await ch->send(item{producer, i}));
+    }
+}
+
+task<std::vector<item>> consume(channel<item>* ch) {
+    std::vector<item> got;
+    while (result<item> v = co_await ch->receive()) {
+        got.push_back(*v);
+    }
+    co_return got;
+}
+
+// Producers spread over every loop, `consumers` consumers too; returns what each received.
+std::vector<std::vector<item>> exchange(runtime& rt, std::size_t capacity, int producers,
+                                        int per_producer, int consumers) {
+    channel<item> ch(capacity);
+    return rt.block_on([&]() -> task<std::vector<std::vector<item>>> {
+        std::vector<join_handle<std::vector<item>>> cs;
+        for (int c = 0; c < consumers; ++c) {
+            cs.push_back(co_await spawn_on(rt.loop(c % rt.size()), consume(&ch)));
+        }
+        std::vector<join_handle<void>> ps;
+        for (int p = 0; p < producers; ++p) {
+            ps.push_back(co_await spawn_on(rt.loop(p % rt.size()), produce(&ch, p, per_producer)));
+        }
+        for (auto& p : ps) {
+            (void)co_await p;
+        }
+        ch.close();
+        std::vector<std::vector<item>> all;
+        for (auto& c : cs) {
+            all.push_back((co_await c).value());
+        }
+        co_return all;
+    }());
+}
+
+void check_exchange(const std::vector<std::vector<item>>& all, int producers, int per_producer) {
+    std::vector<std::vector<int>> seen(producers, std::vector<int>(per_producer, 0));
+    for (const auto& got : all) {
+        std::vector<int> last(producers, -1);
+        for (const item& v : got) {
+            REQUIRE(v.producer >= 0);
+            REQUIRE(v.producer < producers);
+            // Each consumer sees a producer's values in the order they were sent.
+            REQUIRE(v.seq > last[v.producer]);
+            last[v.producer] = v.seq;
+            ++seen[v.producer][v.seq];
+        }
+    }
+    for (const auto& s : seen) {
+        for (int n : s) {
+            REQUIRE(n == 1); // no loss, no duplicate
+        }
+    }
+}
+
+task<void> bump(mutex* m, int* counter, int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+        result<mutex::guard> g = co_await m->lock();
+        REQUIRE(g);
+        int v = *counter;
+        if (i % 8 == 0) {
+            co_await sleep_for(0ns); // hold it across a turn: others queue up
+        }
+        *counter = v + 1;
+    }
+}
+
+task<void> limited(semaphore* s, std::atomic<int>* inside, std::atomic<int>* most, int rounds) {
+    for (int i = 0; i < rounds; ++i) {
+        REQUIRE(co_await s->acquire());
+        int now = ++*inside;
+        int seen = most->load();
+        while (now > seen && !most->compare_exchange_weak(seen, now)) {
+        }
+        co_await sleep_for(0ns);
+        --*inside;
+        s->release();
+    }
+}
+
+// Waits for the lock; either gets it (and gives it back) or is canceled. True if it was
+// granted.
+task<bool> lock_or_cancel(mutex* m) {
+    result<mutex::guard> g = co_await m->lock();
+    co_return static_cast<bool>(g);
+}
+
+} // namespace
+
+TEST_CASE("a channel carries values between many producers and consumers on several loops") {
+    runtime rt(runtime::options{.loops = 3});
+    const int producers = 9;
+    const int per = static_cast<int>(iterations(2000));
+    SUBCASE("buffered, one consumer: every producer's order kept") {
+        auto all = exchange(rt, 8, producers, per, 1);
+        check_exchange(all, producers, per);
+    }
+    SUBCASE("unbuffered, three consumers") {
+        auto all = exchange(rt, 0, producers, per, 3);
+        check_exchange(all, producers, per);
+    }
+    SUBCASE("buffered, six consumers") {
+        auto all = exchange(rt, 64, producers, per, 6);
+        check_exchange(all, producers, per);
+    }
+}
+
+TEST_CASE("a mutex excludes tasks on different loops") {
+    runtime rt(runtime::options{.loops = 3});
+    mutex m;
+    int counter = 0; // guarded by m: TSan checks the hand-offs
+    const int rounds = static_cast<int>(iterations(3000));
+    rt.block_on([&]() -> task<void> {
+        std::vector<join_handle<void>> hs;
+        for (int t = 0; t < 6; ++t) {
+            hs.push_back(co_await spawn_on(rt.loop(t % 3), bump(&m, &counter, rounds)));
+        }
+        for (auto& h : hs) {
+            (void)co_await h;
+        }
+    }());
+    CHECK(counter == 6 * rounds);
+    CHECK_FALSE(m.is_locked());
+}
+
+TEST_CASE("a semaphore bounds tasks on different loops") {
+    runtime rt(runtime::options{.loops = 3});
+    semaphore s(2);
+    std::atomic<int> inside{0};
+    std::atomic<int> most{0};
+    const int rounds = static_cast<int>(iterations(2000));
+    rt.block_on([&]() -> task<void> {
+        std::vector<join_handle<void>> hs;
+        for (int t = 0; t < 6; ++t) {
+            hs.push_back(co_await spawn_on(rt.loop(t % 3), limited(&s, &inside, &most, rounds)));
+        }
+        for (auto& h : hs) {
+            (void)co_await h;
+        }
+    }());
+    CHECK(most.load() <= 2);
+    CHECK(most.load() >= 1);
+    CHECK(s.available() == 2);
+}
+
+TEST_CASE("a mutex waiter on one loop canceled while another loop unlocks: never lost") {
+    runtime rt(runtime::options{.loops = 2});
+    mutex m;
+    int granted = 0;
+    const std::size_t rounds = iterations(3000);
+    rt.block_on([&]() -> task<void> {
+        for (std::size_t i = 0; i < rounds; ++i) {
+            std::optional<mutex::guard> g = m.try_lock();
+            REQUIRE(g);
+            auto h = co_await spawn_on(rt.loop(1), lock_or_cancel(&m));
+            if (i % 3 != 0) {
+                co_await sleep_for(0ns); // let the waiter queue up, sometimes
+            }
+            // Race: the unlock hands the lock to the waiter on loop 1 while the cancel
+            // reaches it there.
+            g->unlock();
+            h.cancel();
+            result<bool> got = co_await h;
+            REQUIRE(got);
+            granted += *got ? 1 : 0;
+            // Granted or canceled, the lock is free again (the guard on loop 1 unlocked it).
+            REQUIRE_FALSE(m.is_locked());
+        }
+    }());
+    MESSAGE(granted << " of " << rounds << " waiters got the lock before the cancel");
+}
