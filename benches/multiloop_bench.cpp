@@ -9,6 +9,7 @@
 // Cases:
 //   pingpong   a round trip between a task on loop 0 and one on loop 1 over two unbuffered
 //              channels (Go: two goroutines over two unbuffered channels)
+//   *_spin     the same with loops that busy-poll 50 us before sleeping (loop::options::spin)
 //   switch     a coroutine hopping loop 0 -> loop 1 -> loop 0 with switch_to (no Go peer:
 //              the raw cross-loop wake, MSG_RING against the wake pipe)
 //   stream     values from a producer on loop 0 to a consumer on loop 1 through a channel
@@ -83,9 +84,15 @@ double measure(const std::function<void(std::int64_t)>& fn, steady::duration bt)
     }
 }
 
-runtime::options two_loops(bool msg_ring) {
+enum class wake { msg_ring, pipe, spin };
+
+// Two loops woken through MSG_RING, through their pipes, or spinning 50 us before sleeping.
+runtime::options two_loops(wake w) {
     runtime::options o{.loops = 2};
-    o.loop_options.msg_ring = msg_ring;
+    o.loop_options.msg_ring = w != wake::pipe;
+    if (w == wake::spin) {
+        o.loop_options.spin = std::chrono::microseconds(50);
+    }
     return o;
 }
 
@@ -100,8 +107,8 @@ task<void> echo(channel<int>* in, channel<int>* out) {
     out->close();
 }
 
-double pingpong(bool msg_ring, steady::duration bt) {
-    runtime rt(two_loops(msg_ring));
+double pingpong(wake w, steady::duration bt) {
+    runtime rt(two_loops(w));
     return rt.block_on([&]() -> task<double> {
         channel<int> ping;
         channel<int> pong;
@@ -135,8 +142,8 @@ double pingpong(bool msg_ring, steady::duration bt) {
 
 // ---- switch --------------------------------------------------------------------------------
 
-double switch_round_trip(bool msg_ring, steady::duration bt) {
-    runtime rt(two_loops(msg_ring));
+double switch_round_trip(wake w, steady::duration bt) {
+    runtime rt(two_loops(w));
     return rt.block_on([&]() -> task<double> {
         double ns = 0;
         std::int64_t n = 1;
@@ -169,8 +176,8 @@ task<std::int64_t> drain(channel<int>* ch) {
     co_return sum;
 }
 
-double stream(bool msg_ring, steady::duration bt) {
-    runtime rt(two_loops(msg_ring));
+double stream(wake w, steady::duration bt) {
+    runtime rt(two_loops(w));
     return measure(
         [&](std::int64_t n) {
             rt.block_on([&]() -> task<void> {
@@ -208,8 +215,9 @@ double compute(runtime& rt, std::size_t loops, const settings& s) {
         auto t0 = steady::now();
         std::vector<join_handle<std::uint64_t>> hs;
         for (int t = 0; t < s.compute_tasks; ++t) {
-            hs.push_back(co_await spawn_on(rt.loop(static_cast<std::size_t>(t) % loops),
-                                           crunch(s.compute_work, static_cast<std::uint64_t>(t) + 1)));
+            hs.push_back(
+                co_await spawn_on(rt.loop(static_cast<std::size_t>(t) % loops),
+                                  crunch(s.compute_work, static_cast<std::uint64_t>(t) + 1)));
         }
         std::uint64_t sum = 0;
         for (auto& h : hs) {
@@ -366,8 +374,7 @@ go_side build_go() {
 }
 
 // Runs one Go case; returns its "result <key> <value>" lines as a map.
-std::map<std::string, double> run_go(const go_side& g, const std::string& name,
-                                     const settings& s) {
+std::map<std::string, double> run_go(const go_side& g, const std::string& name, const settings& s) {
     std::map<std::string, double> out;
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(s.benchtime).count();
     std::vector<std::string> argv{g.binary,
@@ -521,23 +528,46 @@ int main(int argc, char** argv) {
         }
     }
 
-    row pp{"pingpong_vs_go", "tether MSG_RING", "Go GOMAXPROCS=2", "ns/round trip", {}, {},
-           ">= 3.0x", 3.0};
-    row pp_pipe{"pingpong_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/round trip",
-                {},  {}, "", 0};
+    row pp{"pingpong_vs_go",
+           "tether MSG_RING",
+           "Go GOMAXPROCS=2",
+           "ns/round trip",
+           {},
+           {},
+           ">= 3.0x",
+           3.0};
+    row pp_pipe{"pingpong_pipe_vs_go",
+                "tether pipe wake",
+                "Go GOMAXPROCS=2",
+                "ns/round trip",
+                {},
+                {},
+                "",
+                0};
+    row pp_spin{"pingpong_spin_vs_go",
+                "tether spin 50us",
+                "Go GOMAXPROCS=2",
+                "ns/round trip",
+                {},
+                {},
+                "",
+                0};
     row sw{"switch_msg_ring_vs_pipe", "MSG_RING", "pipe wake", "ns/round trip", {}, {}, "", 0};
+    row sw_spin{"switch_spin_vs_msg_ring", "spin 50us", "MSG_RING", "ns/round trip", {}, {}, "", 0};
     row st{"stream_vs_go", "tether MSG_RING", "Go GOMAXPROCS=2", "ns/message", {}, {}, "", 0};
-    row st_pipe{"stream_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/message",
-                {},  {}, "", 0};
+    row st_pipe{
+        "stream_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/message", {}, {}, "", 0};
     row cp{"compute_2_loops_vs_1", "2 loops", "1 loop", "ms", {}, {}, ">= 1.9x", 1.9};
     row cp_go{"compute_vs_go", "tether 2 loops", "Go GOMAXPROCS=2", "ms", {}, {}, "", 0};
 
     bool msg_ring = false;
     {
-        runtime probe(two_loops(true));
+        runtime probe(two_loops(wake::msg_ring));
         probe.block_on([&]() -> task<void> {
-            co_await switch_to(probe.loop(1));
-            co_await switch_to(probe.loop(0));
+            for (int i = 0; i < 20; ++i) {
+                co_await switch_to(probe.loop(1));
+                co_await switch_to(probe.loop(0));
+            }
         }());
         msg_ring = probe.loop(1).impl().msg_ring_received.load() > 0;
     }
@@ -547,14 +577,15 @@ int main(int argc, char** argv) {
 
     runtime compute_rt(runtime::options{.loops = 2});
     for (int round = 0; round < s.rounds; ++round) {
-        double a = pingpong(true, s.benchtime);
-        double b = pingpong(false, s.benchtime);
-        pp.tether.push_back(a);
-        pp_pipe.tether.push_back(b);
-        sw.tether.push_back(switch_round_trip(true, s.benchtime));
-        sw.peer.push_back(switch_round_trip(false, s.benchtime));
-        st.tether.push_back(stream(true, s.benchtime));
-        st_pipe.tether.push_back(stream(false, s.benchtime));
+        pp.tether.push_back(pingpong(wake::msg_ring, s.benchtime));
+        pp_pipe.tether.push_back(pingpong(wake::pipe, s.benchtime));
+        pp_spin.tether.push_back(pingpong(wake::spin, s.benchtime));
+        sw.tether.push_back(switch_round_trip(wake::msg_ring, s.benchtime));
+        sw.peer.push_back(switch_round_trip(wake::pipe, s.benchtime));
+        sw_spin.tether.push_back(switch_round_trip(wake::spin, s.benchtime));
+        sw_spin.peer.push_back(sw.tether.back());
+        st.tether.push_back(stream(wake::msg_ring, s.benchtime));
+        st_pipe.tether.push_back(stream(wake::pipe, s.benchtime));
         cp.peer.push_back(compute(compute_rt, 1, s) / 1e6);
         cp.tether.push_back(compute(compute_rt, 2, s) / 1e6);
         cp_go.tether.push_back(cp.tether.back());
@@ -563,6 +594,7 @@ int main(int argc, char** argv) {
             if (r.count("pingpong.ns_per_round_trip")) {
                 pp.peer.push_back(r["pingpong.ns_per_round_trip"]);
                 pp_pipe.peer.push_back(r["pingpong.ns_per_round_trip"]);
+                pp_spin.peer.push_back(r["pingpong.ns_per_round_trip"]);
             }
             if (r.count("stream.ns_per_message")) {
                 st.peer.push_back(r["stream.ns_per_message"]);
@@ -575,7 +607,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "round %d/%d done\n", round + 1, s.rounds);
     }
 
-    std::vector<row> rows{pp, pp_pipe, sw, st, st_pipe, cp, cp_go};
+    std::vector<row> rows{pp, pp_pipe, pp_spin, sw, sw_spin, st, st_pipe, cp, cp_go};
     fmt::print("\n{:<24} {:>16} {:>12} {:>18} {:>12} {:>14} {:>8} {:>8}\n", "case", "tether",
                "median", "peer", "median", "unit", "ratio", "target");
     for (const row& r : rows) {
@@ -591,7 +623,9 @@ int main(int argc, char** argv) {
         if (r.goal > 0) {
             auto q = r.ratio();
             fmt::print("target {} {}: {}\n", r.name, r.target,
-                       !q ? "not measured" : *q >= r.goal ? "met" : "NOT met");
+                       !q             ? "not measured"
+                       : *q >= r.goal ? "met"
+                                      : "NOT met");
         }
     }
     if (!s.json_file.empty() && !write_json(s.json_file, rows)) {

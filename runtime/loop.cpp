@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <system_error>
+#include <thread>
 #include <unistd.h>
 
 namespace tether {
@@ -268,6 +269,7 @@ loop_impl::loop_impl(loop& owner, loop::options opts)
     };
     arm_wake_read();
     msg_ring_wanted_ = opts.msg_ring;
+    spin_ = opts.spin;
     msg_recv_op_.self = this;
     msg_recv_op_.complete = [](completion* c, int, std::uint32_t) noexcept {
         // Nothing to do: the CQE woke the loop, which drains its remote queues next.
@@ -406,9 +408,9 @@ void loop_impl::post_resume(std::coroutine_handle<> h) {
         std::lock_guard lk(remote_mu_);
         resumes_.push_back(h);
         need_wake = !std::exchange(wake_pending_, true);
-        has_remote_.store(true, std::memory_order_release);
+        has_remote_.store(true, std::memory_order_seq_cst);
     }
-    if (need_wake) {
+    if (need_wake && sleeping()) {
         wake();
     }
 }
@@ -419,9 +421,9 @@ void loop_impl::post_call(void (*fn)(void*) noexcept, void* arg) {
         std::lock_guard lk(remote_mu_);
         calls_.push_back({fn, arg});
         need_wake = !std::exchange(wake_pending_, true);
-        has_remote_.store(true, std::memory_order_release);
+        has_remote_.store(true, std::memory_order_seq_cst);
     }
-    if (need_wake && !on_loop_thread()) {
+    if (need_wake && !on_loop_thread() && sleeping()) {
         wake();
     }
 }
@@ -432,9 +434,9 @@ void loop_impl::post(std::function<void()> fn) {
         std::lock_guard lk(remote_mu_);
         posted_.push_back(std::move(fn));
         need_wake = !std::exchange(wake_pending_, true);
-        has_remote_.store(true, std::memory_order_release);
+        has_remote_.store(true, std::memory_order_seq_cst);
     }
-    if (need_wake && !on_loop_thread()) {
+    if (need_wake && !on_loop_thread() && sleeping()) {
         wake();
     }
 }
@@ -451,9 +453,9 @@ void loop_impl::remote_cancel(waiter* w) noexcept {
         remote_head_ = w;
         w->remote_queued = true;
         need_wake = !std::exchange(wake_pending_, true);
-        has_remote_.store(true, std::memory_order_release);
+        has_remote_.store(true, std::memory_order_seq_cst);
     }
-    if (need_wake) {
+    if (need_wake && sleeping()) {
         wake();
     }
 }
@@ -667,6 +669,9 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     loop* prev_loop = std::exchange(tls_loop, &owner_);
     executor* prev_ex = detail::exchange_current_executor(this);
     bind_thread();
+    // Awake: until the turn ends (or waits), work posted from other threads is found by the
+    // turn's own drain, and the posters need not wake us.
+    sleeping_.store(false, std::memory_order_seq_cst);
     if (notify_fd_ >= 0) {
         std::uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(notify_fd_, &v, sizeof v);
@@ -683,10 +688,23 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     // many turns.
     bool entered = wait || idle || io_uring_sq_ready(&ring_) > 0 ||
                    ++turns_without_enter_ >= max_turns_without_enter;
+    if (wait && spin_ > duration::zero()) {
+        wait = !spin_for_remote();
+    }
+    if (wait) {
+        // Going to sleep in the kernel: from now on posters must wake us. Dekker with the
+        // posters (has_remote_ stored, then sleeping_ loaded, both seq_cst): either they see
+        // us asleep and wake us, or we see their work here and don't wait.
+        sleeping_.store(true, std::memory_order_seq_cst);
+        if (has_remote_.load(std::memory_order_seq_cst)) {
+            wait = false;
+        }
+    }
     if (entered) {
         enter(wait, timeout);
         turns_without_enter_ = 0;
     }
+    sleeping_.store(false, std::memory_order_seq_cst);
     if (entered || !stash_.empty() || io_uring_cq_ready(&ring_) > 0) {
         any |= reap() > 0;
     }
@@ -696,7 +714,9 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     if (notify_fd_ >= 0) {
         flush_for_embedder();
     }
-    if (notify_fd_ >= 0 && (!ready_.empty() || has_remote_.load(std::memory_order_acquire))) {
+    // Between turns the loop may block anywhere (an embedder's epoll_wait): posters wake it.
+    sleeping_.store(true, std::memory_order_seq_cst);
+    if (notify_fd_ >= 0 && (!ready_.empty() || has_remote_.load(std::memory_order_seq_cst))) {
         // Work is left for the next turn: keep the embedding loop's fd readable.
         std::uint64_t one = 1;
         [[maybe_unused]] ssize_t r = ::write(notify_fd_, &one, sizeof one);
@@ -704,6 +724,26 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     detail::exchange_current_executor(prev_ex);
     tls_loop = prev_loop;
     return any;
+}
+
+bool loop_impl::spin_for_remote() {
+    // Busy-poll for work from other loops before sleeping in the kernel: a poster that finds
+    // us awake skips the wake, and we see its work within nanoseconds instead of a wakeup.
+    auto until = std::chrono::steady_clock::now() + spin_;
+    for (int i = 0;; ++i) {
+        if (has_remote_.load(std::memory_order_acquire) || stopping()) {
+            return true;
+        }
+        if ((i & 63) == 63) {
+            if (std::chrono::steady_clock::now() >= until) {
+                return false;
+            }
+            // Let a thread that shares our core (the poster, on a busy machine) run.
+            std::this_thread::yield();
+        } else {
+            __builtin_ia32_pause();
+        }
+    }
 }
 
 void loop_impl::run_until_idle() {

@@ -52,6 +52,11 @@ public:
         /// Let other loops wake this one with IORING_OP_MSG_RING where the kernel has it
         /// (false: always through the wake pipe, as a foreign thread does).
         bool msg_ring = true;
+        /// How long an idle loop busy-polls for work from other loops before it sleeps in
+        /// the kernel (0: it sleeps at once). A loop that spins is woken without a MSG_RING
+        /// or a syscall, for the price of the CPU it burns while idle: worth it when each
+        /// loop has a core to itself.
+        duration spin = duration::zero();
     };
 
     /// Sets up the ring. Errors: throws `uring_unavailable` if io_uring can't be used.

@@ -139,6 +139,11 @@ private:
     /// Moves the CQEs in the CQ to the stash (processed at the next reap); returns how many.
     unsigned stash_completions();
     void flush_for_embedder();
+    /// Spins up to spin_ waiting for posted work; returns true if some arrived.
+    bool spin_for_remote();
+    /// Returns true if a poster must wake the loop: it is asleep in the kernel or between
+    /// turns, where it would not look at its remote queues before blocking.
+    bool sleeping() const noexcept { return sleeping_.load(std::memory_order_seq_cst); }
 
     loop& owner_;
     io_uring ring_{};
@@ -171,6 +176,8 @@ private:
     bool wake_pending_ = false;
     std::atomic<bool> has_remote_{false};
     std::atomic<bool> stop_{false};
+    std::atomic<bool> sleeping_{true};
+    duration spin_{};
 
     int wake_fd_ = -1;       // the wake pipe's read end, read by the ring
     int wake_write_fd_ = -1; // its write end, written by wake()

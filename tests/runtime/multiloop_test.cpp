@@ -265,6 +265,27 @@ TEST_CASE("loops woken only through pipes (msg_ring off) work the same") {
     CHECK(rt.loop(1).impl().msg_ring_received.load() == 0);
 }
 
+TEST_CASE("loops that spin before sleeping work the same, and need fewer wakes") {
+    runtime::options o{.loops = 2};
+    o.loop_options.spin = 200us;
+    runtime rt(o);
+    int v = rt.block_on([&]() -> task<int> {
+        int n = 0;
+        for (int i = 0; i < 200; ++i) {
+            auto h = co_await spawn_on(rt.loop(1), add_on(i, 0));
+            n += (co_await h).value();
+            co_await switch_to(rt.loop(1));
+            co_await switch_to(rt.loop(0));
+        }
+        // A long idle stretch: the spin ends and the loops sleep; they still wake.
+        co_await sleep_for(5ms);
+        auto h = co_await spawn_on(rt.loop(1), add_on(1, 1));
+        n += (co_await h).value();
+        co_return n;
+    }());
+    CHECK(v == 200 * 199 / 2 + 2);
+}
+
 TEST_CASE("a runtime starts and stops repeatedly, idle or right after work") {
     for (int i = 0; i < 20; ++i) {
         runtime rt(runtime::options{.loops = 2});
