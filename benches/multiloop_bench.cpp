@@ -608,13 +608,15 @@ int main(int argc, char** argv) {
     }
 
     std::vector<row> rows{pp, pp_pipe, pp_spin, sw, sw_spin, st, st_pipe, cp, cp_go};
-    fmt::print("\n{:<24} {:>16} {:>12} {:>18} {:>12} {:>14} {:>8} {:>8}\n", "case", "tether",
-               "median", "peer", "median", "unit", "ratio", "target");
+    fmt::print("\n| {:<24} | {:<16} | {:>10} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
+               "case", "tether", "median", "peer", "median", "unit", "ratio", "target");
+    fmt::print("|{:-<26}|{:-<18}|{:->12}|{:-<18}|{:->12}|{:-<15}|{:->9}|{:->9}|\n", "", "", "", "",
+               "", "", "", "");
     for (const row& r : rows) {
         auto q = r.ratio();
         std::string peer = r.peer.empty() ? "-" : fmt::format("{:.1f}", median(r.peer));
-        fmt::print("{:<24} {:>16} {:>12.1f} {:>18} {:>12} {:>14} {:>8} {:>8}\n", r.name,
-                   r.tether_label, median(r.tether), r.peer_label, peer, r.unit,
+        fmt::print("| {:<24} | {:<16} | {:>10.1f} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
+                   r.name, r.tether_label, median(r.tether), r.peer_label, peer, r.unit,
                    q ? fmt::format("{:.2f}x", *q) : "-", r.target.empty() ? "-" : r.target);
     }
     fmt::print("\nratio: peer / tether (how many times faster tether is; for compute, the "
