@@ -100,7 +100,7 @@ runtime::options two_loops(wake w) {
 
 task<void> echo(channel<int>* in, channel<int>* out) {
     while (result<int> v = co_await in->receive()) {
-        if (!co_await out->send(*v)) {
+        if (result<void> sent = co_await out->send(*v); !sent) {
             co_return;
         }
     }

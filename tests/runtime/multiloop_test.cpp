@@ -126,7 +126,8 @@ TEST_CASE("spawn_on to the spawner's own loop behaves as spawn") {
     runtime rt(runtime::options{.loops = 2});
     rt.block_on([&]() -> task<void> {
         auto h = co_await spawn_on(rt.loop(0), where());
-        CHECK((co_await h).value() == &rt.loop(0));
+        result<loop*> where_it_ran = co_await h;
+        CHECK(where_it_ran.value() == &rt.loop(0));
     }());
 }
 
@@ -154,7 +155,8 @@ TEST_CASE("switch_to continues the coroutine on the target loop's thread") {
         CHECK(co_await this_coro::loop == &rt.loop(1));
         CHECK(std::this_thread::get_id() != home);
         // I/O and timers now run on loop 1.
-        CHECK(co_await sleep_for(1ms));
+        result<void> slept = co_await sleep_for(1ms);
+        CHECK(slept);
         co_await switch_to(rt.loop(1)); // already there: no suspension
         co_await switch_to(rt.loop(0));
         CHECK(co_await this_coro::loop == &rt.loop(0));
@@ -166,7 +168,8 @@ TEST_CASE("a spawned task that switches loops still ends at its handle's loop") 
     runtime rt(runtime::options{.loops = 2});
     rt.block_on([&]() -> task<void> {
         auto h = co_await spawn(switch_and_report(&rt.loop(1)));
-        CHECK((co_await h).value() == &rt.loop(1));
+        result<loop*> ended = co_await h;
+        CHECK(ended.value() == &rt.loop(1));
         CHECK(co_await this_coro::loop == &rt.loop(0));
     }());
 }
@@ -229,7 +232,8 @@ TEST_CASE("a deadline reaches a waiter on another loop, which resumes on its own
         auto [ctx, cancel] = with_timeout(co_await this_coro::context, 5ms);
         auto h = co_await with_context(
             ctx, spawn_on(rt.loop(1), canceled_on(&rt.loop(1), errc::deadline_exceeded)));
-        CHECK((co_await h).value());
+        result<bool> ok = co_await h;
+        CHECK(ok.value());
     }());
 }
 
@@ -311,7 +315,8 @@ struct item {
 
 task<void> produce(channel<item>* ch, int producer, int count) {
     for (int i = 0; i < count; ++i) {
-        REQUIRE(co_await ch->send(item{producer, i}));
+        result<void> sent = co_await ch->send(item{producer, i});
+        REQUIRE(sent);
     }
 }
 
@@ -382,7 +387,8 @@ task<void> bump(mutex* m, int* counter, int rounds) {
 
 task<void> limited(semaphore* s, std::atomic<int>* inside, std::atomic<int>* most, int rounds) {
     for (int i = 0; i < rounds; ++i) {
-        REQUIRE(co_await s->acquire());
+        result<void> got = co_await s->acquire();
+        REQUIRE(got);
         int now = ++*inside;
         int seen = most->load();
         while (now > seen && !most->compare_exchange_weak(seen, now)) {
