@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <netinet/in.h>
 #include <string>
@@ -112,6 +113,13 @@ private:
     socklen_t len_;
 };
 
+namespace detail {
+/// Writes `a.to_string()`'s text for an IPv4 or IPv6 address into `buf` without allocating
+/// and returns its length; returns 0 for other families. (The formatter below uses it: an
+/// access log formats the peer of every request.)
+std::size_t format_ip(const address& a, char (&buf)[64]) noexcept;
+} // namespace detail
+
 } // namespace tether::net
 
 /// Formats an address as `address::to_string()` does: "127.0.0.1:8080", "[::1]:80",
@@ -120,6 +128,10 @@ template <>
 struct fmt::formatter<tether::net::address> : fmt::formatter<std::string_view> {
     template <class FormatContext>
     auto format(const tether::net::address& a, FormatContext& ctx) const {
+        char buf[64];
+        if (std::size_t n = tether::net::detail::format_ip(a, buf); n != 0) {
+            return fmt::formatter<std::string_view>::format(std::string_view(buf, n), ctx);
+        }
         return fmt::formatter<std::string_view>::format(a.to_string(), ctx);
     }
 };

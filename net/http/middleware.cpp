@@ -3,11 +3,14 @@
 #include "context/with_deadline.hpp"
 #include "context/with_value.hpp"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <random>
 
 namespace tether::http {
@@ -22,9 +25,23 @@ void to_stderr(std::string_view line) {
 }
 
 std::string new_request_id() {
-    // 128 random bits as 32 hex digits, from a per-thread generator seeded once.
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    return fmt::format("{:016x}{:016x}", rng(), rng());
+    // 128 random bits as 32 hex digits, from a per-thread splitmix64 seeded once from the
+    // system's entropy: IDs must not collide, not resist prediction.
+    thread_local std::uint64_t state =
+        (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string id(32, '0');
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t bits = (state += 0x9e3779b97f4a7c15);
+        bits = (bits ^ (bits >> 30)) * 0xbf58476d1ce4e5b9;
+        bits = (bits ^ (bits >> 27)) * 0x94d049bb133111eb;
+        bits ^= bits >> 31;
+        for (int i = 15; i >= 0; --i) {
+            id[static_cast<std::size_t>(half * 16 + i)] = digits[bits & 0xf];
+            bits >>= 4;
+        }
+    }
+    return id;
 }
 
 bool acceptable_id(std::string_view id) noexcept {
@@ -39,12 +56,15 @@ bool acceptable_id(std::string_view id) noexcept {
     return true;
 }
 
-// Runs `next` with the request's context replaced by `ctx` (for the handlers below).
+// Runs `next` with the request's context replaced by `ctx` (for the handlers below). The
+// handler's task borrows this frame's `ctx` as its context (what with_context does, without
+// a second frame).
 task<void> run_with(context ctx, const handler& next, request& req, response_writer& w) {
     context saved = req.ctx_;
     req.ctx_ = ctx;
+    co_await tether::detail::set_context{&ctx};
     try {
-        co_await with_context(ctx, next(req, w));
+        co_await next(req, w);
     } catch (...) {
         req.ctx_ = saved;
         throw;
@@ -77,9 +97,13 @@ struct access_log_mw {
         auto took =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
         std::string_view id = w.headers().get("x-request-id").value_or(std::string_view{});
-        sink(fmt::format("{} \"{} {} HTTP/1.{}\" {} {} {:.3f}ms id={}", req.remote, req.method(),
-                         req.target(), req.head.version_minor, failed ? 500 : w.status(),
-                         w.bytes_written(), took.count(), id.empty() ? "-" : id));
+        // Formatted on the stack: a log line costs no allocation unless it is long.
+        fmt::memory_buffer line;
+        fmt::format_to(
+            std::back_inserter(line), FMT_COMPILE("{} \"{} {} HTTP/1.{}\" {} {} {:.3f}ms id={}"),
+            req.remote, req.method(), req.target(), req.head.version_minor,
+            failed ? 500 : w.status(), w.bytes_written(), took.count(), id.empty() ? "-" : id);
+        sink(std::string_view(line.data(), line.size()));
         if (failed) {
             std::rethrow_exception(failed);
         }

@@ -17,6 +17,10 @@ TEST_CASE("an IPv4 address parses and formats the same text") {
     CHECK(a->is_loopback());
     CHECK(a->to_string() == "127.0.0.1:8080");
     CHECK(fmt::format("{}", *a) == "127.0.0.1:8080");
+    CHECK(fmt::format("[{:>16}]", *a) == "[  127.0.0.1:8080]");
+    CHECK(address::parse("255.255.255.255:65535")->to_string() == "255.255.255.255:65535");
+    CHECK(fmt::format("{}", *address::parse("0.0.0.0:0")) == "0.0.0.0:0");
+    CHECK(fmt::format("{}", *address::parse("[2001:db8::ff]:1")) == "[2001:db8::ff]:1");
     CHECK(*a == address::ipv4_loopback(8080));
     CHECK(a->size() == sizeof(sockaddr_in));
     CHECK(a->native_family() == AF_INET);

@@ -71,7 +71,14 @@ TEST_CASE("request_id generates an ID when the client sends none") {
     REQUIRE(p != std::string::npos);
     std::string id = got.substr(p + 14, 32);
     CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+    CHECK(got.substr(p + 14 + 32, 2) == "\r\n");
     CHECK(got.find("id=" + id) != std::string::npos);
+
+    // Every request gets its own.
+    std::string again = roundtrip(h, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto q = again.find("X-Request-ID: ");
+    REQUIRE(q != std::string::npos);
+    CHECK(again.substr(q + 14, 32) != id);
 }
 
 TEST_CASE("access_log writes one line with the request ID, status and bytes") {
