@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -15,6 +16,15 @@ namespace tether {
 std::string to_string(const context& ctx);
 /// Returns Go's error string for `e`: "context canceled" or "context deadline exceeded".
 std::string_view to_string(errc e) noexcept;
+
+namespace detail {
+/// Appends `d` as Go's time.Duration.String() does: "0s", "1.5µs", "2.25ms", "1m0.5s".
+void append_go_duration(std::chrono::nanoseconds d, std::string& out);
+/// Appends `t` as Go's Time.String() does for a time with a monotonic reading, in UTC:
+/// "2006-01-02 15:04:05.5 +0000 UTC m=+3.000000001". Clocks other than the real clock have
+/// no wall time: their reading alone is printed ("m=+86401.000000000").
+void append_go_time(time_point t, const clock& clk, std::string& out);
+} // namespace detail
 } // namespace tether
 
 /// Formats an errc as its message: "context canceled", "context deadline exceeded".

@@ -13,8 +13,11 @@ namespace tether {
 ///
 /// The child is done when `d` passes (err: `errc::deadline_exceeded`), when `parent` is
 /// done, or when `cancel` is called or destroyed, whichever happens first. If `parent`'s
-/// deadline is already no later than `d`, the result is equivalent to `with_cancel(parent)`.
-/// A deadline already reached gives a child born with `errc::deadline_exceeded`.
+/// deadline is already earlier than `d`, the result is equivalent to `with_cancel(parent)`.
+/// A deadline equal to the parent's is the child's own, as in Go: when the parent's timer
+/// fires first the child gets the parent's error and cause through propagation
+/// (`errc::deadline_exceeded`), else its own timer gives it its own cause. A deadline already
+/// reached gives a child born with `errc::deadline_exceeded`.
 ///
 /// The deadline takes effect with nobody calling cancel: a timer on the tree's clock fires
 /// it (the loop's timers for a loop's contexts, a background thread for `real_clock()`).

@@ -14,7 +14,9 @@ namespace tether::detail {
 
 struct cancel_state;
 
-enum class node_kind : std::uint8_t { background, todo, cancel, value, without_cancel };
+// `deadline`: a cancel node with a deadline of its own (Go's timerCtx), even one equal to its
+// parent's; `cancel`: one whose deadline, if any, is inherited.
+enum class node_kind : std::uint8_t { background, todo, cancel, deadline, value, without_cancel };
 
 /// One link of a context chain. Every derived context is one allocation of a type
 /// derived from `node`; the chain is immutable once built, except for the cancel state.

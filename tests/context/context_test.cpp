@@ -500,6 +500,29 @@ TEST_CASE("registration_count counts armed registrations and live children") {
     CHECK(tether::detail::registration_count(tether::with_value(ctx, int_key, 1)) == 0);
 }
 
+TEST_CASE("a thread reuses the memory of the contexts it dropped, wherever they were made") {
+#if defined(__SANITIZE_ADDRESS__)
+    // Under ASan every node goes back to malloc, so that a use after free is caught.
+    CHECK(allocations_of([] { auto p = tether::with_cancel(tether::background()); }) == 1);
+#else
+    {
+        auto warm = tether::with_cancel(tether::background());
+        auto warm_deadline = tether::with_timeout(tether::background(), 1h);
+    }
+    CHECK(allocations_of([] { auto p = tether::with_cancel(tether::background()); }) == 0);
+    CHECK(allocations_of([] { auto p = tether::with_timeout(tether::background(), 1h); }) == 0);
+    // Made on another thread, dropped here (the last reference), reused here.
+    std::optional<std::pair<tether::context, tether::cancel_handle>> made;
+    std::thread([&] { made = tether::with_cancel(tether::background()); }).join();
+    made.reset();
+    std::size_t n = allocations_of([] {
+        auto a = tether::with_cancel(tether::background());
+        auto b = tether::with_cancel(tether::background());
+    });
+    CHECK(n == 0);
+#endif
+}
+
 TEST_CASE("every derived context costs at most one allocation") {
     tether::manual_clock clk;
     auto root = tether::background(clk);
@@ -513,13 +536,13 @@ TEST_CASE("every derived context costs at most one allocation") {
     std::optional<tether::context> c;
     CHECK(allocations_of([] { (void)tether::background(); }) == 0);
     CHECK(allocations_of([] { (void)tether::todo(); }) == 0);
-    CHECK(allocations_of([&] { p = tether::with_cancel(root); }) == 1);
-    CHECK(allocations_of([&] { p = tether::with_cancel_cause(root); }) == 1);
-    CHECK(allocations_of([&] { p = tether::with_timeout(root, 1s); }) == 1);
-    CHECK(allocations_of([&] { p = tether::with_deadline(root, clk.now() + 1s); }) == 1);
-    CHECK(allocations_of([&] { p = tether::with_timeout(root, -1s); }) == 1);
+    CHECK(allocations_of([&] { p = tether::with_cancel(root); }) <= 1);
+    CHECK(allocations_of([&] { p = tether::with_cancel_cause(root); }) <= 1);
+    CHECK(allocations_of([&] { p = tether::with_timeout(root, 1s); }) <= 1);
+    CHECK(allocations_of([&] { p = tether::with_deadline(root, clk.now() + 1s); }) <= 1);
+    CHECK(allocations_of([&] { p = tether::with_timeout(root, -1s); }) <= 1);
     CHECK(allocations_of([&] { c = tether::with_value(root, int_key, 3); }) == 1);
-    CHECK(allocations_of([&] { c = tether::without_cancel(root); }) == 1);
+    CHECK(allocations_of([&] { c = tether::without_cancel(root); }) <= 1);
     tether::context copy;
     CHECK(allocations_of([&] { copy = c.value(); }) == 0);
     auto [ctx, cancel] = tether::with_cancel(root);

@@ -98,6 +98,73 @@ TEST_CASE("a deadline prints as WithDeadline with the time left, and its childre
     CHECK(starts_with(tether::to_string(earlier), s + ".WithDeadline("));
 }
 
+TEST_CASE("a deadline prints as Go prints it: the time, then the time left in brackets") {
+    tether::manual_clock clk;
+    // A manual clock has no wall time: its reading is printed as Go's monotonic reading.
+    auto [ctx, cancel] = tether::with_timeout(tether::background(clk), 1s);
+    CHECK(tether::to_string(ctx) == "context.Background.WithDeadline(m=+86401.000000000 [1s])");
+    clk.advance(250ms);
+    CHECK(tether::to_string(ctx) == "context.Background.WithDeadline(m=+86401.000000000 [750ms])");
+    // A tie with the parent's deadline is a deadline of the child's own, as Go's timerCtx.
+    auto [tie, cancel_tie] = tether::with_deadline(ctx, *ctx.deadline());
+    CHECK(tether::to_string(tie) == tether::to_string(ctx) + ".WithDeadline(m=+86401.000000000 "
+                                                             "[750ms])");
+    clk.advance(1s);
+    CHECK(tether::to_string(ctx) == "context.Background.WithDeadline(m=+86401.000000000 [-250ms])");
+    // A child of a done parent still prints its deadline.
+    auto [late, cancel_late] = tether::with_deadline(ctx, clk.now() - 1h);
+    CHECK(ends_with(tether::to_string(late), ".WithDeadline(m=+82801.250000000 [-1h0m0s])"));
+}
+
+TEST_CASE("on the real clock a deadline prints its wall time in UTC, as Go's Time.String()") {
+    auto [ctx, cancel] = tether::with_timeout(tether::background(), 1h);
+    std::string s = tether::to_string(ctx);
+    INFO(s);
+    // "context.Background.WithDeadline(2026-11-26 02:10:00.123456789 +0000 UTC m=+9.5 [59m59.9s])"
+    const std::string head = "context.Background.WithDeadline(";
+    REQUIRE(starts_with(s, head));
+    REQUIRE(s.size() > head.size() + 19);
+    std::string date = s.substr(head.size(), 19);
+    for (std::size_t i = 0; i < date.size(); ++i) {
+        char ch = date[i];
+        if (i == 4 || i == 7) {
+            CHECK(ch == '-');
+        } else if (i == 10) {
+            CHECK(ch == ' ');
+        } else if (i == 13 || i == 16) {
+            CHECK(ch == ':');
+        } else {
+            CHECK((ch >= '0' && ch <= '9'));
+        }
+    }
+    CHECK(s.find(" +0000 UTC m=+") != std::string::npos);
+    CHECK(s.find(" [59m") != std::string::npos);
+    CHECK(ends_with(s, "s])"));
+}
+
+TEST_CASE("durations print as Go's time.Duration.String()") {
+    auto go = [](std::chrono::nanoseconds d) {
+        std::string out;
+        tether::detail::append_go_duration(d, out);
+        return out;
+    };
+    CHECK(go(0ns) == "0s");
+    CHECK(go(1ns) == "1ns");
+    CHECK(go(999ns) == "999ns");
+    CHECK(go(1100ns) == "1.1\xc2\xb5s");
+    CHECK(go(2200us) == "2.2ms");
+    CHECK(go(999'999'999ns) == "999.999999ms");
+    CHECK(go(1s) == "1s");
+    CHECK(go(3300ms) == "3.3s");
+    CHECK(go(1min) == "1m0s");
+    CHECK(go(4min + 5s + 1ms) == "4m5.001s");
+    CHECK(go(8h) == "8h0m0s");
+    CHECK(go(5h + 6min + 7s + 1ns) == "5h6m7.000000001s");
+    CHECK(go(-1ns) == "-1ns");
+    CHECK(go(-90s) == "-1m30s");
+    CHECK(go(std::chrono::nanoseconds::min()) == "-2562047h47m16.854775808s");
+}
+
 TEST_CASE("fmt formats a context as its chain, honouring string format specs") {
     auto [ctx, cancel] = tether::with_cancel(tether::background());
     CHECK(fmt::format("{}", ctx) == tether::to_string(ctx));

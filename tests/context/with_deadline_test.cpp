@@ -97,6 +97,7 @@ TEST_CASE("a child's deadline is the earlier of its own and its parent's") {
         CHECK(child.deadline() == t0 + 1s);
         clk.advance(1s);
         CHECK(child.err() == tether::errc::deadline_exceeded);
+        CHECK(tether::cause(child) == tether::errc::deadline_exceeded);
     }
     SUBCASE("the child's is earlier: it is done first, alone") {
         auto [parent, cancel_parent] = tether::with_timeout(root, 2s);
@@ -273,4 +274,55 @@ TEST_CASE("a long timeout on the real clock is canceled and released at once") {
     CHECK(*ctx.deadline() > tether::real_clock().now() + 23h);
     cancel();
     CHECK(ctx.err() == tether::errc::canceled);
+}
+
+TEST_CASE("a deadline equal to the parent's is the child's own, and its cause is reported") {
+    // Go's WithDeadline returns WithCancel(parent) only when the parent's deadline is strictly
+    // earlier (cur.Before(d)); a tie makes a timerCtx with a timer and a cause of its own.
+    tether::manual_clock clk;
+    const tether::time_point t0 = clk.now();
+    const std::error_code parent_cause = std::make_error_code(std::errc::broken_pipe);
+    auto [parent, cancel_parent] =
+        tether::with_deadline_cause(tether::background(clk), t0 + 1s, parent_cause);
+    auto [child, cancel_child] = tether::with_deadline_cause(parent, t0 + 1s, too_slow);
+    CHECK(child.deadline() == t0 + 1s);
+    CHECK(clk.pending() == 2); // a timer each
+    SUBCASE("the deadline: both are deadline_exceeded, the child with one of the two causes") {
+        clk.advance(1s - 1ns);
+        CHECK_FALSE(child.done());
+        clk.advance(1ns);
+        CHECK(parent.err() == tether::errc::deadline_exceeded);
+        CHECK(tether::cause(parent) == parent_cause);
+        CHECK(child.err() == tether::errc::deadline_exceeded);
+        // As in Go, whichever timer fires first decides: the parent's, by propagation, or
+        // the child's own.
+        std::error_code c = tether::cause(child);
+        CHECK((c == parent_cause || c == too_slow));
+        CHECK(clk.pending() == 0);
+    }
+    SUBCASE("the parent canceled first: the child is canceled, and its timer is gone") {
+        cancel_parent();
+        CHECK(child.err() == tether::errc::canceled);
+        CHECK(tether::cause(child) == tether::errc::canceled);
+        CHECK(clk.pending() == 0);
+    }
+    SUBCASE("the child canceled first: the parent's deadline still comes") {
+        cancel_child();
+        CHECK(clk.pending() == 1);
+        clk.advance(1s);
+        CHECK(child.err() == tether::errc::canceled);
+        CHECK(tether::cause(parent) == parent_cause);
+    }
+}
+
+TEST_CASE("a deadline later than the parent's is a plain cancel child with no timer") {
+    tether::manual_clock clk;
+    const tether::time_point t0 = clk.now();
+    auto [parent, cancel_parent] = tether::with_deadline(tether::background(clk), t0 + 1s);
+    auto [child, cancel_child] = tether::with_deadline_cause(parent, t0 + 1s + 1ns, too_slow);
+    CHECK(child.deadline() == t0 + 1s);
+    CHECK(clk.pending() == 1);
+    clk.advance(1s);
+    CHECK(child.err() == tether::errc::deadline_exceeded);
+    CHECK(tether::cause(child) == tether::errc::deadline_exceeded); // the parent's
 }
