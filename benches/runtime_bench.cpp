@@ -19,6 +19,7 @@
 #include "context/detail/node.hpp"
 #include "context/detail/timer_heap.hpp"
 #include "context/with_cancel.hpp"
+#include "runtime/channel.hpp"
 #include "runtime/detail/frame_allocator.hpp"
 #include "runtime/detail/op.hpp"
 #include "runtime/loop.hpp"
@@ -272,6 +273,40 @@ task<double> await_plain_loop(std::int64_t n) {
     }
     double ns = t0.ns();
     escape(&sum);
+    co_return ns;
+}
+
+// Go's chan_pingpong: a value sent to a task and back over two unbuffered channels; the
+// echoing task ends when `ping` is closed.
+task<void> pong_task(tether::channel<int>* ping, tether::channel<int>* pong) {
+    for (;;) {
+        tether::result<int> v = co_await ping->receive();
+        if (!v) {
+            co_return;
+        }
+        if (!co_await pong->send(*v)) {
+            co_return;
+        }
+    }
+}
+
+task<double> chan_pingpong_loop(std::int64_t n) {
+    tether::channel<int> ping;
+    tether::channel<int> pong;
+    join_handle<void> echo = co_await tether::spawn(pong_task(&ping, &pong));
+    stopwatch t0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        if (!co_await ping.send(static_cast<int>(i))) {
+            std::abort();
+        }
+        tether::result<int> v = co_await pong.receive();
+        if (!v || *v != static_cast<int>(i)) {
+            std::abort();
+        }
+    }
+    double ns = t0.ns();
+    ping.close();
+    (void)co_await echo;
     co_return ns;
 }
 
@@ -753,7 +788,7 @@ const std::vector<std::string> case_names = {
 };
 
 bool channel_available() {
-    return false;
+    return true;
 }
 
 int go_flags_ms(steady::duration d) {
@@ -818,6 +853,8 @@ void run_tether_case(const std::string& name, const settings& s, tether::loop& l
         t["await_ready.ns_per_op"].push_back(a);
         t["await_plain.ns_per_op"].push_back(p);
         t["context_carry.ns"].push_back(a - p);
+    } else if (name == "chan_pingpong") {
+        t["chan_pingpong.ns_per_op"].push_back(timed(chan_pingpong_loop));
     } else if (name == "timeout_churn") {
         t["timeout_churn.ns_per_op"].push_back(timed(timeout_churn_loop));
     } else if (name == "sleepers") {
