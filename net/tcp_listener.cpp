@@ -2,6 +2,7 @@
 
 #include "net/detail/socket_ops.hpp"
 
+#include <algorithm>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,6 +53,29 @@ result<tcp_listener> tcp_listener::bind(const address& at, const listen_options&
         name = local->to_string();
     }
     return tcp_listener(detail::acceptor_open(*fd, std::move(name)));
+}
+
+result<std::vector<tcp_listener>> tcp_listener::bind_group(const address& at, std::size_t n,
+                                                           listen_options opts) {
+    opts.reuse_port = true;
+    std::vector<tcp_listener> group;
+    group.reserve(n == 0 ? 1 : n);
+    address where = at;
+    for (std::size_t i = 0; i < std::max<std::size_t>(n, 1); ++i) {
+        result<tcp_listener> l = bind(where, opts);
+        if (!l) {
+            return l.error(); // the ones bound so far close with `group`
+        }
+        if (i == 0) {
+            result<address> local = l->local_addr(); // the port the kernel chose, if 0
+            if (!local) {
+                return local.error();
+            }
+            where = *local;
+        }
+        group.push_back(std::move(*l));
+    }
+    return group;
 }
 
 result<address> tcp_listener::local_addr() const noexcept {

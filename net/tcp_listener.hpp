@@ -7,7 +7,9 @@
 #include "net/tcp_stream.hpp"
 #include "runtime/result.hpp"
 
+#include <cstddef>
 #include <utility>
+#include <vector>
 
 namespace tether::net {
 
@@ -44,6 +46,19 @@ public:
     static result<tcp_listener> bind(const address& at);
     /// As above, with `opts`.
     static result<tcp_listener> bind(const address& at, const listen_options& opts);
+
+    /// Binds `n` sockets to `at` in one SO_REUSEPORT group and listens on each: one accept
+    /// path per loop, the kernel spreading new connections over them by their addresses. Port
+    /// 0 lets the kernel choose the port for the first; the others bind the same one.
+    /// `opts.reuse_port` is implied. `n` of 0 is taken as 1.
+    ///
+    /// Each listener accepts on the loop of its first `accept()`, like any listener: give
+    /// each loop its own. Closing one resets the connections waiting in its own backlog (the
+    /// kernel does not move them to the others): close them together, at shutdown.
+    ///
+    /// Errors: as `bind`; nothing stays bound on error.
+    static result<std::vector<tcp_listener>> bind_group(const address& at, std::size_t n,
+                                                        listen_options opts = {});
 
     /// Awaits the next connection: `result<tcp_stream>`.
     ///

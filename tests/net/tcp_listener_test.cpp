@@ -230,6 +230,50 @@ TEST_CASE("reuse_port lets two listeners share a port; without it the port is in
     CHECK(c.error() == std::errc::address_in_use);
 }
 
+TEST_CASE("bind_group binds a SO_REUSEPORT group on one port; the kernel spreads connections") {
+    loop l; // before the listeners: they close on it
+    result<std::vector<tcp_listener>> g = tcp_listener::bind_group(address::ipv4_loopback(), 2);
+    REQUIRE(g);
+    REQUIRE(g->size() == 2);
+    address at = *(*g)[0].local_addr();
+    CHECK(at.port() != 0);
+    CHECK((*g)[1].local_addr()->port() == at.port());
+    // Another socket can't take the port without joining the group.
+    CHECK(tcp_listener::bind(at).error() == std::errc::address_in_use);
+    // 64 connections from distinct source ports: each listener gets some (the chance that
+    // the hash sends all of them to one is 2^-63).
+    std::vector<int> clients;
+    for (int i = 0; i < 64; ++i) {
+        clients.push_back(connect_blocking(at));
+    }
+    std::array<int, 2> got =
+        l.block_on([](std::vector<tcp_listener>* ls) -> task<std::array<int, 2>> {
+            std::array<int, 2> n{};
+            for (int i = 0; i < 64; ++i) {
+                // Whichever listener has one queued: a short timeout on each in turn.
+                for (std::size_t k = 0;; k = (k + 1) % 2) {
+                    task<result<tcp_stream>> acc = with_timeout(20ms, (*ls)[k].accept());
+                    auto r = co_await std::move(acc);
+                    if (r) {
+                        ++n[k];
+                        break;
+                    }
+                }
+            }
+            co_return n;
+        }(&*g));
+    CHECK(got[0] + got[1] == 64);
+    CHECK(got[0] > 0);
+    CHECK(got[1] > 0);
+    for (int fd : clients) {
+        ::close(fd);
+    }
+    // Port 0 for a group of 0 gives one listener.
+    result<std::vector<tcp_listener>> one = tcp_listener::bind_group(address::ipv4_loopback(), 0);
+    REQUIRE(one);
+    CHECK(one->size() == 1);
+}
+
 TEST_CASE("a listener binds only IP addresses") {
     CHECK(tcp_listener::bind(*address::local("/tmp/x")).error() == std::errc::invalid_argument);
 }
