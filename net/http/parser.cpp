@@ -240,7 +240,15 @@ void request_parser::scan_bare_lf(std::string_view buf, std::size_t start) noexc
 
 request_parser::status request_parser::parse_complete(std::string_view head, request_head& out) {
     // head: request-line CRLF *( field-line CRLF ), without the final empty line's CRLF.
-    out = request_head{};
+    // The fields' vector keeps its capacity from the last request: no allocation per head.
+    out.method = {};
+    out.target = {};
+    out.version_minor = 1;
+    out.headers.clear();
+    out.content_length.reset();
+    out.chunked = false;
+    out.keep_alive = true;
+    out.expect_continue = false;
     std::size_t eol = head.find("\r\n");
     std::string_view line = head.substr(0, eol);
     head.remove_prefix(eol + 2);

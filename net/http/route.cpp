@@ -7,9 +7,9 @@ namespace tether::http {
 
 namespace {
 
-std::vector<std::string_view> split_path(std::string_view path) {
+void split_path(std::string_view path, std::vector<std::string_view>& out) {
     // "/a/b/" -> {"a", "b", ""}; "/" -> {""}
-    std::vector<std::string_view> out;
+    out.clear();
     if (!path.empty() && path.front() == '/') {
         path.remove_prefix(1);
     }
@@ -21,6 +21,11 @@ std::vector<std::string_view> split_path(std::string_view path) {
         }
         path.remove_prefix(slash + 1);
     }
+}
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    std::vector<std::string_view> out;
+    split_path(path, out);
     return out;
 }
 
@@ -147,8 +152,8 @@ std::size_t route_table::add(std::string_view pattern) {
     return routes_.size() - 1;
 }
 
-bool route_table::matches(const route& r, std::string_view path, path_params* params) {
-    std::vector<std::string_view> parts = split_path(path);
+bool route_table::matches(const route& r, std::string_view path,
+                          const std::vector<std::string_view>& parts, path_params* params) {
     std::size_t n = r.segs.size();
     for (std::size_t i = 0; i < n; ++i) {
         const segment& s = r.segs[i];
@@ -216,9 +221,12 @@ route_match route_table::match(std::string_view method, std::string_view path,
     route_match m;
     const route* best = nullptr;
     std::vector<std::string> allowed;
+    // Split once per request, into a vector that keeps its capacity on this thread.
+    thread_local std::vector<std::string_view> parts;
+    split_path(path, parts);
     for (std::size_t i = 0; i < routes_.size(); ++i) {
         const route& r = routes_[i];
-        if (!matches(r, path, nullptr)) {
+        if (!matches(r, path, parts, nullptr)) {
             continue;
         }
         bool method_ok =
@@ -238,7 +246,7 @@ route_match route_table::match(std::string_view method, std::string_view path,
     if (best != nullptr) {
         m.result = route_match::kind::found;
         params.clear();
-        matches(*best, path, &params);
+        matches(*best, path, parts, &params);
         return m;
     }
     if (!allowed.empty()) {

@@ -80,7 +80,8 @@ private:
         bool subtree = false; // ends with '/': matches everything below
         std::string pattern;
     };
-    static bool matches(const route& r, std::string_view path, path_params* params);
+    static bool matches(const route& r, std::string_view path,
+                        const std::vector<std::string_view>& parts, path_params* params);
     static int compare(const route& a, const route& b); // >0: a more specific
     std::vector<route> routes_;
 };
