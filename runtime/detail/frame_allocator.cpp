@@ -20,8 +20,12 @@ constexpr std::size_t granule = 16;
 constexpr std::size_t classes = 128; // up to 2 KiB
 constexpr std::size_t max_cached_per_class = 4096;
 
-constexpr std::size_t class_of(std::size_t n) { return (n + granule / 2 - 1) / granule; }
-constexpr std::size_t class_size(std::size_t c) { return c * granule + granule / 2; }
+constexpr std::size_t class_of(std::size_t n) {
+    return (n + granule / 2 - 1) / granule;
+}
+constexpr std::size_t class_size(std::size_t c) {
+    return c * granule + granule / 2;
+}
 static_assert(class_size(class_of(296)) == 296 && class_size(class_of(297)) == 312);
 static_assert(class_size(class_of(1)) >= sizeof(void*));
 
