@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <string>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -119,11 +120,20 @@ struct acceptor final : completion, orphan {
         if (stats.episodes == 0 || now - last_failure >= episode_gap) {
             ++stats.episodes;
             // Once per episode: a server out of descriptors must not also flood its log.
-            fmt::print(stderr,
-                       "tether: accept on {}: {}; pausing accepts, retrying with backoff "
-                       "(up to {} ms)\n",
-                       name, std::strerror(err),
-                       std::chrono::duration_cast<std::chrono::milliseconds>(max_delay).count());
+            // snprintf, not fmt: this runs out of descriptors, where UBSan cannot check
+            // fmt's first virtual call (its vptr check probes memory through a pipe).
+            char line[512];
+            int n = std::snprintf(
+                line, sizeof line,
+                "tether: accept on %s: %s; pausing accepts, retrying with backoff (up to %lld "
+                "ms)\n",
+                name.c_str(), std::strerror(err),
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(max_delay).count()));
+            if (n > 0) {
+                std::fwrite(line, 1, std::min(static_cast<std::size_t>(n), sizeof line - 1),
+                            stderr);
+            }
             std::fflush(stderr);
         }
         last_failure = now;
