@@ -11,6 +11,7 @@
 // until one run takes at least the bench time. ns/op is that run's time over n; allocs/op
 // counts the calls to the global operator new (replaced below) made by the benchmark thread.
 
+#include "benches/support/process.hpp"
 #include "context/context.hpp"
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
@@ -45,6 +46,9 @@ extern char** environ;
 // on the main thread, and the real clock's thread allocates nothing while no timer fires.
 
 namespace {
+
+using tether::bench::find_go;
+using tether::bench::run_command;
 
 struct alloc_stats {
     std::uint64_t count = 0;
@@ -521,24 +525,6 @@ struct go_result {
 /// Go's results by case name, in the order Go printed them.
 using go_results = std::vector<std::pair<std::string, go_result>>;
 
-std::optional<std::string> find_go() {
-    std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
-    std::size_t start = 0;
-    for (;;) {
-        std::size_t colon = path.find(':', start);
-        std::string dir = path.substr(start, colon - start);
-        std::string candidate = (dir.empty() ? std::string(".") : dir) + "/go";
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return candidate;
-        }
-        if (colon == std::string::npos) {
-            break;
-        }
-        start = colon + 1;
-    }
-    return std::nullopt;
-}
-
 // The directory of this executable, where Go's build cache is kept between runs.
 std::string exe_dir() {
     std::array<char, 4096> buf{};
@@ -553,66 +539,6 @@ std::string exe_dir() {
 
 // Runs `argv` in `cwd` with `env`, calling `on_line` for each line of its stdout and stderr.
 // Returns its exit status, or -1 if it couldn't be started.
-int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                const std::string& cwd, const std::function<void(const std::string&)>& on_line) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-        return -1;
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) {
-        args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    std::vector<char*> envp;
-    for (const auto& e : env) {
-        envp.push_back(const_cast<char*>(e.c_str()));
-    }
-    envp.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        // Only async-signal-safe calls from here: the real clock's thread may exist.
-        ::dup2(fds[1], 1);
-        ::dup2(fds[1], 2);
-        if (::chdir(cwd.c_str()) != 0) {
-            ::_exit(127);
-        }
-        ::execve(args[0], args.data(), envp.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string pending;
-    std::array<char, 4096> buf{};
-    for (;;) {
-        ssize_t r = ::read(fds[0], buf.data(), buf.size());
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            break;
-        }
-        pending.append(buf.data(), static_cast<std::size_t>(r));
-        std::size_t nl;
-        while ((nl = pending.find('\n')) != std::string::npos) {
-            on_line(pending.substr(0, nl));
-            pending.erase(0, nl + 1);
-        }
-    }
-    if (!pending.empty()) {
-        on_line(pending);
-    }
-    ::close(fds[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 // Parses "BenchmarkX/y-4   123   45.6 ns/op   7 B/op   8 allocs/op" into the case name
 // without "Benchmark" and the -GOMAXPROCS suffix.
 std::optional<std::pair<std::string, go_result>> parse_go_line(const std::string& line) {

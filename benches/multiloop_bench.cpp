@@ -20,6 +20,7 @@
 // pipe (the path a foreign thread or an old kernel takes). The machine is shared and noisy:
 // every case runs once per round, tether and then Go, and the table shows medians.
 
+#include "benches/support/process.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/detail/loop_impl.hpp"
 #include "runtime/loop.hpp"
@@ -55,6 +56,9 @@ using namespace tether;
 using steady = std::chrono::steady_clock;
 
 namespace {
+
+using tether::bench::find_go;
+using tether::bench::run_command;
 
 struct settings {
     int rounds = 5;
@@ -232,80 +236,6 @@ double compute(runtime& rt, std::size_t loops, const settings& s) {
 }
 
 // ---- Go ------------------------------------------------------------------------------------
-
-int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                const std::function<void(const std::string&)>& on_line) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-        return -1;
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) {
-        args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    std::vector<char*> envp;
-    for (const auto& e : env) {
-        envp.push_back(const_cast<char*>(e.c_str()));
-    }
-    envp.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        ::dup2(fds[1], 1);
-        ::dup2(fds[1], 2);
-        ::execve(args[0], args.data(), envp.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string pending;
-    std::array<char, 4096> buf{};
-    for (;;) {
-        ssize_t r = ::read(fds[0], buf.data(), buf.size());
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            break;
-        }
-        pending.append(buf.data(), static_cast<std::size_t>(r));
-        std::size_t nl;
-        while ((nl = pending.find('\n')) != std::string::npos) {
-            on_line(pending.substr(0, nl));
-            pending.erase(0, nl + 1);
-        }
-    }
-    if (!pending.empty()) {
-        on_line(pending);
-    }
-    ::close(fds[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::optional<std::string> find_go() {
-    const char* p = std::getenv("PATH");
-    std::string path = p ? p : "/usr/local/bin:/usr/bin:/bin";
-    std::size_t start = 0;
-    for (;;) {
-        std::size_t colon = path.find(':', start);
-        std::string dir = path.substr(start, colon - start);
-        std::string candidate = (dir.empty() ? std::string(".") : dir) + "/go";
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return candidate;
-        }
-        if (colon == std::string::npos) {
-            return std::nullopt;
-        }
-        start = colon + 1;
-    }
-}
 
 std::string self_dir() {
     std::array<char, 4096> buf{};

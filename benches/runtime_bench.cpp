@@ -15,6 +15,7 @@
 // testing.B: n = 1, then n predicted from the last run, until one run lasts the bench time.
 // Go runs with GOMAXPROCS=1; tether runs one loop on one thread.
 
+#include "benches/support/process.hpp"
 #include "context/context.hpp"
 #include "context/detail/node.hpp"
 #include "context/detail/timer_heap.hpp"
@@ -69,6 +70,9 @@ extern char** environ;
 // promise that also records the size the compiler asks for, measures the exact frame.
 
 namespace {
+
+using tether::bench::find_go;
+using tether::bench::run_command;
 struct frame_probe {};
 std::size_t probed_frame_size = 0;
 
@@ -608,63 +612,6 @@ namespace {
 
 // Runs `argv` with `env`, calling `on_line` for each line of its stdout and stderr. Returns its
 // exit status, or -1 if it couldn't be started.
-int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                const std::function<void(const std::string&)>& on_line) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-        return -1;
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) {
-        args.push_back(const_cast<char*>(a.c_str()));
-    }
-    args.push_back(nullptr);
-    std::vector<char*> envp;
-    for (const auto& e : env) {
-        envp.push_back(const_cast<char*>(e.c_str()));
-    }
-    envp.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        // Only async-signal-safe calls from here.
-        ::dup2(fds[1], 1);
-        ::dup2(fds[1], 2);
-        ::execve(args[0], args.data(), envp.data());
-        ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string pending;
-    std::array<char, 4096> buf{};
-    for (;;) {
-        ssize_t r = ::read(fds[0], buf.data(), buf.size());
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            break;
-        }
-        pending.append(buf.data(), static_cast<std::size_t>(r));
-        std::size_t nl;
-        while ((nl = pending.find('\n')) != std::string::npos) {
-            on_line(pending.substr(0, nl));
-            pending.erase(0, nl + 1);
-        }
-    }
-    if (!pending.empty()) {
-        on_line(pending);
-    }
-    ::close(fds[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 // Parses "result <key> <value>", the lines both the Go program and `--child` print.
 std::optional<std::pair<std::string, double>> parse_result(const std::string& line) {
     constexpr std::string_view prefix = "result ";
@@ -711,23 +658,6 @@ struct go_side {
     std::string binary;
     std::vector<std::string> env; // for running it: GOMAXPROCS=1
 };
-
-std::optional<std::string> find_go() {
-    std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/local/bin:/usr/bin:/bin";
-    std::size_t start = 0;
-    for (;;) {
-        std::size_t colon = path.find(':', start);
-        std::string dir = path.substr(start, colon - start);
-        std::string candidate = (dir.empty() ? std::string(".") : dir) + "/go";
-        if (::access(candidate.c_str(), X_OK) == 0) {
-            return candidate;
-        }
-        if (colon == std::string::npos) {
-            return std::nullopt;
-        }
-        start = colon + 1;
-    }
-}
 
 // Builds the Go program next to this executable (GO111MODULE=off: a lone main package needs
 // no module and no download), with Go's build cache there too.

@@ -1,0 +1,107 @@
+#pragma once
+// What the benchmarks that run Go side by side share: finding `go` and running a program
+// with its output read line by line.
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <fcntl.h>
+#include <functional>
+#include <optional>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace tether::bench {
+
+/// Runs `argv` (argv[0] a path) with exactly `env` as its environment, in `cwd` (the current
+/// directory if empty), calling `on_line` with each line of its stdout and stderr. Returns
+/// its exit status (128 + signal if killed), or -1 if it could not be started.
+inline int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                       const std::string& cwd,
+                       const std::function<void(const std::string&)>& on_line) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) {
+        args.push_back(const_cast<char*>(a.c_str()));
+    }
+    args.push_back(nullptr);
+    std::vector<char*> envp;
+    for (const auto& e : env) {
+        envp.push_back(const_cast<char*>(e.c_str()));
+    }
+    envp.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls from here: the real clock's thread may exist.
+        ::dup2(fds[1], 1);
+        ::dup2(fds[1], 2);
+        if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) {
+            ::_exit(127);
+        }
+        ::execve(args[0], args.data(), envp.data());
+        ::_exit(127);
+    }
+    ::close(fds[1]);
+    std::string pending;
+    std::array<char, 4096> buf{};
+    for (;;) {
+        ssize_t r = ::read(fds[0], buf.data(), buf.size());
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            break;
+        }
+        pending.append(buf.data(), static_cast<std::size_t>(r));
+        std::size_t nl;
+        while ((nl = pending.find('\n')) != std::string::npos) {
+            on_line(pending.substr(0, nl));
+            pending.erase(0, nl + 1);
+        }
+    }
+    if (!pending.empty()) {
+        on_line(pending);
+    }
+    ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/// Like the above, in the current directory.
+inline int run_command(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                       const std::function<void(const std::string&)>& on_line) {
+    return run_command(argv, env, std::string(), on_line);
+}
+
+/// Returns the path of `go` found through PATH, or nothing.
+inline std::optional<std::string> find_go() {
+    const char* p = std::getenv("PATH");
+    std::string path = p ? p : "/usr/local/bin:/usr/bin:/bin";
+    std::size_t start = 0;
+    for (;;) {
+        std::size_t colon = path.find(':', start);
+        std::string dir = path.substr(start, colon - start);
+        std::string candidate = (dir.empty() ? std::string(".") : dir) + "/go";
+        if (::access(candidate.c_str(), X_OK) == 0) {
+            return candidate;
+        }
+        if (colon == std::string::npos) {
+            return std::nullopt;
+        }
+        start = colon + 1;
+    }
+}
+
+} // namespace tether::bench
