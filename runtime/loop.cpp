@@ -637,6 +637,29 @@ int loop_impl::reap() {
     }
 }
 
+namespace {
+
+#if defined(__SANITIZE_THREAD__)
+#define TETHER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TETHER_TSAN 1
+#endif
+#endif
+
+// ThreadSanitizer holds back an asynchronous signal that lands on a thread blocked in a
+// system call it does not intercept (io_uring_enter is one) until that thread next passes
+// through one it does. A SIGTERM meant for notify_context's handler would wait for as long
+// as the loop sleeps, forever on an idle loop. Under TSan, then, the loop wakes at least
+// every 50 ms to let such signals through; other builds sleep as long as they like.
+#ifdef TETHER_TSAN
+constexpr duration max_sanitizer_wait = std::chrono::milliseconds(50);
+#else
+constexpr duration max_sanitizer_wait = duration::max();
+#endif
+
+} // namespace
+
 void loop_impl::enter(bool wait, std::optional<duration> timeout) {
     if (!wait) {
         io_uring_submit_and_get_events(&ring_);
@@ -653,6 +676,7 @@ void loop_impl::enter(bool wait, std::optional<duration> timeout) {
     if (timeout) {
         d = std::min(d, *timeout);
     }
+    d = std::min(d, max_sanitizer_wait);
     io_uring_cqe* cqe = nullptr;
     if (d == duration::max()) {
         io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);

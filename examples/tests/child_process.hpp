@@ -86,13 +86,28 @@ public:
     }
 
     /// Reads the rest of stdout and waits for the child to exit; returns its exit status, or
-    /// -1 if it did not exit normally.
+    /// -1 if it did not exit normally. A child still running 60 s after its last line is
+    /// killed and the test fails with what it printed, rather than hanging until meson's
+    /// timeout says nothing useful.
     int wait() {
         std::string line;
         while (next_line(line)) {
         }
         int status = 0;
-        REQUIRE(::waitpid(pid_, &status, 0) == pid_);
+        pid_t got = 0;
+        for (int i = 0; i < 600 && got == 0; ++i) {
+            got = ::waitpid(pid_, &status, WNOHANG);
+            if (got == 0) {
+                ::poll(nullptr, 0, 100);
+            }
+        }
+        if (got == 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+            pid_ = -1;
+            FAIL("the child did not exit; its output:\n" << all_);
+        }
+        REQUIRE(got == pid_);
         pid_ = -1;
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
