@@ -363,6 +363,15 @@ task<void> server_state::serve_conn(conn* c) {
         if (c->close_after && st != request_parser::status::complete) {
             break; // an incomplete head answered above, or a timeout, cancel or read error
         }
+        if (conn_ctx.is_done()) {
+            // Closed while idle (shutdown, idle timeout, the server's context) in the same
+            // instant the read brought a request: its bytes were in flight, not yet a
+            // request. Starting its handler under a done context would lose its response
+            // (every write fails at once), so it is not started: the client sees a clean
+            // close, as for a request still in the socket.
+            c->close_after = true;
+            break;
+        }
         c->idle = false;
         if (st == request_parser::status::error) {
             disarm(c);
