@@ -1,9 +1,11 @@
 // echo_server: a TCP echo server on tether.
 //
-//   echo_server --port N [--host ADDR]
+//   echo_server --port N [--host ADDR] [--loops N]
 //       Listens on ADDR:N (127.0.0.1 by default; port 0 lets the kernel choose), prints
 //       "listening on ADDRESS" once it accepts, and echoes every byte of every connection
-//       back until the peer closes. Runs until killed.
+//       back until the peer closes. Runs until killed. With --loops N (N > 1) it runs N
+//       loops on N threads, each accepting on its own socket of one SO_REUSEPORT group and
+//       serving the connections it accepts.
 //   echo_server
 //       The same on a free port, then connects to itself, echoes one message, prints it and
 //       exits: what `./dev bench` runs.
@@ -16,6 +18,7 @@
 #include "net/tcp_listener.hpp"
 #include "net/tcp_stream.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
 #include "runtime/spawn.hpp"
 #include "runtime/task_group.hpp"
 
@@ -27,6 +30,7 @@
 #include <cstring>
 #include <span>
 #include <string_view>
+#include <vector>
 
 using namespace tether;
 using namespace tether::net;
@@ -109,8 +113,28 @@ task<int> run_server(address at) {
     co_return 0;
 }
 
+// One accept loop per loop of `rt`, each on its own listener of one SO_REUSEPORT group.
+task<int> run_sharded(runtime* rt, address at) {
+    result<std::vector<tcp_listener>> group = tcp_listener::bind_group(at, rt->size());
+    if (!group) {
+        fmt::print(stderr, "echo_server: listen on {}: {}\n", at, group.error().message());
+        co_return 1;
+    }
+    fmt::print("listening on {}\n", *group->front().local_addr());
+    std::fflush(stdout);
+    context ctx = co_await this_coro::context;
+    std::vector<join_handle<void>> shards;
+    for (std::size_t i = 0; i < rt->size(); ++i) {
+        shards.push_back(spawn_on(rt->loop(i), ctx, serve(&(*group)[i])));
+    }
+    for (join_handle<void>& h : shards) {
+        (void)co_await h;
+    }
+    co_return 0;
+}
+
 int usage() {
-    fmt::print(stderr, "usage: echo_server [--port N] [--host ADDR]\n");
+    fmt::print(stderr, "usage: echo_server [--port N] [--host ADDR] [--loops N]\n");
     return 2;
 }
 
@@ -121,6 +145,7 @@ int main(int argc, char** argv) {
         return tether::run(demo());
     }
     std::uint16_t port = 0;
+    std::size_t loops = 1;
     std::string host = "127.0.0.1";
     bool have_port = false;
     for (int i = 1; i < argc; ++i) {
@@ -137,6 +162,11 @@ int main(int argc, char** argv) {
             have_port = true;
         } else if (arg == "--host") {
             host = value;
+        } else if (arg == "--loops") {
+            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), loops);
+            if (ec != std::errc{} || end != value.data() + value.size() || loops == 0) {
+                return usage();
+            }
         } else {
             return usage();
         }
@@ -146,6 +176,10 @@ int main(int argc, char** argv) {
     result<address> at = address::parse(text);
     if (!have_port || !at) {
         return usage();
+    }
+    if (loops > 1) {
+        runtime rt(runtime::options{.loops = loops});
+        return rt.block_on(run_sharded(&rt, *at));
     }
     return tether::run(run_server(*at));
 }

@@ -1,6 +1,6 @@
 // hello_server: the reference HTTP server people try first.
 //
-//   hello_server [--port N] [--jwt-secret S]
+//   hello_server [--port N] [--loops N] [--jwt-secret S]
 //
 // Routes:
 //   GET  /          "Hello, World!"
@@ -13,10 +13,16 @@
 // Every request gets a request ID (X-Request-ID), an access log line and exception
 // recovery. SIGINT/SIGTERM cancel the root context: the server stops accepting, lets
 // in-flight requests finish (up to 10 s) and exits 0.
+//
+// With --loops N the server runs on N loops, N threads (default 1): each loop accepts on its
+// own socket of one SO_REUSEPORT group and serves its connections (http::sharded_server);
+// shutdown stops all of them and waits for every loop's requests.
 
 #include "net/http/middleware.hpp"
 #include "net/http/server.hpp"
+#include "net/http/sharded_server.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
 #include "runtime/signal.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
@@ -179,7 +185,7 @@ task<void> slow(http::request& req, http::response_writer& w) {
     w.write(fmt::format("slept {} ms\n", ms));
 }
 
-task<int> serve(std::uint16_t port, std::string secret) {
+task<int> serve(runtime* rt, std::uint16_t port, std::string secret) {
     context root = co_await this_coro::context;
     auto [ctx, stop_signals] = notify_context(root, {SIGINT, SIGTERM});
 
@@ -193,7 +199,7 @@ task<int> serve(std::uint16_t port, std::string secret) {
     mux.handle("GET /slow", slow);
     http::handler app = http::chain(mux.as_handler(), {http::request_id(), http::access_log(),
                                                        http::recover(), http::timeout(5s)});
-    http::server srv(app);
+    http::sharded_server srv(*rt, app);
     if (auto r = srv.listen(net::address::ipv4_loopback(port)); !r) {
         fmt::print(stderr, "hello_server: listen: {}\n", r.error().message());
         co_return 1;
@@ -214,6 +220,7 @@ task<int> serve(std::uint16_t port, std::string secret) {
 
 int main(int argc, char** argv) {
     std::uint16_t port = 8080;
+    std::size_t loops = 1;
     std::string secret = "tether-example-secret";
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
@@ -221,15 +228,16 @@ int main(int argc, char** argv) {
             port = static_cast<std::uint16_t>(std::atoi(argv[++i]));
         } else if (a == "--jwt-secret" && i + 1 < argc) {
             secret = argv[++i];
-        } else if (a == "--loops" && i + 1 < argc) {
-            ++i; // one loop for now: the multi-loop runtime has not landed
+        } else if (a == "--loops" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
+            loops = static_cast<std::size_t>(std::atoi(argv[++i]));
         } else {
-            fmt::print(stderr, "usage: hello_server [--port N] [--jwt-secret S]\n");
+            fmt::print(stderr, "usage: hello_server [--port N] [--loops N] [--jwt-secret S]\n");
             return 2;
         }
     }
     try {
-        return tether::run(serve(port, secret));
+        runtime rt(runtime::options{.loops = loops});
+        return rt.block_on(serve(&rt, port, secret));
     } catch (const std::exception& e) {
         fmt::print(stderr, "hello_server: {}\n", e.what());
         return 1;

@@ -10,6 +10,7 @@
 #include "net/http/parser.hpp"
 #include "net/http/route.hpp"
 #include "net/http/server.hpp"
+#include "net/http/sharded_server.hpp"
 #include "net/http/status.hpp"
 #include "net/io_errc.hpp"
 #include "net/io_result.hpp"

@@ -180,6 +180,37 @@ TEST_CASE("echo_server echoes every byte on every connection until the peer clos
     CHECK(WIFSIGNALED(status));
 }
 
+TEST_CASE("echo_server --loops 2 echoes on every connection, whichever loop took it") {
+    const char* path = std::getenv("ECHO_SERVER");
+    if (path == nullptr) {
+        MESSAGE("ECHO_SERVER is not set: nothing to check");
+        return;
+    }
+    child c = start(path, {"--port", "0", "--loops", "2"});
+    std::string line = read_line(c);
+    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    int port = std::atoi(line.c_str() + line.rfind(':') + 1);
+    REQUIRE(port > 0);
+    std::vector<int> conns;
+    for (int i = 0; i < 50; ++i) {
+        conns.push_back(connect_to(port));
+    }
+    for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = 0; i < conns.size(); ++i) {
+            REQUIRE(write_all(conns[i], pattern(100 + i, round)));
+        }
+        for (std::size_t i = 0; i < conns.size(); ++i) {
+            CHECK(read_n(conns[i], 100 + i) == pattern(100 + i, round));
+        }
+    }
+    for (int fd : conns) {
+        close(fd);
+    }
+    REQUIRE(kill(c.pid, SIGTERM) == 0);
+    int status = c.wait();
+    CHECK(WIFSIGNALED(status));
+}
+
 TEST_CASE("echo_server without arguments echoes through itself and exits 0") {
     const char* path = std::getenv("ECHO_SERVER");
     if (path == nullptr) {

@@ -26,15 +26,16 @@ struct child {
     int out = -1;
 };
 
-child start(const char* path) {
+child start(const char* path, const char* loops) {
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
-    char* argv[] = {const_cast<char*>(path), const_cast<char*>("--port"), const_cast<char*>("0"),
-                    nullptr};
+    char* argv[] = {const_cast<char*>(path),  const_cast<char*>("--port"),
+                    const_cast<char*>("0"),   const_cast<char*>("--loops"),
+                    const_cast<char*>(loops), nullptr};
     child c;
     REQUIRE(posix_spawn(&c.pid, path, &fa, nullptr, argv, environ) == 0);
     posix_spawn_file_actions_destroy(&fa);
@@ -85,12 +86,10 @@ constexpr const char* token =
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZGEiLCJyb2xlIjoiYWRtaW4ifQ."
     "VCV0Am7wtlca7Giz93-YLRR5kxd5yHMFYo19cdIarqg";
 
-} // namespace
-
-TEST_CASE("hello_server serves its routes and shuts down cleanly on SIGTERM") {
+void check_server(const char* loops) {
     const char* path = std::getenv("HELLO_SERVER");
     REQUIRE(path != nullptr);
-    child c = start(path);
+    child c = start(path, loops);
     int port = port_of(c);
 
     std::string hello = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -119,6 +118,11 @@ TEST_CASE("hello_server serves its routes and shuts down cleanly on SIGTERM") {
     CHECK(bad.find("HTTP/1.1 400") == 0);
     std::string again = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     CHECK(again.find("HTTP/1.1 200 OK") == 0);
+    // Connections from many source ports: with several loops, the kernel spreads them.
+    for (int i = 0; i < 20; ++i) {
+        std::string more = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        CHECK(more.find("\r\n\r\nHello, World!") != std::string::npos);
+    }
 
     REQUIRE(kill(c.pid, SIGTERM) == 0);
     int status = 0;
@@ -126,4 +130,14 @@ TEST_CASE("hello_server serves its routes and shuts down cleanly on SIGTERM") {
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
     close(c.out);
+}
+
+} // namespace
+
+TEST_CASE("hello_server serves its routes and shuts down cleanly on SIGTERM") {
+    check_server("1");
+}
+
+TEST_CASE("hello_server --loops 2 serves on two loops and shuts both down on SIGTERM") {
+    check_server("2");
 }
