@@ -7,13 +7,16 @@
 //       and Content-Length headers) until SIGINT or SIGTERM.
 //       --middleware  wraps the handler in request_id() and access_log(), the log lines
 //                     written to /dev/null (formatted and written, not skipped)
-//       --loops N     accepted for the multi-loop runtime; one loop until it lands
+//       --loops N     serves on N loops, N threads (default 1): each loop accepts on its own
+//                     socket of one SO_REUSEPORT group (http::sharded_server)
 //
 // Requests go through a serve_mux, as an application's would.
 
 #include "net/http/middleware.hpp"
 #include "net/http/server.hpp"
+#include "net/http/sharded_server.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
 #include "runtime/signal.hpp"
 #include "runtime/spawn.hpp"
 #include "tether/tether.hpp"
@@ -38,27 +41,12 @@ task<void> hello(http::request&, http::response_writer& w) {
     co_return;
 }
 
-task<int> serve(std::uint16_t port, bool middleware) {
+// Serves with `Server` (http::server on one loop, or http::sharded_server over `rt`'s
+// loops) until SIGINT or SIGTERM, then shuts down with 5 s of grace.
+template <class Server>
+task<int> serve(Server& srv, std::uint16_t port) {
     context root = co_await this_coro::context;
     auto [ctx, stop_signals] = notify_context(root, {SIGINT, SIGTERM});
-
-    // The access log's sink: a buffered FILE on /dev/null, so that each line is formatted
-    // and written as a real log's would be, minus the disk.
-    std::FILE* devnull = std::fopen("/dev/null", "w");
-    if (devnull == nullptr) {
-        fmt::print(stderr, "http_server: /dev/null: {}\n", std::strerror(errno));
-        co_return 1;
-    }
-    http::serve_mux mux;
-    mux.handle("GET /{$}", hello);
-    http::handler app = mux.as_handler();
-    if (middleware) {
-        app = http::chain(app, {http::request_id(), http::access_log([devnull](std::string_view l) {
-                                    std::fwrite(l.data(), 1, l.size(), devnull);
-                                    std::fputc('\n', devnull);
-                                })});
-    }
-    http::server srv(app);
     if (auto r = srv.listen(net::address::ipv4_loopback(port)); !r) {
         fmt::print(stderr, "http_server: listen: {}\n", r.error().message());
         co_return 1;
@@ -71,7 +59,6 @@ task<int> serve(std::uint16_t port, bool middleware) {
     auto [grace, cancel_grace] = with_timeout(without_cancel(root), std::chrono::seconds(5));
     auto r = co_await with_context(grace, srv.shutdown());
     (void)co_await serving;
-    std::fclose(devnull);
     co_return r ? 0 : 1;
 }
 
@@ -90,7 +77,7 @@ bool parse(std::string_view s, auto& out) {
 int main(int argc, char** argv) {
     std::uint16_t port = 0;
     bool middleware = false;
-    unsigned loops = 1;
+    std::size_t loops = 1;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         if (a == "--middleware") {
@@ -107,8 +94,32 @@ int main(int argc, char** argv) {
             return usage();
         }
     }
-    // TODO(multi-loop): serve on `loops` loops once the server library can; one loop until
-    // then.
-    (void)loops;
-    return tether::run(serve(port, middleware));
+    // The access log's sink: a buffered FILE on /dev/null, so that each line is formatted
+    // and written as a real log's would be, minus the disk.
+    std::FILE* devnull = std::fopen("/dev/null", "w");
+    if (devnull == nullptr) {
+        fmt::print(stderr, "http_server: /dev/null: {}\n", std::strerror(errno));
+        return 1;
+    }
+    http::serve_mux mux;
+    mux.handle("GET /{$}", hello);
+    http::handler app = mux.as_handler();
+    if (middleware) {
+        // std::fwrite locks the FILE: safe from every loop's thread.
+        app = http::chain(app, {http::request_id(), http::access_log([devnull](std::string_view l) {
+                                    std::fwrite(l.data(), 1, l.size(), devnull);
+                                    std::fputc('\n', devnull);
+                                })});
+    }
+    int rc = 0;
+    if (loops == 1) {
+        http::server srv(app);
+        rc = tether::run(serve(srv, port));
+    } else {
+        runtime rt(runtime::options{.loops = loops});
+        http::sharded_server srv(rt, app);
+        rc = rt.block_on(serve(srv, port));
+    }
+    std::fclose(devnull);
+    return rc;
 }

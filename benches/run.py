@@ -13,7 +13,10 @@ Areas, each printed as one table with tether and every peer side by side:
   http       benches/http_server (with and without middleware) against raw io_uring, raw epoll,
              Boost.Asio (both backends), Go net/http and nginx under wrk: 64 and 1,000
              connections, with and without pipelining (16 requests per write)
-  multiloop  benches/multiloop_bench, if it is built
+  multiloop  benches/multiloop_bench, if it is built; then the HTTP server on 2 loops
+             (benches/http_server --loops 2) against nginx with 2 workers and Go net/http with
+             GOMAXPROCS=2 under wrk -t2, none of them pinned: servers and load client share
+             the machine's two cores
 
 Method: each server runs pinned to CPU 0 (as `taskset -c 0` would) in its own process group,
 the load client pinned to CPU 1. Every case runs A B A B...: round after round, every server
@@ -289,10 +292,11 @@ def build_go(build, notes):
     return binary
 
 
-def nginx_setup(port):
+def nginx_setup(port, workers=1):
     prefix = tempfile.mkdtemp(prefix="tether-bench-nginx-")
     conf = open(os.path.join(PEERS, "nginx", "nginx.conf")).read()
     conf = conf.replace("@PORT@", str(port)).replace("@PREFIX@", prefix)
+    conf = conf.replace("@WORKERS@", str(workers))
     with open(os.path.join(prefix, "nginx.conf"), "w") as f:
         f.write(conf)
     return prefix
@@ -336,6 +340,29 @@ def find_servers(build, mode, notes, go_binary):
                               setup=nginx_setup))
         else:
             notes.append("nginx: not installed (apt install nginx-light): skipped")
+    return specs
+
+
+def find_multiloop_http_servers(build, notes, go_binary, loops=2):
+    """The HTTP servers on `loops` cores: tether --loops N, nginx with N workers, Go with
+    GOMAXPROCS=N."""
+    specs = []
+    tether = exe(build, "benches", "http_server")
+    if tether:
+        specs.append(Spec("tether", [tether, "--port", "0", "--loops", str(loops)],
+                          prints_port=True))
+    else:
+        notes.append("tether: benches/http_server is not built")
+    nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
+    if nginx:
+        specs.append(Spec("nginx", [nginx, "-p", "{PREFIX}", "-e", "{PREFIX}/error.log",
+                                    "-c", "{PREFIX}/nginx.conf", "-g", "daemon off;"],
+                          setup=lambda port: nginx_setup(port, loops)))
+    else:
+        notes.append("nginx: not installed (apt install nginx-light): skipped")
+    if go_binary:
+        specs.append(Spec("go", [go_binary, "-mode", "http", "-addr", "127.0.0.1:{PORT}"],
+                          env={"GOMAXPROCS": str(loops)}))
     return specs
 
 
@@ -637,17 +664,26 @@ def parse_wrk(text):
     return out
 
 
-def http_area(build, opts, go_binary):
+def http_area(build, opts, go_binary, multiloop=False):
+    """wrk against each server. `multiloop`: the 2-core servers, unpinned, wrk -t2."""
     notes = []
     wrk = shutil.which("wrk")
     if not wrk:
         return {"skipped": "wrk is not installed (apt install wrk)"}
-    servers = find_servers(build, "http", notes, go_binary)
+    if multiloop:
+        servers = find_multiloop_http_servers(build, notes, go_binary)
+        server_cpu, client_cpu = None, None
+        threads = 2
+        http_cases = opts.multiloop_http_cases
+    else:
+        servers = find_servers(build, "http", notes, go_binary)
+        server_cpu, client_cpu = cpu_sets()
+        threads = 1
+        http_cases = opts.http_cases
     servers = [s for s in servers if not opts.servers or s.name in opts.servers]
-    server_cpu, client_cpu = cpu_sets()
     script = os.path.join(PEERS, "wrk", "pipeline.lua")
     cases = []
-    for conns, depth in opts.http_cases:
+    for conns, depth in http_cases:
         name = f"{conns} conns" + (f", pipelined {depth}" if depth > 1 else "")
         samples = {s.name: [] for s in servers}
         for rnd in range(opts.rounds):
@@ -659,7 +695,7 @@ def http_area(build, opts, go_binary):
                     continue
                 try:
                     url = f"http://127.0.0.1:{srv.port}/"
-                    base = [wrk, "-t1", f"-c{conns}", "--latency"]
+                    base = [wrk, f"-t{threads}", f"-c{conns}", "--latency"]
                     tail = ["-s", script, url, "--", str(depth)] if depth > 1 else [url]
                     if opts.warmup >= 1:
                         run_client(base + [f"-d{int(opts.warmup)}s"] + tail, client_cpu, 60)
@@ -698,6 +734,30 @@ def print_http(area):
     print_summary(area["cases"], "req")
     area["targets"] = http_targets(area)
     print_targets("targets of issue 5", area["targets"])
+
+
+def multiloop_http_targets(area):
+    """Issue 6's target: the 2-loop HTTP server ahead of nginx with 2 workers."""
+    lines = []
+    for case in area.get("cases", []):
+        t = case["results"].get("tether")
+        n = case["results"].get("nginx")
+        if t and n and t["rps"] and n["rps"]:
+            check(lines, t["rps"] >= n["rps"],
+                  f"{case['name']}: tether on 2 loops {t['rps'] / n['rps']:.2f}x the req/s of "
+                  f"nginx with 2 workers (>= 1)")
+    return lines
+
+
+def print_multiloop_http(area):
+    say("multiloop http: plaintext Hello, World! under wrk -t2; tether --loops 2, nginx with "
+        "2 workers, Go with GOMAXPROCS=2; nothing pinned (servers and wrk share both cores), "
+        "server CPU summed over its threads")
+    say()
+    print_table(area["cases"], "req")
+    print_summary(area["cases"], "req")
+    area["targets"] = multiloop_http_targets(area)
+    print_targets("targets of issue 6", area["targets"])
 
 
 # ---- the benchmark programs -------------------------------------------------------------
@@ -851,8 +911,10 @@ def main():
     opts.seconds = max(1, opts.seconds)  # wrk takes whole seconds
     opts.conns = 64
     opts.http_cases = [(64, 1), (1000, 1), (64, 16), (1000, 16)]
+    opts.multiloop_http_cases = [(64, 1), (1000, 1)]
     if opts.quick:
         opts.http_cases = [(64, 1), (1000, 1), (64, 16)]
+        opts.multiloop_http_cases = [(64, 1)]
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < opts.idle + 1000:
@@ -878,7 +940,7 @@ def main():
                            "idle_conns": opts.idle},
               "areas": {}}
     go_binary = None
-    if "echo" in opts.areas or "http" in opts.areas:
+    if "echo" in opts.areas or "http" in opts.areas or "multiloop" in opts.areas:
         notes = []
         go_binary = build_go(opts.build, notes)
         for n in notes:
@@ -901,6 +963,13 @@ def main():
             result = program_area(opts.build, "runtime_bench", [], opts)
         elif area == "multiloop":
             result = program_area(opts.build, "multiloop_bench", [], opts)
+            if "--loops" in help_text(exe(opts.build, "benches", "http_server") or "true"):
+                result["http"] = http_area(opts.build, opts, go_binary, multiloop=True)
+                if "cases" in result["http"]:
+                    print_multiloop_http(result["http"])
+                result.setdefault("notes", []).extend(result["http"].get("notes", []))
+                if "skipped" in result["http"]:
+                    result["notes"].append(f"multiloop http: {result['http']['skipped']}")
         elif area == "echo":
             result = echo_area(opts.build, opts, go_binary)
             if "cases" in result:
