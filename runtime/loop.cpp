@@ -317,6 +317,10 @@ void loop_impl::setup_ring(const loop::options& o) {
         bool single_issuer;
     };
     const attempt attempts[] = {
+        // TASKRUN_FLAG lets a spinning loop see completions the kernel queued for it.
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+             IORING_SETUP_TASKRUN_FLAG,
+         true},
         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED, true},
         {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, false},
         {0, false},
@@ -396,6 +400,7 @@ void loop_impl::send_msg_ring(loop_impl& target) noexcept {
     io_uring_sqe_set_data(sqe, static_cast<completion*>(&target.msg_fail_op_));
     io_uring_sqe_set_flags(sqe, skip_success_);
     ++msg_ring_sent;
+    wake_queued_ = true;
 }
 
 void loop_impl::post_resume(std::coroutine_handle<> h) {
@@ -582,6 +587,13 @@ bool loop_impl::run_ready() {
         std::coroutine_handle<> h = ready_.front();
         ready_.pop_front();
         h.resume();
+        if (wake_queued_ && i + 1 < n) {
+            // A wake for another loop (a MSG_RING SQE) leaves now, not after the rest of the
+            // batch: a task that moved or posted there would otherwise wait for every
+            // coroutine queued here, however long they run.
+            wake_queued_ = false;
+            io_uring_submit(&ring_);
+        }
     }
     return true;
 }
@@ -661,6 +673,7 @@ constexpr duration max_sanitizer_wait = duration::max();
 } // namespace
 
 void loop_impl::enter(bool wait, std::optional<duration> timeout) {
+    wake_queued_ = false; // submitted here
     if (!wait) {
         io_uring_submit_and_get_events(&ring_);
         return;
@@ -713,7 +726,22 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
     bool entered = wait || idle || io_uring_sq_ready(&ring_) > 0 ||
                    ++turns_without_enter_ >= max_turns_without_enter;
     if (wait && spin_ > duration::zero()) {
-        wait = !spin_for_remote();
+        // What this turn queued goes to the kernel before the spin, not after it: a MSG_RING
+        // that wakes another loop (the coroutine that just moved there) would otherwise wait
+        // out the whole spin, and each hop of a ping-pong between two spinning loops cost
+        // the spin time.
+        if (io_uring_sq_ready(&ring_) > 0) {
+            wake_queued_ = false;
+            io_uring_submit(&ring_);
+        }
+        if (spin_for_remote()) {
+            // Posted work (or a completion) showed up in user space. Posted work needs no
+            // enter: take it at once, and let completions wait for the periodic enter as on
+            // a busy turn, unless the spin saw some.
+            wait = false;
+            entered = io_uring_sq_ready(&ring_) > 0 || io_uring_cq_ready(&ring_) > 0 ||
+                      completions_pending() || ++turns_without_enter_ >= max_turns_without_enter;
+        }
     }
     if (wait) {
         // Going to sleep in the kernel: from now on posters must wake us. Dekker with the
@@ -753,21 +781,54 @@ bool loop_impl::run_once(std::optional<duration> timeout) {
 bool loop_impl::spin_for_remote() {
     // Busy-poll for work from other loops before sleeping in the kernel: a poster that finds
     // us awake skips the wake, and we see its work within nanoseconds instead of a wakeup.
-    auto until = std::chrono::steady_clock::now() + spin_;
+    // Never past the next timer, and never yielding: sched_yield hands the core to whoever
+    // else is runnable for up to a whole time slice (milliseconds on a busy machine), far
+    // longer than the spin.
+    //
+    // Spinning pays only while this thread has a core to itself. A spin that finds itself
+    // preempted (a gap between two looks at the clock that 16 pauses can't explain) is on a
+    // machine with more runnable threads than cores, where a spinning loop only takes CPU
+    // from the thread it waits for: it stops, and the loop sleeps in the kernel for the next
+    // spin_backoff of idle turns.
+    constexpr auto preempted_gap = std::chrono::microseconds(50);
+    constexpr auto spin_backoff = std::chrono::milliseconds(20);
+    time_point last = std::chrono::steady_clock::now();
+    if (last < no_spin_until_) {
+        return false;
+    }
+    time_point until = last + spin_;
+    if (source_ == nullptr) {
+        until = std::min(until, std::min(sleeps_.next(), clock_.next()));
+    }
     for (int i = 0;; ++i) {
         if (has_remote_.load(std::memory_order_acquire) || stopping()) {
             return true;
         }
-        if ((i & 63) == 63) {
-            if (std::chrono::steady_clock::now() >= until) {
+        if ((i & 15) == 15) {
+            // A completion (I/O, a timeout) or a MSG_RING from a sender that saw us asleep
+            // between turns: the kernel made a CQE, or queued work for this thread.
+            if (io_uring_cq_ready(&ring_) > 0 || completions_pending()) {
+                return true;
+            }
+            time_point t = std::chrono::steady_clock::now();
+            if (t - last >= preempted_gap) {
+                ++spins_preempted;
+                no_spin_until_ = t + spin_backoff;
                 return false;
             }
-            // Let a thread that shares our core (the poster, on a busy machine) run.
-            std::this_thread::yield();
-        } else {
-            __builtin_ia32_pause();
+            if (t >= until) {
+                return false;
+            }
+            last = t;
         }
+        __builtin_ia32_pause();
     }
+}
+
+bool loop_impl::completions_pending() const noexcept {
+    // IORING_SQ_TASKRUN: with TASKRUN_FLAG the kernel sets it when it queues work (a
+    // completion) for this thread to run at its next enter.
+    return (IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_TASKRUN) != 0;
 }
 
 void loop_impl::run_until_idle() {

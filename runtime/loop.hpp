@@ -55,7 +55,10 @@ public:
         /// How long an idle loop busy-polls for work from other loops before it sleeps in
         /// the kernel (0: it sleeps at once). A loop that spins is woken without a MSG_RING
         /// or a syscall, for the price of the CPU it burns while idle: worth it when each
-        /// loop has a core to itself.
+        /// loop has a core to itself. The spin also ends at the next timer and when the
+        /// kernel has a completion for the loop. A spin that finds its thread was preempted
+        /// (more runnable threads than cores: spinning would only take CPU from the thread
+        /// it waits for) ends, and the loop sleeps at once for the next 20 ms.
         duration spin = duration::zero();
     };
 

@@ -119,6 +119,8 @@ public:
     /// Wakes this loop received through MSG_RING, and those it sent to other loops.
     std::atomic<std::uint64_t> msg_ring_received{0};
     std::uint64_t msg_ring_sent = 0;
+    /// Spins cut short because the thread was preempted (spinning then pauses a while).
+    std::uint64_t spins_preempted = 0;
     /// Returns true if other loops may wake this one through MSG_RING.
     bool accepts_msg_ring() const noexcept {
         return msg_ring_ready_.load(std::memory_order_acquire);
@@ -141,6 +143,8 @@ private:
     void flush_for_embedder();
     /// Spins up to spin_ waiting for posted work; returns true if some arrived.
     bool spin_for_remote();
+    /// Returns true if the kernel flagged completions for this thread (TASKRUN_FLAG).
+    bool completions_pending() const noexcept;
     /// Returns true if a poster must wake the loop: it is asleep in the kernel or between
     /// turns, where it would not look at its remote queues before blocking.
     bool sleeping() const noexcept { return sleeping_.load(std::memory_order_seq_cst); }
@@ -178,6 +182,7 @@ private:
     std::atomic<bool> stop_{false};
     std::atomic<bool> sleeping_{true};
     duration spin_{};
+    time_point no_spin_until_{}; // a preempted spin stops the spinning until then
 
     int wake_fd_ = -1;       // the wake pipe's read end, read by the ring
     int wake_write_fd_ = -1; // its write end, written by wake()
@@ -190,6 +195,7 @@ private:
     bool msg_ring_ok_ = false;
     bool msg_ring_wanted_ = true;
     std::atomic<bool> msg_ring_ready_{false};
+    bool wake_queued_ = false; // a MSG_RING SQE waits in our SQ
     struct msg_op : completion {
         loop_impl* self = nullptr;
     };
