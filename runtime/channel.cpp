@@ -63,6 +63,18 @@ void unpark(waiter* w) noexcept {
 
 } // namespace
 
+bool has_claimable(const wait_list& q, const select_core* self) noexcept {
+    for (const list_hook* h = q.front(); h != nullptr; h = h->next) {
+        const auto* n = static_cast<const chan_node*>(h);
+        if (n->sel == nullptr ||
+            (n->sel != self &&
+             n->sel->winner.load(std::memory_order_acquire) == select_core::none)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool chan_node::claim() noexcept {
     return sel == nullptr || sel->try_win(index);
 }

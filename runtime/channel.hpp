@@ -68,6 +68,9 @@ struct chan_node : list_hook {
     void* item = nullptr;           // a send's T, or a receive's std::optional<T>
     std::error_code outcome;        // carried to the waiter's loop by a remote complete
     chan_node* done_next = nullptr; // close(): the claimed nodes it completes
+    void* chan = nullptr;           // a select case: its channel, for `ready_now`
+    /// A select case: whether its operation could proceed now (the channel's lock held).
+    bool (*ready_now)(const chan_node& self) noexcept = nullptr;
 
     /// Takes the operation for whoever dequeued it (with the channel's lock held): always
     /// true for a lone operation; for a select case, true only if no other case (or the
@@ -78,6 +81,10 @@ struct chan_node : list_hook {
     /// own loop.
     void complete(std::error_code e) noexcept;
 };
+
+/// Returns true if `q` holds an operation that a counterpart could take now (the channel's
+/// lock held): a lone one, or a case of a select other than `self` that nothing won yet.
+bool has_claimable(const wait_list& q, const select_core* self) noexcept;
 
 /// A fixed-capacity FIFO of `T`s, allocated once.
 template <class T>
@@ -370,6 +377,16 @@ public:
             return detail::chan_outcome::done;
         }
         return closed_ ? detail::chan_outcome::closed : detail::chan_outcome::would_block;
+    }
+
+    /// With the lock held: whether a send by select `self` would proceed at once (a waiting
+    /// receiver other than `self`'s own case, room in the buffer, or closed).
+    bool can_send_locked(const detail::select_core* self) const noexcept {
+        return closed_ || !buf_.full() || detail::has_claimable(recvq_, self);
+    }
+    /// With the lock held: whether a receive by select `self` would proceed at once.
+    bool can_receive_locked(const detail::select_core* self) const noexcept {
+        return closed_ || !buf_.empty() || detail::has_claimable(sendq_, self);
     }
 
     detail::wait_list& send_queue() noexcept { return sendq_; }

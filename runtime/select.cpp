@@ -127,10 +127,28 @@ bool select_core::park(const context& c, std::coroutine_handle<> h) noexcept {
             return false;
         }
     }
-    // Last: once queued, a case can be taken; everything it needs is armed.
+    // Last: once queued, a case can be taken; everything it needs is armed. Each case is
+    // queued under its channel's lock only if the channel can't serve it now: a counterpart
+    // on another loop may have come since the poll (a value buffered, a sender queued), and
+    // a case queued behind it would wait for nothing.
     for (std::size_t i = 0; i < n_chans; ++i) {
-        std::lock_guard lk(*chans[i]->lock);
-        chans[i]->queue->push_back(chans[i]);
+        chan_node* node = chans[i];
+        {
+            std::lock_guard lk(*node->lock);
+            if (!node->ready_now(*node)) {
+                node->queue->push_back(node);
+                continue;
+            }
+        }
+        if (!try_win(retry)) {
+            // A case queued already was taken (or a done case or the context fired): the
+            // winner completes the select, and its release takes back what we queued.
+            return true;
+        }
+        // Nobody can win now: take everything back, and let the awaiter poll again.
+        own.finish_quietly({});
+        release();
+        return false;
     }
     return true;
 }

@@ -42,6 +42,9 @@ struct done_case {
 struct select_core {
     static constexpr int none = -1;
     static constexpr int canceled = -2; ///< the awaiting task's context was done first
+    /// Set by `park` alone: a case became ready between the poll and the park (a
+    /// counterpart on another loop); the select backed out and polls again.
+    static constexpr int retry = -3;
 
     std::atomic<int> winner{none};
     std::error_code case_error; // the winning channel case's error (closed), if any
@@ -64,7 +67,8 @@ struct select_core {
     /// `complete` from any loop's thread: posted to the select's loop from another.
     void complete_any(std::error_code e) noexcept;
     /// Arms the context and the done cases and queues the channel cases; returns false (with
-    /// `winner` set) if a done case or the context became done meanwhile.
+    /// `winner` set) if a done case or the context became done meanwhile, or (with `winner`
+    /// == `retry`, everything undone) if a channel case became ready since the poll.
     bool park(const context& c, std::coroutine_handle<> h) noexcept;
     /// Returns the index of a done case whose signal is ready, or `none`.
     int ready_done() const noexcept;
@@ -109,6 +113,10 @@ struct select_case<receive_op<T>> {
         node.item = &slot;
         node.queue = &ch->receive_queue();
         node.lock = &ch->lock();
+        node.chan = ch;
+        node.ready_now = [](const chan_node& n) noexcept {
+            return static_cast<channel<T>*>(n.chan)->can_receive_locked(n.sel);
+        };
         return &node;
     }
     value_type take(select_core& core) noexcept {
@@ -144,6 +152,10 @@ struct select_case<send_op<T>> {
         node.item = &value;
         node.queue = &ch->send_queue();
         node.lock = &ch->lock();
+        node.chan = ch;
+        node.ready_now = [](const chan_node& n) noexcept {
+            return static_cast<channel<T>*>(n.chan)->can_send_locked(n.sel);
+        };
         return &node;
     }
     value_type take(select_core& core) noexcept { return core.case_error; }
@@ -201,24 +213,37 @@ private:
         : cases_(std::move(std::get<I>(ops))...) {}
 
     bool suspend(const context& c, std::coroutine_handle<> h) noexcept {
-        // Under a done context only done cases may win (a done case is success, as for
-        // `co_await ctx.done()`); channel cases must not consume anything.
-        bool own_done = c.is_done();
-        std::array<std::uint8_t, n> order;
-        random_order(order.data(), n);
-        for (std::uint8_t i : order) {
-            if (poll(i, own_done)) {
-                core_.winner = i;
+        // A poll and a park that finds a case ready since (a counterpart on another loop
+        // came in between) start again: the park checks each channel under the lock it
+        // queues the case with, so that no case waits on a channel that could serve it.
+        for (bool prepared = false;;) {
+            // Under a done context only done cases may win (a done case is success, as for
+            // `co_await ctx.done()`); channel cases must not consume anything.
+            bool own_done = c.is_done();
+            std::array<std::uint8_t, n> order;
+            random_order(order.data(), n);
+            for (std::uint8_t i : order) {
+                if (poll(i, own_done)) {
+                    core_.winner = i;
+                    return false;
+                }
+            }
+            if (own_done) {
+                core_.winner = select_core::canceled;
+                core_.own.error = c.err();
                 return false;
             }
+            if (!std::exchange(prepared, true)) {
+                prepare(std::index_sequence_for<Ops...>{});
+            }
+            if (core_.park(c, h)) {
+                return true;
+            }
+            if (core_.winner.load(std::memory_order_acquire) != select_core::retry) {
+                return false;
+            }
+            core_.winner.store(select_core::none, std::memory_order_relaxed);
         }
-        if (own_done) {
-            core_.winner = select_core::canceled;
-            core_.own.error = c.err();
-            return false;
-        }
-        prepare(std::index_sequence_for<Ops...>{});
-        return core_.park(c, h);
     }
 
     bool poll(std::size_t i, bool own_done) noexcept {
@@ -309,9 +334,10 @@ struct [[nodiscard]] select_op {
 ///
 /// Lifetime: the channels must outlive the await.
 ///
-/// Thread safety: the tasks that use a select's channels must be on the awaiting task's
-/// loop. (A lone send or receive may be on any loop; a select polls its channels and then
-/// parks on them one at a time, and a counterpart on another loop could slip in between.)
+/// Thread safety: the channels may be used by tasks on any loop, selects included. (A
+/// select polls its channels and then queues its cases on them one at a time, each under
+/// its channel's lock after checking that the channel can't serve it by now; one that can
+/// makes the select take its cases back and poll again.)
 ///
 /// Example:
 ///

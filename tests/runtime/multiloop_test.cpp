@@ -5,6 +5,7 @@
 #include "runtime/loop.hpp"
 #include "runtime/mutex.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/select.hpp"
 #include "runtime/semaphore.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
@@ -17,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <variant>
 #include <vector>
 
 using namespace tether;
@@ -489,4 +491,91 @@ TEST_CASE("a mutex waiter on one loop canceled while another loop unlocks: never
         }
     }());
     MESSAGE(granted << " of " << rounds << " waiters got the lock before the cancel");
+}
+
+namespace {
+
+// Receives from `a` and `b` through select until both are closed; returns what it got.
+task<std::vector<int>> select_receive(channel<int>* a, channel<int>* b) {
+    std::vector<int> got;
+    bool a_open = true;
+    bool b_open = true;
+    while (a_open && b_open) {
+        result<std::variant<result<int>, result<int>>> r =
+            co_await select(a->receive(), b->receive());
+        REQUIRE(r);
+        result<int> v = r->index() == 0 ? std::get<0>(*r) : std::get<1>(*r);
+        if (v) {
+            got.push_back(*v);
+        } else {
+            (r->index() == 0 ? a_open : b_open) = false;
+        }
+    }
+    channel<int>* rest = a_open ? a : b;
+    while (result<int> v = co_await rest->receive()) {
+        got.push_back(*v);
+    }
+    co_return got;
+}
+
+// Sends `n` values from `first` on: through a select over `a` and `b` when `selecting`.
+task<void> select_send(channel<int>* a, channel<int>* b, int first, int n, bool selecting) {
+    for (int i = 0; i < n; ++i) {
+        if (selecting) {
+            result<std::variant<result<void>, result<void>>> r =
+                co_await select(a->send(first + i), b->send(first + i));
+            REQUIRE(r);
+            REQUIRE((r->index() == 0 ? std::get<0>(*r) : std::get<1>(*r)));
+        } else {
+            result<void> r = co_await (i % 2 == 0 ? a : b)->send(first + i);
+            REQUIRE(r);
+        }
+    }
+}
+
+} // namespace
+
+TEST_CASE("selects on several loops share channels: every value taken exactly once") {
+    runtime rt(runtime::options{.loops = 3});
+    const int per = static_cast<int>(iterations(1500));
+    const int producers = 6;
+    for (std::size_t capacity : {std::size_t{0}, std::size_t{4}}) {
+        CAPTURE(capacity);
+        channel<int> a(capacity);
+        channel<int> b(capacity);
+        std::vector<std::vector<int>> all =
+            rt.block_on([&]() -> task<std::vector<std::vector<int>>> {
+                std::vector<join_handle<std::vector<int>>> cs;
+                for (std::size_t c = 0; c < 3; ++c) {
+                    cs.push_back(co_await spawn_on(rt.loop(c), select_receive(&a, &b)));
+                }
+                std::vector<join_handle<void>> ps;
+                for (int p = 0; p < producers; ++p) {
+                    // Producers on every loop, half of them selecting between the channels.
+                    ps.push_back(co_await spawn_on(rt.loop(static_cast<std::size_t>(p) % 3),
+                                                   select_send(&a, &b, p * per, per, p % 2 == 0)));
+                }
+                for (auto& p : ps) {
+                    (void)co_await p;
+                }
+                a.close();
+                b.close();
+                std::vector<std::vector<int>> got;
+                for (auto& c : cs) {
+                    got.push_back((co_await c).value());
+                }
+                co_return got;
+            }());
+        std::vector<int> seen(static_cast<std::size_t>(producers * per), 0);
+        for (const auto& got : all) {
+            for (int v : got) {
+                REQUIRE(v >= 0);
+                REQUIRE(v < producers * per);
+                ++seen[static_cast<std::size_t>(v)];
+            }
+        }
+        for (int n : seen) {
+            REQUIRE(n == 1); // no loss, no duplicate
+        }
+    }
 }
