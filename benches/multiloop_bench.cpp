@@ -4,21 +4,32 @@
 //   multiloop_bench               every case, 5 rounds, Go side by side when `go` is in PATH
 //   multiloop_bench --quick       3 rounds, 50 ms per timed case
 //   multiloop_bench --no-go       tether only
+//   multiloop_bench --case GROUP  one group: pingpong, switch, stream or compute
 //   multiloop_bench --json FILE   also write the results as JSON
 //
 // Cases:
 //   pingpong   a round trip between a task on loop 0 and one on loop 1 over two unbuffered
-//              channels (Go: two goroutines over two unbuffered channels)
+//              channels (Go: two goroutines over two unbuffered channels). Go's pair mostly
+//              runs on one P (a send makes the receiver the sender's `runnext`), so its round
+//              trip rarely crosses threads while tether's always does; two more peers show
+//              both sides of that: Go with each goroutine locked to its own OS thread (every
+//              hop crosses threads, as tether's), and tether with both tasks on one loop.
 //   *_spin     the same with loops that busy-poll 50 us before sleeping (loop::options::spin)
 //   switch     a coroutine hopping loop 0 -> loop 1 -> loop 0 with switch_to (no Go peer:
-//              the raw cross-loop wake, MSG_RING against the wake pipe)
+//              the raw cross-loop wake, MSG_RING against the wake pipe), and next to it the
+//              kernel's floor: two plain threads (no tether) waking each other through
+//              MSG_RING on two rings, and through eventfds
 //   stream     values from a producer on loop 0 to a consumer on loop 1 through a channel
 //              of 1024 (Go: a buffered channel of 1024 between two goroutines)
-//   compute    64 tasks of CPU work spread over 2 loops, against the same on 1 loop
+//   compute    64 tasks of CPU work spread over 2 loops, against the same on 1 loop, and
+//              the same work on 2 plain threads against 1: the speedup the machine allowed
+//              at that moment (on a shared machine the kernel gives each session its share
+//              of the CPUs however many threads it runs, and 2 threads may get 1 core)
 //
 // Each tether case runs with loops woken through IORING_OP_MSG_RING and again with the wake
 // pipe (the path a foreign thread or an old kernel takes). The machine is shared and noisy:
-// every case runs once per round, tether and then Go, and the table shows medians.
+// every group runs once per round, tether and then its peers, and the table shows medians
+// with the load average at the start and the end.
 
 #include "benches/support/process.hpp"
 #include "runtime/channel.hpp"
@@ -29,10 +40,13 @@
 #include "runtime/switch_to.hpp"
 #include "runtime/task.hpp"
 
+#include <liburing.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -43,6 +57,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -66,6 +81,7 @@ struct settings {
     bool go = true;
     bool require_go = false;
     std::string json_file;
+    std::string only; // --case: run only the cases whose name starts with this
     int compute_tasks = 64;
     int compute_work = 2'000'000;
 };
@@ -111,12 +127,14 @@ task<void> echo(channel<int>* in, channel<int>* out) {
     out->close();
 }
 
-double pingpong(wake w, steady::duration bt) {
+// The echo task runs on loop `echo_loop`: 1 for the cross-loop round trip, 0 for both tasks
+// on one loop (what Go's pair mostly does).
+double pingpong(wake w, steady::duration bt, std::size_t echo_loop = 1) {
     runtime rt(two_loops(w));
     return rt.block_on([&]() -> task<double> {
         channel<int> ping;
         channel<int> pong;
-        auto h = co_await spawn_on(rt.loop(1), echo(&ping, &pong));
+        auto h = co_await spawn_on(rt.loop(echo_loop), echo(&ping, &pong));
         auto body = [&](std::int64_t n) -> task<void> {
             for (std::int64_t i = 0; i < n; ++i) {
                 (void)co_await ping.send(static_cast<int>(i));
@@ -235,6 +253,154 @@ double compute(runtime& rt, std::size_t loops, const settings& s) {
     }());
 }
 
+// The machine's own ceiling, measured next to `compute`: the same work on `threads` plain
+// threads (no tether). On a machine shared with other processes two threads rarely get two
+// cores (the kernel's autogroup gives each session its share, however many threads it runs):
+// 2 loops can't be faster than 2 threads, and this row says how much the machine allowed.
+double compute_threads(int threads, const settings& s) {
+    auto t0 = steady::now();
+    std::vector<std::thread> ts;
+    std::vector<std::uint64_t> sums(static_cast<std::size_t>(threads));
+    for (int th = 0; th < threads; ++th) {
+        ts.emplace_back([&, th] {
+            std::uint64_t sum = 0;
+            for (int t = th; t < s.compute_tasks; t += threads) {
+                sum += spin(s.compute_work, static_cast<std::uint64_t>(t) + 1);
+            }
+            sums[static_cast<std::size_t>(th)] = sum;
+        });
+    }
+    for (auto& t : ts) {
+        t.join();
+    }
+    auto d = steady::now() - t0;
+    std::uint64_t sum = 0;
+    for (auto v : sums) {
+        sum += v;
+    }
+    if (sum == 42) {
+        std::fputs("", stdout); // keep the work
+    }
+    return static_cast<double>(std::chrono::nanoseconds(d).count());
+}
+
+// ---- floor: the kernel's own cross-thread wake, without tether -----------------------------
+
+// A round trip between two plain threads that block in the kernel: each wakes the other by
+// writing an eventfd the other blocks reading. What a wake costs on this machine (on a VM,
+// mostly the hypervisor waking an idle vCPU): no runtime that sleeps in the kernel beats it.
+double raw_eventfd(steady::duration bt) {
+    int to_peer = ::eventfd(0, EFD_CLOEXEC);
+    int to_main = ::eventfd(0, EFD_CLOEXEC);
+    std::thread peer([&] {
+        for (;;) {
+            std::uint64_t v = 0;
+            if (::read(to_peer, &v, sizeof v) != sizeof v || v > 1) {
+                return; // 2: stop
+            }
+            [[maybe_unused]] ssize_t w = ::write(to_main, &v, sizeof v);
+        }
+    });
+    double ns = measure(
+        [&](std::int64_t n) {
+            for (std::int64_t i = 0; i < n; ++i) {
+                std::uint64_t v = 1;
+                [[maybe_unused]] ssize_t w = ::write(to_peer, &v, sizeof v);
+                [[maybe_unused]] ssize_t r = ::read(to_main, &v, sizeof v);
+            }
+        },
+        bt);
+    std::uint64_t stop = 2;
+    [[maybe_unused]] ssize_t w = ::write(to_peer, &stop, sizeof stop);
+    peer.join();
+    ::close(to_peer);
+    ::close(to_main);
+    return ns;
+}
+
+// The same with two rings (SINGLE_ISSUER | DEFER_TASKRUN, as a loop's) on two threads, each
+// waking the other with one IORING_OP_MSG_RING and waiting in io_uring_enter for the reply.
+struct raw_ring {
+    io_uring ring{};
+    bool ok = false;
+    raw_ring() {
+        io_uring_params p{};
+        p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        ok = io_uring_queue_init_params(8, &ring, &p) == 0;
+    }
+    ~raw_ring() {
+        if (ok) {
+            io_uring_queue_exit(&ring);
+        }
+    }
+    void send(int target_fd, int value) {
+        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_msg_ring(sqe, target_fd, static_cast<unsigned>(value), 1, 0);
+        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
+    }
+    // Submits what is queued and waits for a message; returns its value.
+    int wait() {
+        for (;;) {
+            io_uring_cqe* cqe = nullptr;
+            io_uring_submit_and_wait(&ring, 1);
+            int value = -1;
+            unsigned head;
+            unsigned n = 0;
+            io_uring_for_each_cqe(&ring, head, cqe) {
+                if (cqe->user_data == 1) {
+                    value = cqe->res;
+                }
+                ++n;
+            }
+            io_uring_cq_advance(&ring, n);
+            if (value >= 0) {
+                return value;
+            }
+        }
+    }
+};
+
+std::optional<double> raw_msg_ring(steady::duration bt) {
+    std::atomic<int> peer_fd{-1};
+    std::atomic<bool> peer_ok{true};
+    raw_ring mine;
+    if (!mine.ok) {
+        return std::nullopt;
+    }
+    std::thread peer([&] {
+        raw_ring r; // built on its thread: SINGLE_ISSUER binds it to the creator
+        if (!r.ok) {
+            peer_ok = false;
+            peer_fd = 0;
+            return;
+        }
+        peer_fd = r.ring.ring_fd;
+        while (r.wait() == 1) {
+            r.send(mine.ring.ring_fd, 1);
+        }
+    });
+    while (peer_fd.load() < 0) {
+        std::this_thread::yield();
+    }
+    if (!peer_ok) {
+        peer.join();
+        return std::nullopt;
+    }
+    double ns = measure(
+        [&](std::int64_t n) {
+            for (std::int64_t i = 0; i < n; ++i) {
+                mine.send(peer_fd, 1);
+                mine.wait();
+            }
+        },
+        bt);
+    mine.send(peer_fd, 2);
+    io_uring_submit(&mine.ring);
+    peer.join();
+    return ns;
+}
+
 // ---- Go ------------------------------------------------------------------------------------
 
 std::string self_dir() {
@@ -338,6 +504,25 @@ std::map<std::string, double> run_go(const go_side& g, const std::string& name, 
 
 // ---- table ---------------------------------------------------------------------------------
 
+// The 1, 5 and 15 minute load averages: how busy the shared machine was.
+std::string loadavg() {
+    std::string out;
+    if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
+        char buf[128] = {};
+        if (std::fgets(buf, sizeof buf, f) != nullptr) {
+            std::string_view v(buf);
+            // The first three fields.
+            std::size_t end = 0;
+            for (int field = 0; field < 3 && end != std::string_view::npos; ++field) {
+                end = v.find(' ', end + (field > 0 ? 1 : 0));
+            }
+            out = std::string(v.substr(0, end));
+        }
+        std::fclose(f);
+    }
+    return out.empty() ? "unknown" : out;
+}
+
 double median(std::vector<double> v) {
     if (v.empty()) {
         return 0;
@@ -411,7 +596,7 @@ bool write_json(const std::string& file, const std::vector<row>& rows) {
 
 void usage() {
     fmt::print("usage: multiloop_bench [--quick] [--rounds N] [--benchtime MS] [--go | --no-go]\n"
-               "                       [--json FILE]\n");
+               "                       [--case pingpong|switch|stream|compute] [--json FILE]\n");
 }
 
 } // namespace
@@ -439,6 +624,8 @@ int main(int argc, char** argv) {
             s.require_go = true;
         } else if (a == "--no-go") {
             s.go = false;
+        } else if (a == "--case") {
+            s.only = value();
         } else if (a == "--json") {
             s.json_file = value();
         } else {
@@ -458,6 +645,11 @@ int main(int argc, char** argv) {
         }
     }
 
+    // Go's default pair hands each value over on one P: the receiver is made ready on the
+    // sender's own P (runnext) and runs there, so the round trip rarely crosses threads.
+    // tether's round trip always does (the tasks are on two loops, two threads). Go with both
+    // goroutines locked to their own OS thread (runtime.LockOSThread) crosses threads on
+    // every hop, as tether does.
     row pp{"pingpong_vs_go",
            "tether MSG_RING",
            "Go GOMAXPROCS=2",
@@ -466,14 +658,6 @@ int main(int argc, char** argv) {
            {},
            ">= 3.0x",
            3.0};
-    row pp_pipe{"pingpong_pipe_vs_go",
-                "tether pipe wake",
-                "Go GOMAXPROCS=2",
-                "ns/round trip",
-                {},
-                {},
-                "",
-                0};
     row pp_spin{"pingpong_spin_vs_go",
                 "tether spin 50us",
                 "Go GOMAXPROCS=2",
@@ -482,12 +666,61 @@ int main(int argc, char** argv) {
                 {},
                 "",
                 0};
+    row pp_locked{"pingpong_vs_go_threads",
+                  "tether MSG_RING",
+                  "Go locked thrds",
+                  "ns/round trip",
+                  {},
+                  {},
+                  "",
+                  0};
+    row pp_spin_locked{"pingpong_spin_vs_go_thrds",
+                       "tether spin 50us",
+                       "Go locked thrds",
+                       "ns/round trip",
+                       {},
+                       {},
+                       "",
+                       0};
+    row pp_one{"pingpong_one_loop_vs_go",
+               "tether 1 loop",
+               "Go GOMAXPROCS=2",
+               "ns/round trip",
+               {},
+               {},
+               "",
+               0};
+    row pp_pipe{"pingpong_pipe_vs_go",
+                "tether pipe wake",
+                "Go GOMAXPROCS=2",
+                "ns/round trip",
+                {},
+                {},
+                "",
+                0};
     row sw{"switch_msg_ring_vs_pipe", "MSG_RING", "pipe wake", "ns/round trip", {}, {}, "", 0};
     row sw_spin{"switch_spin_vs_msg_ring", "spin 50us", "MSG_RING", "ns/round trip", {}, {}, "", 0};
+    row fl_ring{"switch_vs_raw_msg_ring",
+                "tether MSG_RING",
+                "raw MSG_RING",
+                "ns/round trip",
+                {},
+                {},
+                "",
+                0};
+    row fl_efd{"switch_pipe_vs_raw_eventfd",
+               "tether pipe wake",
+               "raw eventfd",
+               "ns/round trip",
+               {},
+               {},
+               "",
+               0};
     row st{"stream_vs_go", "tether MSG_RING", "Go GOMAXPROCS=2", "ns/message", {}, {}, "", 0};
     row st_pipe{
         "stream_pipe_vs_go", "tether pipe wake", "Go GOMAXPROCS=2", "ns/message", {}, {}, "", 0};
     row cp{"compute_2_loops_vs_1", "2 loops", "1 loop", "ms", {}, {}, ">= 1.9x", 1.9};
+    row cp_machine{"compute_2_threads_vs_1", "2 threads", "1 thread", "ms", {}, {}, "", 0};
     row cp_go{"compute_vs_go", "tether 2 loops", "Go GOMAXPROCS=2", "ms", {}, {}, "", 0};
 
     bool msg_ring = false;
@@ -501,56 +734,98 @@ int main(int argc, char** argv) {
         }());
         msg_ring = probe.loop(1).impl().msg_ring_received.load() > 0;
     }
-    fmt::print("multiloop_bench: {} rounds, {} ms per case, {} cores, MSG_RING {}\n", s.rounds,
-               std::chrono::duration_cast<std::chrono::milliseconds>(s.benchtime).count(),
-               std::thread::hardware_concurrency(), msg_ring ? "used" : "unavailable (pipe)");
+    fmt::print("multiloop_bench: {} rounds, {} ms per case, {} cores, MSG_RING {}, load {}\n",
+               s.rounds, std::chrono::duration_cast<std::chrono::milliseconds>(s.benchtime).count(),
+               std::thread::hardware_concurrency(), msg_ring ? "used" : "unavailable (pipe)",
+               loadavg());
 
+    auto want = [&](std::string_view group) { return s.only.empty() || s.only == group; };
     runtime compute_rt(runtime::options{.loops = 2});
     for (int round = 0; round < s.rounds; ++round) {
-        pp.tether.push_back(pingpong(wake::msg_ring, s.benchtime));
-        pp_pipe.tether.push_back(pingpong(wake::pipe, s.benchtime));
-        pp_spin.tether.push_back(pingpong(wake::spin, s.benchtime));
-        sw.tether.push_back(switch_round_trip(wake::msg_ring, s.benchtime));
-        sw.peer.push_back(switch_round_trip(wake::pipe, s.benchtime));
-        sw_spin.tether.push_back(switch_round_trip(wake::spin, s.benchtime));
-        sw_spin.peer.push_back(sw.tether.back());
-        st.tether.push_back(stream(wake::msg_ring, s.benchtime));
-        st_pipe.tether.push_back(stream(wake::pipe, s.benchtime));
-        cp.peer.push_back(compute(compute_rt, 1, s) / 1e6);
-        cp.tether.push_back(compute(compute_rt, 2, s) / 1e6);
-        cp_go.tether.push_back(cp.tether.back());
-        if (g.ready) {
-            auto r = run_go(g, "all", s);
-            if (r.count("pingpong.ns_per_round_trip")) {
-                pp.peer.push_back(r["pingpong.ns_per_round_trip"]);
-                pp_pipe.peer.push_back(r["pingpong.ns_per_round_trip"]);
-                pp_spin.peer.push_back(r["pingpong.ns_per_round_trip"]);
+        // Each group runs tether and its peers back to back, so that they share the moment's
+        // load.
+        std::map<std::string, double> go;
+        auto run_go_case = [&](const char* name) {
+            if (g.ready) {
+                for (auto& [k, v] : run_go(g, name, s)) {
+                    go[k] = v;
+                }
             }
-            if (r.count("stream.ns_per_message")) {
-                st.peer.push_back(r["stream.ns_per_message"]);
-                st_pipe.peer.push_back(r["stream.ns_per_message"]);
+        };
+        auto peer = [&](row& r, const char* key, double scale = 1) {
+            if (auto it = go.find(key); it != go.end()) {
+                r.peer.push_back(it->second / scale);
             }
-            if (r.count("compute.ns")) {
-                cp_go.peer.push_back(r["compute.ns"] / 1e6);
+        };
+        if (want("pingpong")) {
+            pp.tether.push_back(pingpong(wake::msg_ring, s.benchtime));
+            pp_spin.tether.push_back(pingpong(wake::spin, s.benchtime));
+            pp_pipe.tether.push_back(pingpong(wake::pipe, s.benchtime));
+            pp_one.tether.push_back(pingpong(wake::msg_ring, s.benchtime, 0));
+            pp_locked.tether.push_back(pp.tether.back());
+            pp_spin_locked.tether.push_back(pp_spin.tether.back());
+            run_go_case("pingpong");
+            run_go_case("pingpong_locked");
+            for (row* r : {&pp, &pp_spin, &pp_pipe, &pp_one}) {
+                peer(*r, "pingpong.ns_per_round_trip");
             }
+            for (row* r : {&pp_locked, &pp_spin_locked}) {
+                peer(*r, "pingpong_locked.ns_per_round_trip");
+            }
+        }
+        if (want("switch")) {
+            sw.tether.push_back(switch_round_trip(wake::msg_ring, s.benchtime));
+            sw.peer.push_back(switch_round_trip(wake::pipe, s.benchtime));
+            sw_spin.tether.push_back(switch_round_trip(wake::spin, s.benchtime));
+            sw_spin.peer.push_back(sw.tether.back());
+            fl_ring.tether.push_back(sw.tether.back());
+            if (std::optional<double> raw = raw_msg_ring(s.benchtime)) {
+                fl_ring.peer.push_back(*raw);
+            }
+            fl_efd.tether.push_back(sw.peer.back());
+            fl_efd.peer.push_back(raw_eventfd(s.benchtime));
+        }
+        if (want("stream")) {
+            st.tether.push_back(stream(wake::msg_ring, s.benchtime));
+            st_pipe.tether.push_back(stream(wake::pipe, s.benchtime));
+            run_go_case("stream");
+            peer(st, "stream.ns_per_message");
+            peer(st_pipe, "stream.ns_per_message");
+        }
+        if (want("compute")) {
+            cp.peer.push_back(compute(compute_rt, 1, s) / 1e6);
+            cp.tether.push_back(compute(compute_rt, 2, s) / 1e6);
+            cp_machine.peer.push_back(compute_threads(1, s) / 1e6);
+            cp_machine.tether.push_back(compute_threads(2, s) / 1e6);
+            cp_go.tether.push_back(cp.tether.back());
+            run_go_case("compute");
+            peer(cp_go, "compute.ns", 1e6);
         }
         std::fprintf(stderr, "round %d/%d done\n", round + 1, s.rounds);
     }
 
-    std::vector<row> rows{pp, pp_pipe, pp_spin, sw, sw_spin, st, st_pipe, cp, cp_go};
-    fmt::print("\n| {:<24} | {:<16} | {:>10} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
+    std::vector<row> rows;
+    for (row* r : {&pp, &pp_spin, &pp_locked, &pp_spin_locked, &pp_one, &pp_pipe, &sw, &sw_spin,
+                   &fl_ring, &fl_efd, &st, &st_pipe, &cp, &cp_machine, &cp_go}) {
+        if (!r->tether.empty()) {
+            rows.push_back(*r);
+        }
+    }
+    fmt::print("\n| {:<26} | {:<16} | {:>10} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
                "case", "tether", "median", "peer", "median", "unit", "ratio", "target");
-    fmt::print("|{:-<26}|{:-<18}|{:->12}|{:-<18}|{:->12}|{:-<15}|{:->9}|{:->9}|\n", "", "", "", "",
+    fmt::print("|{:-<28}|{:-<18}|{:->12}|{:-<18}|{:->12}|{:-<15}|{:->9}|{:->9}|\n", "", "", "", "",
                "", "", "", "");
     for (const row& r : rows) {
         auto q = r.ratio();
         std::string peer = r.peer.empty() ? "-" : fmt::format("{:.1f}", median(r.peer));
-        fmt::print("| {:<24} | {:<16} | {:>10.1f} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
+        fmt::print("| {:<26} | {:<16} | {:>10.1f} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
                    r.name, r.tether_label, median(r.tether), r.peer_label, peer, r.unit,
                    q ? fmt::format("{:.2f}x", *q) : "-", r.target.empty() ? "-" : r.target);
     }
     fmt::print("\nratio: peer / tether (how many times faster tether is; for compute, the "
-               "speedup of 2 loops over 1).\n");
+               "speedup of 2 loops over 1,\nand of 2 plain threads over 1: what the machine "
+               "allowed meanwhile). Load at the end: {}.\n",
+               loadavg());
     for (const row& r : rows) {
         if (r.goal > 0) {
             auto q = r.ratio();

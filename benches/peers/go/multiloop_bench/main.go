@@ -21,7 +21,7 @@ import (
 )
 
 var (
-	caseName  = flag.String("case", "all", "the case to run: pingpong, stream, compute or all")
+	caseName  = flag.String("case", "all", "the case to run: pingpong, pingpong_locked, stream, compute or all")
 	benchtime = flag.Duration("benchtime", 300*time.Millisecond, "time per case")
 	work      = flag.Int("work", 200000, "compute: iterations per task")
 	tasks     = flag.Int("tasks", 64, "compute: tasks")
@@ -59,6 +59,31 @@ func pingpong(n int) {
 	ping := make(chan int)
 	pong := make(chan int)
 	go func() {
+		for v := range ping {
+			pong <- v
+		}
+		close(pong)
+	}()
+	for i := 0; i < n; i++ {
+		ping <- i
+		<-pong
+	}
+	close(ping)
+	<-pong
+}
+
+// pingpongLocked: the same with each goroutine locked to its own OS thread
+// (runtime.LockOSThread), so that every hop wakes the other thread, as a round trip between
+// two tether loops does. (The plain pair mostly runs on one P: a send makes the receiver the
+// sender's runnext.)
+func pingpongLocked(n int) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ping := make(chan int)
+	pong := make(chan int)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		for v := range ping {
 			pong <- v
 		}
@@ -127,6 +152,9 @@ func main() {
 	all := *caseName == "all"
 	if all || *caseName == "pingpong" {
 		report("pingpong.ns_per_round_trip", measure(pingpong))
+	}
+	if all || *caseName == "pingpong_locked" {
+		report("pingpong_locked.ns_per_round_trip", measure(pingpongLocked))
 	}
 	if all || *caseName == "stream" {
 		report("stream.ns_per_message", measure(stream))
