@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -790,24 +791,36 @@ bool loop_impl::spin_for_remote() {
     // machine with more runnable threads than cores, where a spinning loop only takes CPU
     // from the thread it waits for: it stops, and the loop sleeps in the kernel for the next
     // spin_backoff of idle turns.
+    //
+    // And it adapts, as an adaptive mutex does: a spin that ends empty-handed halves the next
+    // one (down to spin / 64), one that finds work doubles it (up to spin). Where replies
+    // take longer than the spin (a loaded machine, a slow peer), the loop soon spins briefly
+    // and sleeps, instead of burning the whole spin on every idle turn.
     constexpr auto preempted_gap = std::chrono::microseconds(50);
     constexpr auto spin_backoff = std::chrono::milliseconds(20);
     time_point last = std::chrono::steady_clock::now();
     if (last < no_spin_until_) {
         return false;
     }
-    time_point until = last + spin_;
+    // Per thread: a thread runs one loop at a time (one that alternates between loops
+    // shares what it learned between them).
+    thread_local duration budget = duration::max();
+    budget = std::clamp(budget, spin_ / 64, spin_);
+    const time_point spent = last + budget;
+    time_point until = spent;
     if (source_ == nullptr) {
         until = std::min(until, std::min(sleeps_.next(), clock_.next()));
     }
     for (int i = 0;; ++i) {
         if (has_remote_.load(std::memory_order_acquire) || stopping()) {
+            budget = std::min(budget * 2, spin_);
             return true;
         }
         if ((i & 15) == 15) {
             // A completion (I/O, a timeout) or a MSG_RING from a sender that saw us asleep
             // between turns: the kernel made a CQE, or queued work for this thread.
             if (io_uring_cq_ready(&ring_) > 0 || completions_pending()) {
+                budget = std::min(budget * 2, spin_);
                 return true;
             }
             time_point t = std::chrono::steady_clock::now();
@@ -817,6 +830,9 @@ bool loop_impl::spin_for_remote() {
                 return false;
             }
             if (t >= until) {
+                if (t >= spent) {
+                    budget /= 2; // not when a timer cut it short
+                }
                 return false;
             }
             last = t;

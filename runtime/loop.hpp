@@ -58,7 +58,9 @@ public:
         /// loop has a core to itself. The spin also ends at the next timer and when the
         /// kernel has a completion for the loop. A spin that finds its thread was preempted
         /// (more runnable threads than cores: spinning would only take CPU from the thread
-        /// it waits for) ends, and the loop sleeps at once for the next 20 ms.
+        /// it waits for) ends, and the loop sleeps at once for the next 20 ms. The spin
+        /// adapts: one that ends empty-handed halves the next (down to spin / 64), one that
+        /// finds work doubles it (up to spin).
         duration spin = duration::zero();
     };
 
