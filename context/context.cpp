@@ -616,6 +616,28 @@ void cancel_handle::reset() noexcept {
     }
 }
 
+namespace detail {
+
+bool cancel_unobserved(const context& ctx) noexcept {
+    node* n = ctx.node();
+    if (n == nullptr || n->kind != node_kind::cancel || n->canceler != n) {
+        return false; // not a with_cancel node of its own (a child born done has none)
+    }
+    auto* s = static_cast<cancel_state*>(n);
+    // Two references, the context's and the handle's (make_cancel_node counts them): nobody
+    // else can copy it, register on it or make a child of it, so after this acquire load
+    // only a canceling parent can still touch it, under the node's lock.
+    if (s->refs.load(std::memory_order_acquire) != 2 || s->is_done()) {
+        return false;
+    }
+    s->lock.lock();
+    bool quiet = s->head == nullptr && s->state.load(std::memory_order_relaxed) == 0;
+    s->lock.unlock();
+    return quiet;
+}
+
+} // namespace detail
+
 std::pair<context, cancel_handle> with_cancel(const context& parent) {
     if (done_canceler(parent) != nullptr) {
         return make_done_child(parent, time_point::max());

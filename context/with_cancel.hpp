@@ -69,4 +69,15 @@ private:
 /// `tether::cause()`. `err()` is still `errc::canceled`.
 [[nodiscard]] std::pair<context, cancel_handle> with_cancel_cause(const context& parent);
 
+namespace detail {
+/// Returns true if `ctx`, made by `with_cancel`, is not done and is seen by nobody but its
+/// holder: its only references are `ctx` itself and its cancel handle, and nothing is
+/// registered on it (no callback, no child). Canceling such a context could change nothing
+/// anyone can observe, so its owner may keep it for the next use instead (the HTTP server
+/// reuses a request's context for the next request of the connection that way).
+///
+/// Thread safety: as any member of `ctx`; the answer holds until `ctx` is copied.
+bool cancel_unobserved(const context& ctx) noexcept;
+} // namespace detail
+
 } // namespace tether

@@ -9,7 +9,12 @@
 namespace tether::http {
 
 void header_map::set(std::string_view name, std::string_view value) {
-    remove(name);
+    // Usually the name is new: one look, no erase.
+    auto named = [&](const auto& f) { return iequals(f.first, name); };
+    auto it = std::find_if(fields_.begin(), fields_.end(), named);
+    if (it != fields_.end()) {
+        fields_.erase(std::remove_if(it, fields_.end(), named), fields_.end());
+    }
     fields_.emplace_back(name, value);
 }
 
@@ -31,8 +36,10 @@ void header_map::remove(std::string_view name) {
 }
 
 std::string_view http_date() noexcept {
-    thread_local std::time_t last = 0;
-    thread_local char buf[32] = {};
+    // initial-exec: libtether is linked, not dlopen'ed, so these are read at a fixed offset
+    // from the thread pointer instead of through __tls_get_addr (once per response).
+    [[gnu::tls_model("initial-exec")]] constinit thread_local std::time_t last = 0;
+    [[gnu::tls_model("initial-exec")]] constinit thread_local char buf[32] = {};
     std::time_t now = std::time(nullptr);
     if (now != last) {
         last = now;

@@ -6,9 +6,11 @@
 #include <fmt/compile.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iterator>
 #include <random>
@@ -27,18 +29,32 @@ void to_stderr(std::string_view line) {
 std::string new_request_id() {
     // 128 random bits as 32 hex digits, from a per-thread splitmix64 seeded once from the
     // system's entropy: IDs must not collide, not resist prediction.
-    thread_local std::uint64_t state =
-        (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-    static constexpr char digits[] = "0123456789abcdef";
+    // initial-exec and constant-initialized: read at a fixed offset from the thread pointer,
+    // no __tls_get_addr or guard per ID (libtether is linked, not dlopen'ed).
+    [[gnu::tls_model("initial-exec")]] constinit thread_local std::uint64_t state = 0;
+    if (state == 0) {
+        state = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ 1;
+    }
+    // Two hex digits per byte from a table: a quarter of the steps of a digit at a time.
+    static constexpr auto pairs = [] {
+        constexpr char digits[] = "0123456789abcdef";
+        std::array<char, 512> t{};
+        for (std::size_t b = 0; b < 256; ++b) {
+            t[2 * b] = digits[b >> 4];
+            t[2 * b + 1] = digits[b & 0xf];
+        }
+        return t;
+    }();
     std::string id(32, '0');
-    for (int half = 0; half < 2; ++half) {
+    for (std::size_t half = 0; half < 2; ++half) {
         std::uint64_t bits = (state += 0x9e3779b97f4a7c15);
         bits = (bits ^ (bits >> 30)) * 0xbf58476d1ce4e5b9;
         bits = (bits ^ (bits >> 27)) * 0x94d049bb133111eb;
         bits ^= bits >> 31;
-        for (int i = 15; i >= 0; --i) {
-            id[static_cast<std::size_t>(half * 16 + i)] = digits[bits & 0xf];
-            bits >>= 4;
+        // The low byte last: the 16 digits read as the number in hex.
+        for (std::size_t b = 8; b-- > 0;) {
+            std::memcpy(&id[half * 16 + 2 * b], &pairs[2 * (bits & 0xff)], 2);
+            bits >>= 8;
         }
     }
     return id;
@@ -75,9 +91,8 @@ task<void> run_with(context ctx, const handler& next, request& req, response_wri
 struct request_id_mw {
     handler next;
     task<void> operator()(request& req, response_writer& w) const {
-        std::string id = acceptable_id(req.header("x-request-id"))
-                             ? std::string(req.header("x-request-id"))
-                             : new_request_id();
+        std::string_view given = req.header("x-request-id");
+        std::string id = acceptable_id(given) ? std::string(given) : new_request_id();
         w.headers().set("X-Request-ID", id);
         co_await run_with(with_value(req.ctx(), request_id_key, std::move(id)), next, req, w);
     }
@@ -94,15 +109,20 @@ struct access_log_mw {
         } catch (...) {
             failed = std::current_exception();
         }
-        auto took =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
+        // Milliseconds with three decimals, from whole microseconds (rounded): integers
+        // format at a fraction of the cost of a double.
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+        std::uint64_t us = (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
         std::string_view id = w.headers().get("x-request-id").value_or(std::string_view{});
         // Formatted on the stack: a log line costs no allocation unless it is long.
         fmt::memory_buffer line;
-        fmt::format_to(
-            std::back_inserter(line), FMT_COMPILE("{} \"{} {} HTTP/1.{}\" {} {} {:.3f}ms id={}"),
-            req.remote, req.method(), req.target(), req.head.version_minor,
-            failed ? 500 : w.status(), w.bytes_written(), took.count(), id.empty() ? "-" : id);
+        fmt::format_to(std::back_inserter(line),
+                       FMT_COMPILE("{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}"), req.remote,
+                       req.method(), req.target(), req.head.version_minor,
+                       failed ? 500 : w.status(), w.bytes_written(), us / 1000, us % 1000,
+                       id.empty() ? "-" : id);
         sink(std::string_view(line.data(), line.size()));
         if (failed) {
             std::rethrow_exception(failed);

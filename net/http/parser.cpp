@@ -7,7 +7,7 @@ namespace tether::http {
 
 namespace {
 
-constexpr bool is_tchar(unsigned char c) noexcept {
+constexpr bool tchar_slow(unsigned char c) noexcept {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
         return true;
     }
@@ -33,14 +33,48 @@ constexpr bool is_tchar(unsigned char c) noexcept {
     }
 }
 
-// field-value characters: VCHAR, obs-text, SP, HTAB.
-constexpr bool is_field_char(unsigned char c) noexcept {
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
+// Character classes, one table lookup per byte in the scanning loops.
+enum char_class : unsigned char {
+    cls_tchar = 1,  // token characters (methods, field names)
+    cls_field = 2,  // field-value characters: VCHAR, obs-text, SP, HTAB
+    cls_target = 4, // request-target characters: visible ASCII and obs-text, no SP or controls
+};
+
+struct class_table {
+    unsigned char v[256];
+};
+
+constexpr class_table make_classes() noexcept {
+    class_table t{};
+    for (unsigned c = 0; c < 256; ++c) {
+        auto uc = static_cast<unsigned char>(c);
+        unsigned char k = 0;
+        if (tchar_slow(uc)) {
+            k |= cls_tchar;
+        }
+        if (uc == '\t' || (uc >= 0x20 && uc != 0x7f)) {
+            k |= cls_field;
+        }
+        if (uc > 0x20 && uc != 0x7f) {
+            k |= cls_target;
+        }
+        t.v[c] = k;
+    }
+    return t;
 }
 
-// request-target characters: visible ASCII and obs-text, no space or controls.
+constexpr class_table classes = make_classes();
+
+constexpr bool is_tchar(unsigned char c) noexcept {
+    return (classes.v[c] & cls_tchar) != 0;
+}
+
+constexpr bool is_field_char(unsigned char c) noexcept {
+    return (classes.v[c] & cls_field) != 0;
+}
+
 constexpr bool is_target_char(unsigned char c) noexcept {
-    return c > 0x20 && c != 0x7f;
+    return (classes.v[c] & cls_target) != 0;
 }
 
 constexpr unsigned char lower(unsigned char c) noexcept {
@@ -91,12 +125,22 @@ bool parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
 
 } // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) {
-        return false;
+bool detail::iequals_n(const char* a, const char* b, std::size_t n) noexcept {
+    // Eight bytes at a time while they are equal as they are (the usual case); a word that
+    // differs is compared byte by byte, without case.
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t x;
+        std::uint64_t y;
+        std::memcpy(&x, a + i, 8);
+        std::memcpy(&y, b + i, 8);
+        if (x != y) {
+            break;
+        }
     }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
+    for (; i < n; ++i) {
+        if (a[i] != b[i] &&
+            lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
             return false;
         }
     }
@@ -134,27 +178,20 @@ request_parser::status request_parser::parse(std::string_view buf, request_head&
     while (start + 1 < buf.size() && buf[start] == '\r' && buf[start + 1] == '\n') {
         start += 2;
     }
-    // Find the end of the head, resuming where the last call stopped.
-    std::size_t head_end = std::string_view::npos;
-    if (!(start < buf.size() && buf[start] == '\r' && start + 1 == buf.size())) {
-        std::size_t from = std::max(scanned_, start);
-        from = from >= start + 3 ? from - 3 : start;
-        std::size_t end = buf.substr(from).find("\r\n\r\n");
-        if (end != std::string_view::npos) {
-            head_end = from + end + 4;
-        }
-    }
-    scanned_ = buf.size();
+    // A final lone CR may start an empty line: it waits for the next byte.
+    const bool pending_cr = start < buf.size() && buf[start] == '\r' && start + 1 == buf.size();
 
     // A head is refused as soon as the bytes prove it bad, before it is complete: a target
     // over the limit (414), a request line that can't be one or a bare LF (400), a head over
     // the size limit (431). So that the answer does not depend on how the bytes arrived,
     // each finding has the length of input at which it is first known, and the earliest
-    // wins (ties in the order 414, 400, 431). A final lone CR may start an empty line: it
-    // waits for the next byte.
+    // wins (ties in the order 414, 400, 431).
+    std::size_t head_end = std::string_view::npos;
+    if (!pending_cr) {
+        head_end = scan_lines(buf, start);
+    }
     const bool complete = head_end != std::string_view::npos;
     const std::size_t region = complete ? head_end : buf.size();
-    const bool pending_cr = start < buf.size() && buf[start] == '\r' && start + 1 == buf.size();
     const parse_error* found = nullptr;
     std::size_t found_at = std::string_view::npos;
     auto consider = [&](std::size_t at, const parse_error& e) {
@@ -166,7 +203,6 @@ request_parser::status request_parser::parse(std::string_view buf, request_head&
     if (!pending_cr) {
         scan_line(buf.substr(0, region), start);
         consider(line_error_at_, line_error_);
-        scan_bare_lf(buf.substr(0, region), start);
         static constexpr parse_error bare_lf{400, "bare LF in the header section"};
         consider(bare_lf_at_, bare_lf);
     }
@@ -181,7 +217,11 @@ request_parser::status request_parser::parse(std::string_view buf, request_head&
     if (!complete) {
         return status::incomplete;
     }
-    status s = parse_complete(buf.substr(start, head_end - start - 2), out);
+    // The request line has been checked by scan_line up to its second SP: method, SP,
+    // target (within max_target), SP.
+    out.method = buf.substr(start, target_begin_ - 1 - start);
+    out.target = buf.substr(target_begin_, line_pos_ - target_begin_);
+    status s = parse_complete(buf.substr(line_pos_ + 1, head_end - 2 - (line_pos_ + 1)), out);
     if (s == status::complete) {
         reset(); // the next call may start the next request without reset()
         consumed_ = head_end;
@@ -198,82 +238,170 @@ void request_parser::scan_line(std::string_view buf, std::size_t start) noexcept
         line_error_at_ = line_pos_ + 1;
         line_error_ = {code, why};
     };
-    while (line_state_ != line_scan::done && line_pos_ < buf.size()) {
-        auto c = static_cast<unsigned char>(buf[line_pos_]);
-        if (line_state_ == line_scan::method) {
-            if (is_tchar(c)) {
-                ++line_pos_;
-            } else if (c == ' ' && line_pos_ > start) {
-                line_state_ = line_scan::target;
-                target_begin_ = ++line_pos_;
-            } else {
-                bad(400, "malformed request line");
-            }
-        } else if (c == ' ' && line_pos_ > target_begin_) {
+    const char* d = buf.data();
+    const std::size_t size = buf.size();
+    if (line_state_ == line_scan::method) {
+        while (line_pos_ < size && is_tchar(static_cast<unsigned char>(d[line_pos_]))) {
+            ++line_pos_;
+        }
+        if (line_pos_ == size) {
+            return;
+        }
+        if (d[line_pos_] == ' ' && line_pos_ > start) {
+            line_state_ = line_scan::target;
+            target_begin_ = ++line_pos_;
+        } else {
+            bad(400, "malformed request line");
+            return;
+        }
+    }
+    if (line_state_ == line_scan::target) {
+        // The target may not grow past max_target: the scan stops there.
+        const std::size_t limit = std::min(size, target_begin_ + limits_.max_target);
+        while (line_pos_ < limit && is_target_char(static_cast<unsigned char>(d[line_pos_]))) {
+            ++line_pos_;
+        }
+        if (line_pos_ == size) {
+            return;
+        }
+        auto c = static_cast<unsigned char>(d[line_pos_]);
+        if (c == ' ' && line_pos_ > target_begin_) {
             line_state_ = line_scan::done;
         } else if (!is_target_char(c)) {
             bad(400, "malformed request target");
-        } else if (++line_pos_ - target_begin_ > limits_.max_target) {
-            --line_pos_;
-            bad(414, "URI too long");
+        } else {
+            bad(414, "URI too long"); // line_pos_ - target_begin_ == max_target
         }
     }
 }
 
-void request_parser::scan_bare_lf(std::string_view buf, std::size_t start) noexcept {
-    // Every LF in the head must end a CRLF (strict: RFC 9112 §2.2 lets a server refuse a
-    // bare one, and a proxy that reads it as a line end would see other fields).
-    lf_pos_ = std::max(lf_pos_, start);
-    while (bare_lf_at_ == std::string_view::npos && lf_pos_ < buf.size()) {
-        const void* p = std::memchr(buf.data() + lf_pos_, '\n', buf.size() - lf_pos_);
+std::size_t request_parser::scan_lines(std::string_view buf, std::size_t start) noexcept {
+    // Looks at each LF once, resuming where the last call stopped: every LF in the head must
+    // end a CRLF (strict: RFC 9112 §2.2 lets a server refuse a bare one, and a proxy that
+    // reads it as a line end would see other fields), and the first CRLF CRLF ends the head.
+    // Stops at the first bare LF: the head is refused whatever follows it.
+    std::size_t i = std::max(lf_pos_, start);
+    const char* d = buf.data();
+    std::size_t head_end = std::string_view::npos;
+    while (bare_lf_at_ == std::string_view::npos && i < buf.size()) {
+        const void* p = std::memchr(d + i, '\n', buf.size() - i);
         if (p == nullptr) {
-            lf_pos_ = buf.size();
+            i = buf.size();
             break;
         }
-        std::size_t i = static_cast<std::size_t>(static_cast<const char*>(p) - buf.data());
-        if (i == start || buf[i - 1] != '\r') {
-            bare_lf_at_ = i + 1;
+        std::size_t lf = static_cast<std::size_t>(static_cast<const char*>(p) - d);
+        i = lf + 1;
+        if (lf == start || d[lf - 1] != '\r') {
+            bare_lf_at_ = lf + 1;
+        } else if (lf >= start + 3 && d[lf - 2] == '\n' && d[lf - 3] == '\r') {
+            head_end = lf + 1;
+            break;
         }
-        lf_pos_ = i + 1;
+    }
+    lf_pos_ = i;
+    return head_end;
+}
+
+namespace {
+
+// Returns true if every byte of [p, p + n) is a field-value character. Eight bytes at a
+// time: a word with no byte below 0x20 and none equal to 0x7f is all field characters
+// (HTAB, the one control allowed, sends its word to the byte loop).
+bool all_field_chars(const char* p, std::size_t n) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101;
+    constexpr std::uint64_t highs = 0x8080808080808080;
+    auto bytes_ok = [](const char* q, std::size_t m) noexcept {
+        unsigned char all = cls_field;
+        for (std::size_t k = 0; k < m; ++k) {
+            all &= classes.v[static_cast<unsigned char>(q[k])];
+        }
+        return all != 0;
+    };
+    std::size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p + k, 8);
+        std::uint64_t below = (w - 0x20 * ones) & ~w & highs; // some byte < 0x20
+        std::uint64_t del = w ^ (0x7f * ones);
+        del = (del - ones) & ~del & highs; // some byte == 0x7f
+        if ((below | del) != 0 && !bytes_ok(p + k, 8)) {
+            return false;
+        }
+    }
+    return bytes_ok(p + k, n - k);
+}
+
+// Returns true if `name` is `lit` (lower case letters and '-') in any case.
+template <std::size_t N>
+bool name_is(const char* name, const char (&lit)[N]) noexcept {
+    for (std::size_t i = 0; i + 1 < N; ++i) {
+        if (lower(static_cast<unsigned char>(name[i])) != static_cast<unsigned char>(lit[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The fields the parser acts on, by name.
+enum class known_field : unsigned char {
+    other,
+    content_length,
+    transfer_encoding,
+    host,
+    connection,
+    expect
+};
+
+known_field classify(std::string_view name) noexcept {
+    switch (name.size()) {
+    case 4:
+        return name_is(name.data(), "host") ? known_field::host : known_field::other;
+    case 6:
+        return name_is(name.data(), "expect") ? known_field::expect : known_field::other;
+    case 10:
+        return name_is(name.data(), "connection") ? known_field::connection : known_field::other;
+    case 14:
+        return name_is(name.data(), "content-length") ? known_field::content_length
+                                                      : known_field::other;
+    case 17:
+        return name_is(name.data(), "transfer-encoding") ? known_field::transfer_encoding
+                                                         : known_field::other;
+    default:
+        return known_field::other;
     }
 }
 
-request_parser::status request_parser::parse_complete(std::string_view head, request_head& out) {
-    // head: request-line CRLF *( field-line CRLF ), without the final empty line's CRLF.
-    // The fields' vector keeps its capacity from the last request: no allocation per head.
-    out.method = {};
-    out.target = {};
+} // namespace
+
+request_parser::status request_parser::parse_complete(std::string_view rest, request_head& out) {
+    // rest: HTTP-version CRLF *( field-line CRLF ), the method and target already in `out`.
+    // Every LF in it ends a CRLF (scan_lines checked). The fields' vector keeps its capacity
+    // from the last request: no allocation per head.
     out.version_minor = 1;
     out.headers.clear();
     out.content_length.reset();
     out.chunked = false;
     out.keep_alive = true;
     out.expect_continue = false;
-    std::size_t eol = head.find("\r\n");
-    std::string_view line = head.substr(0, eol);
-    head.remove_prefix(eol + 2);
+    const char* p = rest.data();
+    const char* const end = p + rest.size();
+    // The line from p, without its CRLF; p moves past it.
+    auto next_line = [&]() noexcept {
+        const void* lf = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+        std::string_view line;
+        if (lf == nullptr) {
+            line = std::string_view(p, static_cast<std::size_t>(end - p));
+            p = end;
+        } else {
+            const char* e = static_cast<const char*>(lf);
+            line = std::string_view(p, static_cast<std::size_t>(e - 1 - p));
+            p = e + 1;
+        }
+        return line;
+    };
 
-    // request-line = method SP request-target SP HTTP-version
-    std::size_t i = 0;
-    while (i < line.size() && is_tchar(static_cast<unsigned char>(line[i]))) {
-        ++i;
-    }
-    if (i == 0 || i >= line.size() || line[i] != ' ') {
-        return fail(400, "malformed request line");
-    }
-    out.method = line.substr(0, i);
-    std::size_t t0 = ++i;
-    while (i < line.size() && is_target_char(static_cast<unsigned char>(line[i]))) {
-        ++i;
-    }
-    if (i == t0 || i >= line.size() || line[i] != ' ') {
-        return fail(400, "malformed request target");
-    }
-    if (i - t0 > limits_.max_target) {
-        return fail(414, "URI too long");
-    }
-    out.target = line.substr(t0, i - t0);
-    std::string_view version = line.substr(i + 1);
+    // HTTP-version
+    std::string_view version = next_line();
     if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || version[6] != '.' ||
         version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9') {
         return fail(400, "malformed HTTP version");
@@ -291,36 +419,45 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
     bool te_unknown = false;
     bool conn_close = false;
     bool conn_keep_alive = false;
-    while (!head.empty()) {
-        eol = head.find("\r\n");
-        line = head.substr(0, eol);
-        head.remove_prefix(eol == std::string_view::npos ? head.size() : eol + 2);
+    while (p < end) {
+        std::string_view line = next_line();
         if (line.empty()) {
             return fail(400, "malformed header section");
         }
         if (line[0] == ' ' || line[0] == '\t') {
             return fail(400, "obsolete line folding");
         }
+        const char* l = line.data();
+        const std::size_t len = line.size();
         std::size_t n = 0;
-        while (n < line.size() && is_tchar(static_cast<unsigned char>(line[n]))) {
+        while (n < len && is_tchar(static_cast<unsigned char>(l[n]))) {
             ++n;
         }
-        if (n == 0 || n >= line.size() || line[n] != ':') {
+        if (n == 0 || n >= len || l[n] != ':') {
             return fail(400, "malformed header field name");
         }
-        std::string_view value = line.substr(n + 1);
-        for (char ch : value) {
-            if (!is_field_char(static_cast<unsigned char>(ch))) {
-                return fail(400, "control character in header field");
-            }
+        // The value: every byte a field character; OWS trimmed on both sides.
+        if (!all_field_chars(l + n + 1, len - n - 1)) {
+            return fail(400, "control character in header field");
         }
         if (out.headers.size() == limits_.max_headers) {
             return fail(431, "too many header fields");
         }
-        header_field f{line.substr(0, n), trim_ows(value)};
+        std::size_t v0 = n + 1;
+        std::size_t v1 = len;
+        while (v0 < v1 && (l[v0] == ' ' || l[v0] == '\t')) {
+            ++v0;
+        }
+        while (v1 > v0 && (l[v1 - 1] == ' ' || l[v1 - 1] == '\t')) {
+            --v1;
+        }
+        header_field f{std::string_view(l, n), std::string_view(l + v0, v1 - v0)};
         out.headers.push_back(f);
 
-        if (iequals(f.name, "content-length")) {
+        switch (classify(f.name)) {
+        case known_field::other:
+            break;
+        case known_field::content_length: {
             // A list of identical values is allowed (RFC 9112 §6.3), anything else is not.
             bool ok = true;
             for_each_element(f.value, [&](std::string_view el) {
@@ -334,7 +471,9 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
             if (!ok || !out.content_length) {
                 return fail(400, "invalid or conflicting Content-Length");
             }
-        } else if (iequals(f.name, "transfer-encoding")) {
+            break;
+        }
+        case known_field::transfer_encoding:
             // The codings of every Transfer-Encoding field, in order: chunked must come last
             // and once (else the length can't be known: 400, RFC 9112 §6.3); a coding we do
             // not implement before it is a 501 (§6.1).
@@ -344,19 +483,23 @@ request_parser::status request_parser::parse_complete(std::string_view head, req
                 te_last_chunked = iequals(el, "chunked");
                 te_unknown |= !te_last_chunked;
             });
-        } else if (iequals(f.name, "host")) {
+            break;
+        case known_field::host:
             ++hosts;
-        } else if (iequals(f.name, "connection")) {
+            break;
+        case known_field::connection:
             for_each_element(f.value, [&](std::string_view el) {
                 conn_close |= iequals(el, "close");
                 conn_keep_alive |= iequals(el, "keep-alive");
             });
-        } else if (iequals(f.name, "expect")) {
+            break;
+        case known_field::expect:
             if (iequals(f.value, "100-continue")) {
                 out.expect_continue = true;
             } else {
                 return fail(417, "unsupported expectation");
             }
+            break;
         }
     }
     if (te_seen) {

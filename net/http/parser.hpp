@@ -20,8 +20,15 @@ struct header_field {
     std::string_view value;
 };
 
+namespace detail {
+/// The `n` bytes at `a` and `b` are equal ignoring ASCII case.
+bool iequals_n(const char* a, const char* b, std::size_t n) noexcept;
+} // namespace detail
+
 /// Returns true if `a` and `b` are equal ignoring ASCII case (header names, tokens).
-bool iequals(std::string_view a, std::string_view b) noexcept;
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+    return a.size() == b.size() && detail::iequals_n(a.data(), b.data(), a.size());
+}
 
 /// The request line and header section of one request. Every view points into the buffer
 /// given to `request_parser::parse`.
@@ -101,7 +108,6 @@ public:
     const parse_error& error() const noexcept { return error_; }
     /// Forgets the scan position: call before parsing the next request.
     void reset() noexcept {
-        scanned_ = 0;
         consumed_ = 0;
         line_state_ = line_scan::method;
         line_pos_ = 0;
@@ -116,16 +122,17 @@ private:
         error_ = {code, why};
         return status::error;
     }
-    status parse_complete(std::string_view head, request_head& out);
+    status parse_complete(std::string_view rest, request_head& out);
     // Look at the bytes of a head as they arrive, for what makes it bad before it is
     // complete; each sets the input length at which that became known (npos: nothing yet).
     void scan_line(std::string_view buf, std::size_t start) noexcept;
-    void scan_bare_lf(std::string_view buf, std::size_t start) noexcept;
+    // Returns the end of the head (past its CRLF CRLF) once it is in `buf`, else npos; sets
+    // bare_lf_at_.
+    std::size_t scan_lines(std::string_view buf, std::size_t start) noexcept;
 
     enum class line_scan : unsigned char { method, target, done };
 
     parser_limits limits_;
-    std::size_t scanned_ = 0;
     std::size_t consumed_ = 0;
     line_scan line_state_ = line_scan::method;
     std::size_t line_pos_ = 0;

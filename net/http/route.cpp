@@ -222,7 +222,8 @@ route_match route_table::match(std::string_view method, std::string_view path,
     const route* best = nullptr;
     std::vector<std::string> allowed;
     // Split once per request, into a vector that keeps its capacity on this thread.
-    thread_local std::vector<std::string_view> parts;
+    // initial-exec: no __tls_get_addr per request (libtether is linked, not dlopen'ed).
+    [[gnu::tls_model("initial-exec")]] thread_local std::vector<std::string_view> parts;
     split_path(path, parts);
     for (std::size_t i = 0; i < routes_.size(); ++i) {
         const route& r = routes_[i];

@@ -54,9 +54,14 @@ struct conn {
     bool body_error = false;
 
     // One timer for whichever phase the connection is in (idle, head, body, write): when
-    // it fires the connection's context is canceled and the connection closes.
+    // the phase's deadline passes the connection's context is canceled and the connection
+    // closes. Moving the deadline later, or dropping it, leaves the timer where it is: when
+    // it fires early it goes back in for the deadline then in force, if any. So a keep-alive
+    // connection's requests touch the timer heap about once per read-header timeout, not
+    // two or three times each.
     tether::detail::timer_node timer;
-    bool timer_armed = false;
+    bool timer_armed = false;                // the timer is in the loop's heap
+    time_point deadline = time_point::max(); // the phase's deadline; max(): none
 
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
 };
@@ -111,30 +116,53 @@ struct server_state {
     task<void> linger(conn* c);
     void arm(conn* c, std::chrono::nanoseconds d);
     void disarm(conn* c);
+    void drop_timer(conn* c); // takes the timer out of the heap (the connection is ending)
     void finish_response(conn* c, response_writer& w, bool keep_alive);
 };
 
 void server_state::arm(conn* c, std::chrono::nanoseconds d) {
+    if (d.count() <= 0) {
+        disarm(c);
+        return;
+    }
     tether::detail::loop_impl& l = tether::loop::current()->impl();
+    c->deadline = l.now() + d;
     if (c->timer_armed) {
+        if (c->timer.when <= c->deadline) {
+            return; // fires first, then goes back in for c->deadline
+        }
         l.remove_timer(c->timer);
         c->timer_armed = false;
     }
-    if (d.count() > 0) {
-        c->timer.when = l.now() + d;
-        c->timer.data = c;
-        c->timer.fire = [](tether::detail::timer_node* t) noexcept {
-            auto* cc = static_cast<conn*>(t->data);
-            cc->timer_armed = false;
-            cc->close_after = true;
-            cc->task.cancel();
-        };
-        l.add_timer(c->timer);
-        c->timer_armed = true;
-    }
+    c->timer.when = c->deadline;
+    c->timer.data = c;
+    c->timer.fire = [](tether::detail::timer_node* t) noexcept {
+        auto* cc = static_cast<conn*>(t->data);
+        cc->timer_armed = false;
+        if (cc->deadline == time_point::max()) {
+            return; // disarmed since
+        }
+        tether::detail::loop_impl& loop = tether::loop::current()->impl();
+        if (loop.now() < cc->deadline) {
+            cc->timer.when = cc->deadline; // moved later since
+            loop.add_timer(cc->timer);
+            cc->timer_armed = true;
+            return;
+        }
+        cc->deadline = time_point::max();
+        cc->close_after = true;
+        cc->task.cancel();
+    };
+    l.add_timer(c->timer);
+    c->timer_armed = true;
 }
 
 void server_state::disarm(conn* c) {
+    c->deadline = time_point::max(); // the timer, if in, finds nothing to do when it fires
+}
+
+void server_state::drop_timer(conn* c) {
+    c->deadline = time_point::max();
     if (c->timer_armed) {
         tether::loop::current()->impl().remove_timer(c->timer);
         c->timer_armed = false;
@@ -180,53 +208,71 @@ task<result<void>> server_state::write_out(conn* c) {
 
 namespace {
 
-// Appends `v` in decimal.
-void append_decimal(std::string& out, std::uint64_t v) {
+// Writes `v` in decimal at `p`; returns the end.
+char* put_decimal(char* p, std::uint64_t v) noexcept {
     char digits[20];
-    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v);
-    (void)ec; // 20 digits hold any uint64_t
-    out.append(digits, end);
+    char* d = digits + sizeof digits;
+    do {
+        *--d = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    std::size_t n = static_cast<std::size_t>(digits + sizeof digits - d);
+    std::memcpy(p, d, n);
+    return p + n;
 }
 
-// Appends a response head. By hand rather than with fmt: it runs once per response and was
-// the largest user-space cost of a small one.
+char* put(char* p, std::string_view s) noexcept {
+    std::memcpy(p, s.data(), s.size());
+    return p + s.size();
+}
+
+// Appends a response head. By hand rather than with fmt, sized once and written in place:
+// it runs once per response and was the largest user-space cost of a small one.
 void append_head(std::string& out, int status, const header_map& h,
                  std::optional<std::uint64_t> len, bool chunked, bool close) {
     std::string_view reason = status_text(status);
-    out.reserve(out.size() + 128);
-    out += "HTTP/1.1 ";
-    append_decimal(out, static_cast<std::uint64_t>(status));
-    out += ' ';
-    out += reason;
-    out += "\r\n";
     bool has_date = false;
     bool has_length = false;
+    // "HTTP/1.1 " status SP reason CRLF, Date, Transfer-Encoding or Content-Length,
+    // Connection, CRLF: the fixed parts at their longest.
+    std::size_t need = 9 + 20 + 1 + reason.size() + 2 + 64 + 30 + 20 + 21 + 2;
     for (const auto& [k, v] : h) {
-        has_date = has_date || iequals(k, "date");
-        has_length = has_length || iequals(k, "content-length");
+        need += k.size() + v.size() + 4;
+        has_date = has_date || (k.size() == 4 && iequals(k, "date"));
+        has_length = has_length || (k.size() == 14 && iequals(k, "content-length"));
     }
+    const std::size_t old = out.size();
+    out.resize(old + need);
+    char* const begin = out.data() + old;
+    char* p = begin;
+    p = put(p, "HTTP/1.1 ");
+    p = put_decimal(p, static_cast<std::uint64_t>(status));
+    *p++ = ' ';
+    p = put(p, reason);
+    p = put(p, "\r\n");
     if (!has_date) {
-        out += "Date: ";
-        out += http_date();
-        out += "\r\n";
+        p = put(p, "Date: ");
+        p = put(p, http_date());
+        p = put(p, "\r\n");
     }
     for (const auto& [k, v] : h) {
-        out += k;
-        out += ": ";
-        out += v;
-        out += "\r\n";
+        p = put(p, k);
+        p = put(p, ": ");
+        p = put(p, v);
+        p = put(p, "\r\n");
     }
     if (chunked) {
-        out += "Transfer-Encoding: chunked\r\n";
+        p = put(p, "Transfer-Encoding: chunked\r\n");
     } else if (len && !has_length) {
-        out += "Content-Length: ";
-        append_decimal(out, *len);
-        out += "\r\n";
+        p = put(p, "Content-Length: ");
+        p = put_decimal(p, *len);
+        p = put(p, "\r\n");
     }
     if (close) {
-        out += "Connection: close\r\n";
+        p = put(p, "Connection: close\r\n");
     }
-    out += "\r\n";
+    p = put(p, "\r\n");
+    out.resize(old + static_cast<std::size_t>(p - begin));
 }
 
 void error_response(std::string& out, int status, std::string_view why) {
@@ -309,6 +355,10 @@ task<void> server_state::serve_conn(conn* c) {
     request req;
     response_writer w;
     req.remote = c->remote;
+    // The request's context and its handle; kept for the next request when nobody but us
+    // saw it (see below).
+    cancel_handle cancel_req;
+    const tether::detail::node* req_node = nullptr;
     (void)c->sock.set_nodelay(true);
 
     while (!c->close_after) {
@@ -402,8 +452,12 @@ task<void> server_state::serve_conn(conn* c) {
         }
 
         // ---- the handler, under a child of the connection's context ----
-        auto [req_ctx, cancel_req] = with_cancel(conn_ctx);
-        req.ctx_ = req_ctx;
+        if (!cancel_req) {
+            auto [req_ctx, cancel] = with_cancel(conn_ctx);
+            req.ctx_ = std::move(req_ctx);
+            cancel_req = std::move(cancel);
+            req_node = req.ctx_.node();
+        }
         req.conn_ = c;
         req.params.clear();
         w.reset(c, req.head.method == "HEAD");
@@ -425,9 +479,15 @@ task<void> server_state::serve_conn(conn* c) {
             }
             c->close_after = true;
         }
-        watch = {};   // cancels the watch, if any
-        cancel_req(); // the handler has returned: its context ends (Go does the same)
-        req.ctx_ = context{};
+        watch = {}; // cancels the watch, if any
+        // The handler has returned: its context ends (Go does the same). If nothing but
+        // `req` and `cancel_req` refers to it and nothing is registered on it, ending it
+        // would change nothing anyone can see: the next request reuses it, saving a node,
+        // its link on the connection's context and the cancel.
+        if (req.ctx_.node() != req_node || !tether::detail::cancel_unobserved(req.ctx_)) {
+            cancel_req.reset();
+            req.ctx_ = context{};
+        }
 
         // A small unread body is drained so that the connection can carry the next request.
         if (!c->body_done && !c->body_error && c->body_total + c->body_left <= drain_limit) {
@@ -452,7 +512,7 @@ task<void> server_state::serve_conn(conn* c) {
             disarm(c);
         }
     }
-    disarm(c);
+    drop_timer(c);
     if (!c->out.empty()) {
         // An error answer is bounded by the write timeout, or by a second; the rest by the
         // connection's context.

@@ -350,3 +350,45 @@ TEST_CASE("layers of values and cancels are all canceled from the bottom layer")
     CHECK(ctx.err() == tether::errc::canceled);
     CHECK(*ctx.value(k1) == 24);
 }
+
+TEST_CASE("cancel_unobserved: only a live context seen by nobody but its holder") {
+    tether::context parent;
+    {
+        auto [ctx, cancel] = tether::with_cancel(parent);
+        CHECK(tether::detail::cancel_unobserved(ctx));
+        {
+            tether::context copy = ctx; // another holder
+            CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+        }
+        CHECK(tether::detail::cancel_unobserved(ctx));
+        {
+            auto [child, cancel_child] = tether::with_cancel(ctx); // a child registered on it
+            CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+        }
+        CHECK(tether::detail::cancel_unobserved(ctx));
+        cancel();
+        CHECK_FALSE(tether::detail::cancel_unobserved(ctx)); // done
+    }
+    {
+        // A handle moved away still counts: the context and one handle are the two owners.
+        auto [ctx, cancel] = tether::with_cancel(parent);
+        tether::cancel_handle moved = std::move(cancel);
+        CHECK(tether::detail::cancel_unobserved(ctx));
+    }
+    {
+        auto [ctx, cancel] = tether::with_timeout(parent, 1h); // a deadline: a timer watches
+        CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+    }
+    {
+        auto [done_parent, cancel_parent] = tether::with_cancel(parent);
+        cancel_parent();
+        auto [ctx, cancel] = tether::with_cancel(done_parent); // born done
+        CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+    }
+    CHECK_FALSE(tether::detail::cancel_unobserved(parent)); // background
+    {
+        auto [ctx, cancel] = tether::with_cancel(parent);
+        tether::context v = tether::with_value(ctx, int_key, 1); // holds ctx
+        CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+    }
+}
