@@ -88,13 +88,45 @@ task<void> run_with(context ctx, const handler& next, request& req, response_wri
     req.ctx_ = saved;
 }
 
+// Makes the awaiting task run under `ctx` from now on; gives the context it ran under.
+struct swap_context {
+    const context* ctx;
+    const context* old = nullptr;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        old = h.promise().ctx_;
+        h.promise().ctx_ = ctx;
+        return false;
+    }
+    const context* await_resume() const noexcept { return old; }
+};
+
 struct request_id_mw {
     handler next;
+    // What run_with does, in this frame rather than a second one (it runs per request).
     task<void> operator()(request& req, response_writer& w) const {
         std::string_view given = req.header("x-request-id");
         std::string id = acceptable_id(given) ? std::string(given) : new_request_id();
         w.headers().set("X-Request-ID", id);
-        co_await run_with(with_value(req.ctx(), request_id_key, std::move(id)), next, req, w);
+        context ctx = with_value(req.ctx(), request_id_key, std::move(id));
+        context saved = req.ctx_;
+        req.ctx_ = ctx;
+        swap_context enter{&ctx};
+        const context* outer = co_await enter;
+        std::exception_ptr failed;
+        try {
+            co_await next(req, w);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        // Back under the context we came with before `ctx` goes out of scope.
+        swap_context leave{outer};
+        (void)co_await leave;
+        req.ctx_ = std::move(saved);
+        if (failed) {
+            std::rethrow_exception(failed);
+        }
     }
 };
 

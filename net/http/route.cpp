@@ -247,7 +247,12 @@ route_match route_table::match(std::string_view method, std::string_view path,
     if (best != nullptr) {
         m.result = route_match::kind::found;
         params.clear();
-        matches(*best, path, parts, &params);
+        // A pattern without wildcards has nothing to fill in: no second walk.
+        if (std::any_of(best->segs.begin(), best->segs.end(), [](const segment& s) {
+                return s.k == segment::kind::wildcard || s.k == segment::kind::rest;
+            })) {
+            matches(*best, path, parts, &params);
+        }
         return m;
     }
     if (!allowed.empty()) {
