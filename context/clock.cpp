@@ -162,7 +162,9 @@ real_clock_impl& the_real_clock() noexcept {
     return *c;
 }
 
-thread_local executor* tls_executor = nullptr;
+// Initial-exec: the loop swaps it every turn, and libtether.so is never dlopen()ed late
+// enough to need the general TLS model (the node cache makes the same choice).
+[[gnu::tls_model("initial-exec")]] constinit thread_local executor* tls_executor = nullptr;
 
 } // namespace
 

@@ -90,7 +90,7 @@ struct deferred_queue {
     detail::after_func_state* head = nullptr; // started after_funcs, linked through `next`
     detail::after_func_state* tail = nullptr;
 };
-thread_local deferred_queue tls_deferred;
+[[gnu::tls_model("initial-exec")]] constinit thread_local deferred_queue tls_deferred;
 
 void post_deferred() noexcept; // with after_func below
 
@@ -492,6 +492,27 @@ bool cancel_registration::arm(detail::cancel_state* c, function fn, void* data) 
     // then, and disarm() has to ask it whether our callback is running.
     c->add_ref();
     owner_ = c;
+    holds_ref_ = true;
+    return true;
+}
+
+bool cancel_registration::arm_borrowed(const context& ctx, function fn, void* data) noexcept {
+    disarm();
+    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
+    if (c == nullptr) {
+        return true;
+    }
+    fn_ = fn;
+    data_ = data;
+    node_.fn = &trampoline;
+    node_.data = this;
+    if (!c->add_callback(&node_)) {
+        return false;
+    }
+    // No reference: the caller's context keeps `c` alive until disarm() (a node holds its
+    // parent, and the canceler is the node or one of its ancestors).
+    owner_ = c;
+    holds_ref_ = false;
     return true;
 }
 
@@ -500,7 +521,9 @@ void cancel_registration::disarm() noexcept {
     // while the callback runs on another thread.
     if (detail::cancel_state* c = std::exchange(owner_, nullptr)) {
         c->remove_callback(&node_);
-        c->release();
+        if (holds_ref_) {
+            c->release();
+        }
     }
 }
 

@@ -189,6 +189,11 @@ public:
     /// Arms `fn` on the cancel state behind a done signal (`done_signal::state()`); as
     /// above. A null state is never done: arms nothing and returns true.
     bool arm(detail::cancel_state* state, function fn, void* data) noexcept;
+    /// As `arm(ctx, fn, data)`, for a caller that keeps `ctx` (or another context naming
+    /// the same cancel state) alive until `disarm()`: takes no reference on the cancel
+    /// state, which saves two atomic read-modify-writes. The runtime's awaits use it: the
+    /// awaiting coroutine's context outlives every await.
+    bool arm_borrowed(const context& ctx, function fn, void* data) noexcept;
 
     /// Removes the callback if it has not run; returns after it finished if it is running.
     void disarm() noexcept;
@@ -201,6 +206,7 @@ private:
     static void trampoline(detail::callback_node* cb) noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
+    bool holds_ref_ = false; // owner_ was armed with a reference (not arm_borrowed)
     function fn_ = nullptr;
     void* data_ = nullptr;
 };

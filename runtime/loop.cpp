@@ -50,7 +50,9 @@ bool waiter::arm(const context& c) noexcept {
     ctx = &c;
     completed = false;
     cancel_requested = false;
-    if (!reg.arm(c, &on_ctx_done, this)) {
+    // Borrowed: `c` is the awaiting coroutine's context, alive until the await ends (and
+    // `ctx` below points at it for that long already).
+    if (!reg.arm_borrowed(c, &on_ctx_done, this)) {
         error = c.err();
         return false;
     }
@@ -578,13 +580,15 @@ void loop_impl::bind_thread() {
 }
 
 bool loop_impl::run_ready() {
-    std::size_t n = ready_.size();
-    if (n == 0) {
+    if (ready_.empty()) {
         return false;
     }
-    // Only what was ready when the batch started: coroutines queued meanwhile wait for the
-    // next turn, so I/O and timers are never starved.
-    for (std::size_t i = 0; i < n; ++i) {
+    // What was ready when the batch started, and what it makes ready in turn (a channel
+    // hand-off, a join, a mutex passed on), up to a budget: two tasks ping-ponging run
+    // without a loop turn per hop, yet I/O and timers get their turn at least every
+    // `ready_budget` resumes (tokio's scheduler polls its driver every 61 ticks).
+    std::size_t n = std::max(ready_.size(), ready_budget);
+    for (std::size_t i = 0; i < n && !ready_.empty(); ++i) {
         std::coroutine_handle<> h = ready_.front();
         ready_.pop_front();
         h.resume();

@@ -156,6 +156,8 @@ private:
     bool single_issuer_ = false;
     std::deque<std::coroutine_handle<>> ready_;
     static constexpr int max_turns_without_enter = 61;
+    // Resumes per run_ready() beyond the batch it started with (see run_ready).
+    static constexpr std::size_t ready_budget = 32;
     int turns_without_enter_ = 0;
     std::uint8_t skip_success_ = 0;
     timer_heap sleeps_;
