@@ -118,18 +118,22 @@ void drop(buffer_pool* pool, const chunk& c) noexcept {
 } // namespace
 
 struct recv_state final : completion, orphan {
+    // Every stream that receives has one: the fields are packed to keep it small.
     int fd;
+    bool open = true;
+    bool armed = false;     // a multishot recv is in the kernel
+    bool canceling = false; // and an ASYNC_CANCEL for it was sent
+    bool starved = false;   // the pool ran dry: the next receive uses a heap buffer
     loop* lp;
     buffer_pool* pool;
-    bool open = true;
-    bool armed = false;       // a multishot recv is in the kernel
-    bool canceling = false;   // and an ASYNC_CANCEL for it was sent
-    bool starved = false;     // the pool ran dry: the next receive uses a heap buffer
     std::vector<chunk> queue; // from head
-    std::size_t head = 0;
-    std::error_code end; // why the stream ended, once the queue is drained
+    std::error_code end;      // why the stream ended, once the queue is drained
     ring_read* reader = nullptr;
-    recv_stats stats;
+    std::uint32_t head = 0; // at most max_queued (plus one CQE batch) past the start
+    // Counters for recv_state_stats().
+    struct {
+        std::uint32_t arms = 0, pauses = 0, fallbacks = 0;
+    } stats;
 
     // A plain recv into a heap buffer, when the pool is empty or unavailable.
     struct fallback_op : completion {
@@ -140,6 +144,7 @@ struct recv_state final : completion, orphan {
     } fallback;
 
     recv_state(int f, loop* l, buffer_pool* p) : fd(f), lp(l), pool(p) {
+        static_assert(sizeof(recv_state) <= 152, "keep an idle stream's state small");
         complete = &on_cqe;
         fallback.self = this;
         fallback.complete = &on_fallback_cqe;
@@ -157,8 +162,14 @@ struct recv_state final : completion, orphan {
     void push(chunk c) { queue.push_back(c); }
     void pop() noexcept {
         if (++head == queue.size()) {
-            queue.clear();
             head = 0;
+            if (queue.capacity() > 2) {
+                // A burst is over: an idle stream keeps no queue storage (a waiting receive
+                // takes new bytes without the queue, so it is rarely needed again soon).
+                std::vector<chunk>().swap(queue);
+            } else {
+                queue.clear();
+            }
         }
     }
 
@@ -284,6 +295,19 @@ struct recv_state final : completion, orphan {
         if (res > 0) {
             auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
             if (rs->open) {
+                ring_read* r = rs->reader;
+                if (r != nullptr && r->m == ring_read::mode::lease && rs->queued() == 0) {
+                    // A receive is waiting and nothing is queued before these bytes: hand the
+                    // buffer straight over (what satisfy() would do after a trip through the
+                    // queue). The multishot recv stays armed if the kernel said so.
+                    rs->reader = nullptr;
+                    r->pool = rs->pool;
+                    r->bid = bid;
+                    r->data = rs->pool->buffer(bid);
+                    r->len = static_cast<std::uint32_t>(res);
+                    r->finish({});
+                    return;
+                }
                 rs->received(chunk{rs->pool->buffer(bid), static_cast<std::uint32_t>(res), 0, bid});
             } else {
                 rs->pool->recycle(bid);
@@ -401,7 +425,10 @@ recv_stats recv_state_stats(const recv_state* rs) noexcept {
     if (rs == nullptr) {
         return {};
     }
-    recv_stats s = rs->stats;
+    recv_stats s;
+    s.arms = rs->stats.arms;
+    s.pauses = rs->stats.pauses;
+    s.fallbacks = rs->stats.fallbacks;
     s.queued = rs->queued();
     s.receiving = rs->in_flight();
     return s;
