@@ -110,7 +110,12 @@ public:
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
         return op_.begin(tether::detail::context_of(h), h);
     }
-    io_result await_resume() const noexcept { return {op_.done, op_.end_error()}; }
+    io_result await_resume() const noexcept {
+        if (op_.done == op_.size && !op_.error) {
+            return {op_.done, {}}; // everything moved (what end_error() finds, without the call)
+        }
+        return {op_.done, op_.end_error()};
+    }
 
 private:
     transfer_op op_;
