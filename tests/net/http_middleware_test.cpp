@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <regex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -91,6 +92,11 @@ TEST_CASE("access_log writes one line with the request ID, status and bytes") {
     REQUIRE(lines.size() == 1);
     CHECK(lines[0].find("\"GET /p?q=1 HTTP/1.1\" 200 5 ") != std::string::npos);
     CHECK(lines[0].find("id=r1") != std::string::npos);
+    // The whole line: peer, request line, status, body bytes, milliseconds with three
+    // decimals, ID.
+    static const std::regex whole(
+        R"(^(127\.0\.0\.1|\[::1\]):[0-9]+ "GET /p\?q=1 HTTP/1\.1" 200 5 [0-9]+\.[0-9]{3}ms id=r1$)");
+    CHECK_MESSAGE(std::regex_match(lines[0], whole), lines[0]);
 }
 
 TEST_CASE("recover turns an exception into a 500 and the server keeps serving") {
