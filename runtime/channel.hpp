@@ -140,6 +140,37 @@ enum class chan_outcome { done, closed, would_block };
 bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
           std::coroutine_handle<> h) noexcept;
 
+/// The body of a lone send or receive: fails at once (`w.error`) under a done context;
+/// else tries `attempt(served)` and, if it would block, parks `n` (carrying `item`) in `q`,
+/// both under `lock`, so a peer arriving in between can't wait too. Completes the peer it
+/// served outside the lock; a closed channel sets `w.error`. Returns true if parked.
+template <class Attempt>
+bool try_or_park(Attempt attempt, void* item, chan_node& n, waiter& w, wait_list& q,
+                 spin_lock& lock, const context& c, std::coroutine_handle<> h) noexcept {
+    if (std::error_code e = c.err()) {
+        w.error = e;
+        return false;
+    }
+    chan_node* served = nullptr;
+    chan_outcome o;
+    bool parked = false;
+    {
+        std::lock_guard lk(lock);
+        o = attempt(served);
+        if (o == chan_outcome::would_block) {
+            n.item = item;
+            parked = park(n, w, q, lock, c, h);
+        }
+    }
+    if (served != nullptr) {
+        served->complete({});
+    }
+    if (o == chan_outcome::closed) {
+        w.error = make_error_code(channel_errc::closed);
+    }
+    return parked;
+}
+
 template <class T>
 class send_awaiter;
 template <class T>
@@ -439,30 +470,8 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        const context& c = context_of(h);
-        if (std::error_code e = c.err()) {
-            w_.error = e;
-            return false;
-        }
-        chan_node* served = nullptr;
-        chan_outcome o;
-        bool parked = false;
-        {
-            // Try and park under one lock: a receiver arriving in between would wait too.
-            std::lock_guard lk(ch_->lock());
-            o = ch_->send_locked(v_, served);
-            if (o == chan_outcome::would_block) {
-                node_.item = &v_;
-                parked = park(node_, w_, ch_->send_queue(), ch_->lock(), c, h);
-            }
-        }
-        if (served != nullptr) {
-            served->complete({});
-        }
-        if (o == chan_outcome::closed) {
-            w_.error = make_error_code(channel_errc::closed);
-        }
-        return parked;
+        return try_or_park([this](chan_node*& served) { return ch_->send_locked(v_, served); }, &v_,
+                           node_, w_, ch_->send_queue(), ch_->lock(), context_of(h), h);
     }
     result<void> await_resume() const noexcept { return w_.error; }
 
@@ -485,29 +494,9 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        const context& c = context_of(h);
-        if (std::error_code e = c.err()) {
-            w_.error = e;
-            return false;
-        }
-        chan_node* served = nullptr;
-        chan_outcome o;
-        bool parked = false;
-        {
-            std::lock_guard lk(ch_->lock());
-            o = ch_->receive_locked(slot_, served);
-            if (o == chan_outcome::would_block) {
-                node_.item = &slot_;
-                parked = park(node_, w_, ch_->receive_queue(), ch_->lock(), c, h);
-            }
-        }
-        if (served != nullptr) {
-            served->complete({});
-        }
-        if (o == chan_outcome::closed) {
-            w_.error = make_error_code(channel_errc::closed);
-        }
-        return parked;
+        return try_or_park(
+            [this](chan_node*& served) { return ch_->receive_locked(slot_, served); }, &slot_,
+            node_, w_, ch_->receive_queue(), ch_->lock(), context_of(h), h);
     }
     result<T> await_resume() noexcept {
         if (w_.error) {
