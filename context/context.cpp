@@ -492,7 +492,7 @@ bool cancel_registration::arm(detail::cancel_state* c, function fn, void* data) 
     // then, and disarm() has to ask it whether our callback is running.
     c->add_ref();
     owner_ = c;
-    holds_ref_ = true;
+    node_.holds_ref = true;
     return true;
 }
 
@@ -512,16 +512,16 @@ bool cancel_registration::arm_borrowed(const context& ctx, function fn, void* da
     // No reference: the caller's context keeps `c` alive until disarm() (a node holds its
     // parent, and the canceler is the node or one of its ancestors).
     owner_ = c;
-    holds_ref_ = false;
+    node_.holds_ref = false;
     return true;
 }
 
-void cancel_registration::disarm() noexcept {
+void cancel_registration::disarm_armed() noexcept {
     // Always ask the cancel state, even if the callback has run: it unlinks us, or waits
     // while the callback runs on another thread.
     if (detail::cancel_state* c = std::exchange(owner_, nullptr)) {
         c->remove_callback(&node_);
-        if (holds_ref_) {
+        if (node_.holds_ref) {
             c->release();
         }
     }

@@ -196,7 +196,11 @@ public:
     bool arm_borrowed(const context& ctx, function fn, void* data) noexcept;
 
     /// Removes the callback if it has not run; returns after it finished if it is running.
-    void disarm() noexcept;
+    void disarm() noexcept {
+        if (owner_ != nullptr) {
+            disarm_armed();
+        }
+    }
 
     /// Returns true from a successful `arm()` on a context that can be done until
     /// `disarm()`, whether or not the callback has run.
@@ -204,9 +208,9 @@ public:
 
 private:
     static void trampoline(detail::callback_node* cb) noexcept;
+    void disarm_armed() noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
-    bool holds_ref_ = false; // owner_ was armed with a reference (not arm_borrowed)
     function fn_ = nullptr;
     void* data_ = nullptr;
 };

@@ -65,6 +65,9 @@ struct callback_node {
     void (*fn)(callback_node*) noexcept = nullptr;
     void* data = nullptr; // what fn works on
     bool linked = false;
+    // A cancel_registration's: it holds a reference on the cancel state (not arm_borrowed).
+    // Here, in the padding after `linked`, so that the registration stays 64 bytes.
+    bool holds_ref = false;
 };
 
 /// A node that can be canceled: with_cancel, with_deadline and their cause variants.
