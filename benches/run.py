@@ -8,10 +8,10 @@ Areas, each printed as one table with tether and every peer side by side:
   context    benches/context_bench --go (Go's context benchmark next to tether's)
   runtime    benches/runtime_bench (Go's goroutines next to tether's tasks)
   echo       examples/echo_server against raw io_uring, raw epoll, Boost.Asio on io_uring and
-             on epoll, and Go, under benches/peers/c/echo_load: 64 connections ping-ponging
+             on epoll, Go and Tokio, under benches/peers/c/echo_load: 64 connections ping-ponging
              64 B and 1 KiB, and the RSS of 10,000 idle connections
   http       benches/http_server (with and without middleware) against raw io_uring, raw epoll,
-             Boost.Asio (both backends), Go net/http and nginx under wrk: 64 and 1,000
+             Boost.Asio (both backends), Go net/http, Tokio and nginx under wrk: 64 and 1,000
              connections, with and without pipelining (16 requests per write)
   multiloop  benches/multiloop_bench, if it is built; then the HTTP server on 2 loops
              (benches/http_server --loops 2) against nginx with 2 workers and Go net/http with
@@ -292,6 +292,42 @@ def build_go(build, notes):
     return binary
 
 
+TOKIO_REGISTRY = "/usr/share/cargo/registry"
+# The Tokio peer's binary once built (main), for find_servers.
+TOKIO_BINARY = {}
+
+
+def build_tokio(build, notes):
+    """Builds benches/peers/tokio offline against Debian's packaged crates; returns the
+    binary, or None (with a note) when cargo or librust-tokio-dev is missing."""
+    cargo = "/usr/bin/cargo" if os.access("/usr/bin/cargo", os.X_OK) else shutil.which("cargo")
+    if not cargo or not os.path.isdir(os.path.join(TOKIO_REGISTRY)) or not any(
+            d.startswith("tokio-1.") for d in os.listdir(TOKIO_REGISTRY)):
+        notes.append("tokio: cargo or librust-tokio-dev is not installed "
+                     "(apt install cargo librust-tokio-dev): the Tokio peer is skipped")
+        return None
+    out = os.path.join(build, "benches", "tokio")
+    src = os.path.join(out, "src-copy")  # cargo writes Cargo.lock next to Cargo.toml
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(os.path.join(PEERS, "tokio"), src)
+    home = os.path.join(out, "cargo-home")
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "config.toml"), "w") as f:
+        f.write('[source.crates-io]\nreplace-with = "debian"\n'
+                f'[source.debian]\ndirectory = "{TOKIO_REGISTRY}"\n'
+                "[net]\noffline = true\n")
+    env = dict(os.environ, CARGO_HOME=home)
+    r = subprocess.run([cargo, "build", "--release", "--offline", "--quiet",
+                        "--target-dir", os.path.join(out, "target")],
+                       cwd=src, env=env, capture_output=True, text=True)
+    binary = os.path.join(out, "target", "release", "tether-bench-tokio")
+    if r.returncode != 0 or not os.access(binary, os.X_OK):
+        notes.append(f"tokio: `cargo build` failed, the Tokio peer is skipped: "
+                     f"{r.stderr.strip()[-400:]}")
+        return None
+    return binary
+
+
 def nginx_setup(port, workers=1):
     prefix = tempfile.mkdtemp(prefix="tether-bench-nginx-")
     conf = open(os.path.join(PEERS, "nginx", "nginx.conf")).read()
@@ -302,7 +338,7 @@ def nginx_setup(port, workers=1):
     return prefix
 
 
-def find_servers(build, mode, notes, go_binary):
+def find_servers(build, mode, notes, go_binary, tokio_binary=None):
     """The servers of `mode` ("echo" or "http"), tether's first."""
     specs = []
     if mode == "echo":
@@ -332,6 +368,9 @@ def find_servers(build, mode, notes, go_binary):
     if go_binary:
         specs.append(Spec("go", [go_binary, "-mode", mode, "-addr", "127.0.0.1:{PORT}"],
                           env={"GOMAXPROCS": "1"}))
+    tokio_binary = tokio_binary or TOKIO_BINARY.get("path")
+    if tokio_binary:
+        specs.append(Spec("tokio", [tokio_binary, mode, "{PORT}"]))
     if mode == "http":
         nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
         if nginx:
@@ -943,10 +982,12 @@ def main():
     if "echo" in opts.areas or "http" in opts.areas or "multiloop" in opts.areas:
         notes = []
         go_binary = build_go(opts.build, notes)
+        if "echo" in opts.areas or "http" in opts.areas:
+            TOKIO_BINARY["path"] = build_tokio(opts.build, notes)
         for n in notes:
             say(f"note: {n}")
         known = {"tether", "tether+mw", "raw-uring", "raw-epoll", "asio-uring", "asio-epoll",
-                 "go", "nginx"}
+                 "go", "tokio", "nginx"}
         for name in opts.servers:
             if name not in known:
                 say(f"note: no server is called {name} (servers: {', '.join(sorted(known))})")
