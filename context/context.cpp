@@ -477,28 +477,20 @@ bool cancel_registration::arm(const context& ctx, function fn, void* data) noexc
 }
 
 bool cancel_registration::arm(detail::cancel_state* c, function fn, void* data) noexcept {
-    disarm();
-    if (c == nullptr) {
-        return true;
-    }
-    fn_ = fn;
-    data_ = data;
-    node_.fn = &trampoline;
-    node_.data = this;
-    if (!c->add_callback(&node_)) {
-        return false;
-    }
     // Hold the cancel state until disarm(): the contexts that named it may all be gone by
     // then, and disarm() has to ask it whether our callback is running.
-    c->add_ref();
-    owner_ = c;
-    node_.holds_ref = true;
-    return true;
+    return link(c, fn, data, true);
 }
 
 bool cancel_registration::arm_borrowed(const context& ctx, function fn, void* data) noexcept {
+    // No reference: the caller's context keeps the state alive until disarm() (a node holds
+    // its parent, and the canceler is the node or one of its ancestors).
+    return link(ctx.node() ? ctx.node()->canceler : nullptr, fn, data, false);
+}
+
+bool cancel_registration::link(detail::cancel_state* c, function fn, void* data,
+                               bool hold) noexcept {
     disarm();
-    detail::cancel_state* c = ctx.node() ? ctx.node()->canceler : nullptr;
     if (c == nullptr) {
         return true;
     }
@@ -509,10 +501,11 @@ bool cancel_registration::arm_borrowed(const context& ctx, function fn, void* da
     if (!c->add_callback(&node_)) {
         return false;
     }
-    // No reference: the caller's context keeps `c` alive until disarm() (a node holds its
-    // parent, and the canceler is the node or one of its ancestors).
+    if (hold) {
+        c->add_ref();
+    }
     owner_ = c;
-    node_.holds_ref = false;
+    node_.holds_ref = hold;
     return true;
 }
 

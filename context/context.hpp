@@ -209,6 +209,8 @@ public:
 private:
     static void trampoline(detail::callback_node* cb) noexcept;
     void disarm_armed() noexcept;
+    /// Links `fn` on `c` (null: never done); takes a reference on `c` if `hold`.
+    bool link(detail::cancel_state* c, function fn, void* data, bool hold) noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
     function fn_ = nullptr;
