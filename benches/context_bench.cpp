@@ -1,15 +1,18 @@
 // context_bench: the workloads of Go's src/context/benchmark_test.go, case for case and under
 // the same names, on tether's context; with --go, Go's own benchmark side by side.
 //
-//   context_bench                 every case, about 1 s each, as a table
-//   context_bench --quick         about 0.1 s each (--benchtime T: Go's -benchtime syntax)
+//   context_bench                 every case, 3 rounds of about 1 s each, as a table
+//   context_bench --quick         one round of about 0.1 s each (--benchtime T: Go's syntax)
+//   context_bench --rounds N      N rounds (default 3, 1 with --quick): the table shows the
+//                                 median and the spread
 //   context_bench --go            also run `go test -bench . context` and print Go/tether
 //   context_bench --json FILE     also write the results as JSON
 //   context_bench --bench PATTERN only the cases that match, with Go's -bench rules
 //
-// Each case runs like Go's testing.B: once with n = 1, then with n predicted from the last run,
-// until one run takes at least the bench time. ns/op is that run's time over n; allocs/op
-// counts the calls to the global operator new (replaced below) made by the benchmark thread.
+// Each round runs every case on tether, then on Go (A B A B). Each run goes like Go's
+// testing.B: once with n = 1, then with n predicted from the last run, until one run takes at
+// least the bench time. ns/op is that run's time over n; allocs/op counts the calls to the
+// global operator new (replaced below) made by the benchmark thread.
 
 #include "benches/support/process.hpp"
 #include "context/context.hpp"
@@ -19,6 +22,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -780,8 +784,10 @@ private:
 
 struct row {
     std::string name;
-    std::optional<result> tether;
+    std::optional<result> tether; // the round with the median time
     std::optional<go_result> go;
+    std::vector<double> tether_ns; // ns/op of every round
+    std::vector<double> go_ns;
     std::optional<double> ratio() const {
         if (tether && go && tether->ns_per_op > 0) {
             return go->ns_per_op / tether->ns_per_op;
@@ -808,15 +814,38 @@ std::string format_allocs(double a) {
 
 constexpr double target_ratio = 3.0;
 
+// Returns the sample with the median time per op (the lower one of an even count), or nullopt
+// if there is none.
+template <class R>
+std::optional<R> median_sample(std::vector<R> v) {
+    if (v.empty()) {
+        return std::nullopt;
+    }
+    std::sort(v.begin(), v.end(), [](const R& a, const R& b) { return a.ns_per_op < b.ns_per_op; });
+    return v[(v.size() - 1) / 2];
+}
+
+// "min..max" of the rounds' times, "-" without any.
+std::string format_spread(const std::vector<double>& ns) {
+    if (ns.empty()) {
+        return "-";
+    }
+    auto [lo, hi] = std::minmax_element(ns.begin(), ns.end());
+    return format_ns(*lo) + ".." + format_ns(*hi);
+}
+
 void print_table(const std::vector<row>& rows) {
     std::size_t w = 4;
+    std::size_t sw = 8; // the spread columns
     for (const auto& r : rows) {
         w = std::max(w, r.name.size());
+        sw = std::max({sw, format_spread(r.tether_ns).size(), format_spread(r.go_ns).size()});
     }
-    fmt::print("\n{:<{}} | {:>12} | {:>9} | {:>12} | {:>12} | {:>16}\n", "case", w, "tether ns/op",
-               "allocs/op", "Go ns/op", "Go allocs/op", "ratio (Go/tether)");
-    fmt::print("{:-<{}}-|-{:->12}-|-{:->9}-|-{:->12}-|-{:->12}-|-{:->16}\n", "", w, "", "", "", "",
-               "");
+    fmt::print("\n{:<{}} | {:>12} | {:>{}} | {:>9} | {:>12} | {:>{}} | {:>12} | {:>16}\n", "case",
+               w, "tether ns/op", "min..max", sw, "allocs/op", "Go ns/op", "min..max", sw,
+               "Go allocs/op", "ratio (Go/tether)");
+    fmt::print("{:-<{}}-|-{:->12}-|-{:->{}}-|-{:->9}-|-{:->12}-|-{:->{}}-|-{:->12}-|-{:->16}\n", "",
+               w, "", "", sw, "", "", "", sw, "", "");
     for (const auto& r : rows) {
         std::string t_ns = r.tether ? format_ns(r.tether->ns_per_op) : "n/a";
         std::string t_al = r.tether ? format_allocs(r.tether->allocs_per_op) : "n/a";
@@ -826,8 +855,9 @@ void print_table(const std::vector<row>& rows) {
         if (auto q = r.ratio()) {
             ratio = fmt::format("{:.1f}x{}", *q, *q < target_ratio ? " (<3x)" : "");
         }
-        fmt::print("{:<{}} | {:>12} | {:>9} | {:>12} | {:>12} | {:>16}\n", r.name, w, t_ns, t_al,
-                   g_ns, g_al, ratio);
+        fmt::print("{:<{}} | {:>12} | {:>{}} | {:>9} | {:>12} | {:>{}} | {:>12} | {:>16}\n", r.name,
+                   w, t_ns, r.tether ? format_spread(r.tether_ns) : "n/a", sw, t_al, g_ns,
+                   format_spread(r.go_ns), sw, g_al, ratio);
     }
 }
 
@@ -866,10 +896,10 @@ struct go_summary {
 };
 
 bool write_json(const std::string& file, const std::vector<row>& rows, const go_summary& g,
-                const std::optional<result>& busy, bench_time bt,
+                const std::optional<result>& busy, bench_time bt, int rounds,
                 const std::vector<std::string>& notes) {
     std::string out = "{\n";
-    out += fmt::format("  \"benchtime\": \"{}\",\n", bt.flag());
+    out += fmt::format("  \"benchtime\": \"{}\",\n  \"rounds\": {},\n", bt.flag(), rounds);
     out += fmt::format("  \"go\": {{\"ran\": {}, \"version\": \"{}\", \"note\": \"{}\"}},\n",
                        g.ran ? "true" : "false", json_escape(g.version), json_escape(g.note));
     out += fmt::format("  \"target_ratio\": {},\n", target_ratio);
@@ -896,6 +926,8 @@ bool write_json(const std::string& file, const std::vector<row>& rows, const go_
         } else {
             out += ", \"go\": null";
         }
+        out += fmt::format(", \"tether_samples_ns\": [{:.3f}], \"go_samples_ns\": [{:.3f}]",
+                           fmt::join(r.tether_ns, ", "), fmt::join(r.go_ns, ", "));
         if (auto q = r.ratio()) {
             out += fmt::format(", \"ratio\": {:.3f}", *q);
         } else {
@@ -923,9 +955,11 @@ bool write_json(const std::string& file, const std::vector<row>& rows, const go_
 
 void usage(std::FILE* to) {
     fmt::print(
-        to, "usage: context_bench [--quick] [--benchtime T] [--bench PATTERN] [--go]\n"
-            "                     [--json FILE] [--list]\n"
-            "  --quick          about 0.1 s per case instead of 1 s\n"
+        to, "usage: context_bench [--quick] [--rounds N] [--benchtime T] [--bench PATTERN]\n"
+            "                     [--go] [--json FILE] [--list]\n"
+            "  --quick          one round of about 0.1 s per case instead of 3 of 1 s\n"
+            "  --rounds N       run every case N times (default 3, 1 with --quick); the table\n"
+            "                   shows the median and the spread (min..max)\n"
             "  --benchtime T    T seconds per case (\"0.5\", \"0.5s\"), or \"Nx\": N iterations\n"
             "  --bench PATTERN  only the cases matching PATTERN (Go's -bench syntax)\n"
             "  --go             also run Go's benchmark (go test -bench context) and print\n"
@@ -938,6 +972,8 @@ void usage(std::FILE* to) {
 
 int main(int argc, char** argv) {
     bench_time bt;
+    int rounds = 0; // 0: 3, or 1 with --quick
+    bool quick = false;
     std::string pattern = ".";
     std::string json_file;
     bool with_go = false; // Go's benchmark side by side
@@ -953,6 +989,13 @@ int main(int argc, char** argv) {
         };
         if (a == "--quick") {
             bt.d = 100ms;
+            quick = true;
+        } else if (a == "--rounds") {
+            rounds = std::atoi(value(a).c_str());
+            if (rounds < 1) {
+                fmt::print(stderr, "context_bench: --rounds needs a count of at least 1\n");
+                return 2;
+            }
         } else if (a == "--benchtime") {
             // Go's syntax: seconds ("0.5", "0.5s"), or "100x" for exactly 100 iterations.
             std::string v = value(a);
@@ -1010,7 +1053,13 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    fmt::print(stderr, "context_bench: {} cases, {} each\n", cases.size(), bt.flag());
+    if (rounds == 0) {
+        // One round with --quick: WithTimeout's setup (up to 400,000 timers per run, on both
+        // sides) would take most of a quick suite's two minutes if repeated.
+        rounds = quick ? 1 : 3;
+    }
+    fmt::print(stderr, "context_bench: {} cases, {} rounds of {} each\n", cases.size(), rounds,
+               bt.flag());
     std::optional<go_runner> go;
     if (with_go) {
         go.emplace(bt);
@@ -1018,18 +1067,30 @@ int main(int argc, char** argv) {
             fmt::print(stderr, "context_bench: {}\n", go->note());
         }
     }
+    // A B A B: every round runs each case on tether and then on Go, so that both sides of a
+    // row see the same machine; the table shows the median round and the spread.
     std::vector<row> rows;
     for (const auto& c : cases) {
-        result r = measure(c, bt);
-        fmt::print(stderr, "  tether  {:<45} {:>12.1f} ns/op\n", c.name, r.ns_per_op);
-        rows.push_back({c.name, r, std::nullopt});
-        if (go && go->ok()) {
-            for (auto& [name, res] : go->run(c.name)) {
-                if (name == c.name) {
-                    rows.back().go = res;
+        row r;
+        r.name = c.name;
+        std::vector<result> t;
+        std::vector<go_result> gs;
+        for (int round = 0; round < rounds; ++round) {
+            t.push_back(measure(c, bt));
+            r.tether_ns.push_back(t.back().ns_per_op);
+            fmt::print(stderr, "  tether  {:<45} {:>12.1f} ns/op\n", c.name, t.back().ns_per_op);
+            if (go && go->ok()) {
+                for (auto& [name, res] : go->run(c.name)) {
+                    if (name == c.name) {
+                        gs.push_back(res);
+                        r.go_ns.push_back(res.ns_per_op);
+                    }
                 }
             }
         }
+        r.tether = median_sample(std::move(t));
+        r.go = median_sample(std::move(gs));
+        rows.push_back(std::move(r));
     }
     go_summary g;
     std::optional<result> busy;
@@ -1040,11 +1101,29 @@ int main(int argc, char** argv) {
         }
     }
     if (go && go->ok() && matches(compiled, std::string(not_run_prefix))) {
-        for (const auto& [name, res] :
-             go->run(std::string(not_run_prefix.substr(0, not_run_prefix.size() - 1)))) {
-            if (matches(compiled, name)) {
-                rows.push_back({name, std::nullopt, res});
+        std::vector<std::pair<std::string, std::vector<go_result>>> go_only;
+        for (int round = 0; round < rounds; ++round) {
+            for (const auto& [name, res] :
+                 go->run(std::string(not_run_prefix.substr(0, not_run_prefix.size() - 1)))) {
+                if (!matches(compiled, name)) {
+                    continue;
+                }
+                auto it = std::find_if(go_only.begin(), go_only.end(),
+                                       [&](const auto& e) { return e.first == name; });
+                if (it == go_only.end()) {
+                    it = go_only.insert(go_only.end(), {name, {}});
+                }
+                it->second.push_back(res);
             }
+        }
+        for (auto& [name, results] : go_only) {
+            row r;
+            r.name = name;
+            for (const auto& res : results) {
+                r.go_ns.push_back(res.ns_per_op);
+            }
+            r.go = median_sample(std::move(results));
+            rows.push_back(std::move(r));
         }
     }
     if (go) {
@@ -1061,8 +1140,11 @@ int main(int argc, char** argv) {
                     "tether runs the same loop on one thread (WithTimeout/concurrency=N: N timers "
                     "pending on the real clock, made by that thread)");
     if (g.ran) {
-        notes.push_back("each Go case ran right after tether's, from Go's own test binary "
-                        "(go test -c context), so both sides of a row saw the same machine");
+        notes.push_back(fmt::format(
+            "A B A B over {} round{}: each case ran on tether and then on Go, from Go's own "
+            "test binary (go test -c context), so both sides of a row saw the same machine; "
+            "ns/op is the median round, min..max the spread",
+            rounds, rounds == 1 ? "" : "s"));
     }
     notes.push_back("allocs/op: calls to operator new on the benchmark thread; Go: mallocs");
     notes.push_back("CancelTree: Go drops the cancel funcs; a cancel_handle cancels when "
@@ -1136,7 +1218,7 @@ int main(int argc, char** argv) {
 
     bool ok = true;
     if (!json_file.empty()) {
-        ok = write_json(json_file, rows, g, busy, bt, notes);
+        ok = write_json(json_file, rows, g, busy, bt, rounds, notes);
     }
     // Asked for Go and go was there but failed: that is an error, not a quiet skip.
     if (g.failed) {

@@ -532,6 +532,15 @@ double median(std::vector<double> v) {
     return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
+// "min..max" of a case's rounds, "-" without any.
+std::string spread(const std::vector<double>& v) {
+    if (v.empty()) {
+        return "-";
+    }
+    auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    return fmt::format("{:.1f}..{:.1f}", *lo, *hi);
+}
+
 struct row {
     std::string name;
     std::string tether_label;
@@ -578,10 +587,15 @@ bool write_json(const std::string& file, const std::vector<row>& rows) {
         if (!r.peer.empty()) {
             p = median(r.peer);
         }
+        auto list = [](const std::vector<double>& v) {
+            return fmt::format("[{:.3f}]", fmt::join(v, ", "));
+        };
         out += fmt::format("  {{\"name\": \"{}\", \"tether\": {}, \"peer\": {}, \"unit\": \"{}\", "
-                           "\"ratio\": {}, \"peer_name\": \"{}\", \"target\": \"{}\"}}{}\n",
+                           "\"ratio\": {}, \"peer_name\": \"{}\", \"target\": \"{}\", "
+                           "\"tether_samples\": {}, \"peer_samples\": {}}}{}\n",
                            json_escape(r.name), num(t), num(p), r.unit, num(r.ratio()),
-                           json_escape(r.peer_label), r.target, i + 1 < rows.size() ? "," : "");
+                           json_escape(r.peer_label), r.target, list(r.tether), list(r.peer),
+                           i + 1 < rows.size() ? "," : "");
     }
     out += "]}\n";
     std::FILE* f = std::fopen(file.c_str(), "w");
@@ -811,16 +825,20 @@ int main(int argc, char** argv) {
             rows.push_back(*r);
         }
     }
-    fmt::print("\n| {:<26} | {:<16} | {:>10} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
-               "case", "tether", "median", "peer", "median", "unit", "ratio", "target");
-    fmt::print("|{:-<28}|{:-<18}|{:->12}|{:-<18}|{:->12}|{:-<15}|{:->9}|{:->9}|\n", "", "", "", "",
-               "", "", "", "");
+    fmt::print("\n| {:<26} | {:<16} | {:>10} | {:>19} | {:<16} | {:>10} | {:>19} | {:<13} | {:>7} "
+               "| {:>7} |\n",
+               "case", "tether", "median", "min..max", "peer", "median", "min..max", "unit",
+               "ratio", "target");
+    fmt::print("|{:-<28}|{:-<18}|{:->12}|{:->21}|{:-<18}|{:->12}|{:->21}|{:-<15}|{:->9}|{:->9}|\n",
+               "", "", "", "", "", "", "", "", "", "");
     for (const row& r : rows) {
         auto q = r.ratio();
         std::string peer = r.peer.empty() ? "-" : fmt::format("{:.1f}", median(r.peer));
-        fmt::print("| {:<26} | {:<16} | {:>10.1f} | {:<16} | {:>10} | {:<13} | {:>7} | {:>7} |\n",
-                   r.name, r.tether_label, median(r.tether), r.peer_label, peer, r.unit,
-                   q ? fmt::format("{:.2f}x", *q) : "-", r.target.empty() ? "-" : r.target);
+        fmt::print("| {:<26} | {:<16} | {:>10.1f} | {:>19} | {:<16} | {:>10} | {:>19} | {:<13} "
+                   "| {:>7} | {:>7} |\n",
+                   r.name, r.tether_label, median(r.tether), spread(r.tether), r.peer_label, peer,
+                   spread(r.peer), r.unit, q ? fmt::format("{:.2f}x", *q) : "-",
+                   r.target.empty() ? "-" : r.target);
     }
     fmt::print("\nratio: peer / tether (how many times faster tether is; for compute, the "
                "speedup of 2 loops over 1,\nand of 2 plain threads over 1: what the machine "

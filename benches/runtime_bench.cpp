@@ -840,6 +840,21 @@ std::optional<double> median_of(const samples& s, const std::string& key) {
     return median(it->second);
 }
 
+/// The smallest and the largest sample of `key`, the spread of its rounds.
+struct spread {
+    double min = 0;
+    double max = 0;
+};
+
+std::optional<spread> spread_of(const samples& s, const std::string& key) {
+    auto it = s.find(key);
+    if (it == s.end() || it->second.empty()) {
+        return std::nullopt;
+    }
+    auto [lo, hi] = std::minmax_element(it->second.begin(), it->second.end());
+    return spread{*lo, *hi};
+}
+
 enum class target { none, faster_3x, under_2ns, at_most_256 };
 
 struct row_def {
@@ -852,8 +867,10 @@ struct row_def {
 
 struct row {
     row_def def;
-    std::optional<double> tether;
+    std::optional<double> tether; // medians
     std::optional<double> go;
+    std::optional<spread> tether_spread;
+    std::optional<spread> go_spread;
     std::optional<double> ratio() const {
         if (tether && go && *tether > 0) {
             return *go / *tether;
@@ -932,15 +949,23 @@ std::vector<row_def> row_defs(const settings& s) {
     };
 }
 
+// "min..max" of a row's rounds, "-" without samples.
+std::string format_spread(const std::optional<spread>& s) {
+    return s ? format_value(s->min) + ".." + format_value(s->max) : "-";
+}
+
 void print_table(const std::vector<row>& rows) {
     std::size_t w = 4;
+    std::size_t sw = 8; // the spread columns
     for (const auto& r : rows) {
         w = std::max(w, r.def.label.size());
+        sw = std::max(
+            {sw, format_spread(r.tether_spread).size(), format_spread(r.go_spread).size()});
     }
-    fmt::print("\n{:<{}} | {:>10} | {:>10} | {:<7} | {:>9} | {}\n", "case", w, "tether", "Go",
-               "unit", "Go/tether", "target");
-    fmt::print("{:-<{}}-|-{:->10}-|-{:->10}-|-{:-<7}-|-{:->9}-|-{:-<16}\n", "", w, "", "", "", "",
-               "");
+    fmt::print("\n{:<{}} | {:>10} | {:>{}} | {:>10} | {:>{}} | {:<7} | {:>9} | {}\n", "case", w,
+               "tether", "min..max", sw, "Go", "min..max", sw, "unit", "Go/tether", "target");
+    fmt::print("{:-<{}}-|-{:->10}-|-{:->{}}-|-{:->10}-|-{:->{}}-|-{:-<7}-|-{:->9}-|-{:-<16}\n", "",
+               w, "", "", sw, "", "", sw, "", "", "");
     for (const auto& r : rows) {
         std::string t = r.tether ? format_value(*r.tether) : "n/a";
         std::string g = r.go ? format_value(*r.go) : "-";
@@ -953,7 +978,8 @@ void print_table(const std::vector<row>& rows) {
                                   : *m ? "met"
                                        : "MISSED");
         }
-        fmt::print("{:<{}} | {:>10} | {:>10} | {:<7} | {:>9} | {}\n", r.def.label, w, t, g,
+        fmt::print("{:<{}} | {:>10} | {:>{}} | {:>10} | {:>{}} | {:<7} | {:>9} | {}\n", r.def.label,
+                   w, t, format_spread(r.tether_spread), sw, g, format_spread(r.go_spread), sw,
                    r.def.unit, q, verdict);
     }
 }
@@ -1250,16 +1276,18 @@ int main(int argc, char** argv) {
         if (!wanted) {
             continue;
         }
-        row r{d, median_of(t, d.key), std::nullopt};
+        row r{d, median_of(t, d.key), std::nullopt, spread_of(t, d.key), std::nullopt};
         if (d.go_has_it) {
             r.go = median_of(go, d.key);
+            r.go_spread = spread_of(go, d.key);
         }
         rows.push_back(std::move(r));
     }
 
     std::vector<std::string> notes;
     notes.push_back(fmt::format(
-        "median of {} rounds; each round runs every case on tether, then on Go (GOMAXPROCS=1); "
+        "median of {} rounds, min..max their spread; each round runs every case on tether, then on "
+        "Go (GOMAXPROCS=1); "
         "one loop on one thread{}; times are {}",
         s.rounds, s.cpu >= 0 ? fmt::format(", both pinned to CPU {}", s.cpu) : "",
         wall_clock ? "wall-clock time"
