@@ -338,6 +338,38 @@ def nginx_setup(port, workers=1):
     return prefix
 
 
+def nginx_spec(notes, workers=1):
+    """nginx serving the canned response with `workers` worker processes, or None (noted)."""
+    nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
+    if not nginx:
+        notes.append("nginx: not installed (apt install nginx-light): skipped")
+        return None
+    return Spec("nginx", [nginx, "-p", "{PREFIX}", "-e", "{PREFIX}/error.log",
+                          "-c", "{PREFIX}/nginx.conf", "-g", "daemon off;"],
+                setup=lambda port: nginx_setup(port, workers))
+
+
+def go_spec(go_binary, mode, procs=1):
+    """The Go server of `mode` with GOMAXPROCS=`procs`, or None without a Go binary."""
+    if not go_binary:
+        return None
+    return Spec("go", [go_binary, "-mode", mode, "-addr", "127.0.0.1:{PORT}"],
+                env={"GOMAXPROCS": str(procs)})
+
+
+def tether_http_specs(build, notes, loops=None, middleware=True):
+    """benches/http_server (on `loops` loops if given), and with middleware if asked."""
+    tether = exe(build, "benches", "http_server")
+    if not tether:
+        notes.append("tether: benches/http_server is not built")
+        return []
+    argv = [tether, "--port", "0"] + (["--loops", str(loops)] if loops else [])
+    specs = [Spec("tether", argv, prints_port=True)]
+    if middleware:
+        specs.append(Spec("tether+mw", argv + ["--middleware"], prints_port=True))
+    return specs
+
+
 def find_servers(build, mode, notes, go_binary, tokio_binary=None):
     """The servers of `mode` ("echo" or "http"), tether's first."""
     specs = []
@@ -348,13 +380,7 @@ def find_servers(build, mode, notes, go_binary, tokio_binary=None):
         else:
             notes.append("tether: examples/echo_server is not built")
     else:
-        tether = exe(build, "benches", "http_server")
-        if tether:
-            specs.append(Spec("tether", [tether, "--port", "0"], prints_port=True))
-            specs.append(Spec("tether+mw", [tether, "--port", "0", "--middleware"],
-                              prints_port=True))
-        else:
-            notes.append("tether: benches/http_server is not built")
+        specs += tether_http_specs(build, notes)
     for name, binary, hint in [
             ("raw-uring", "raw_uring", "needs a C compiler and liburing-dev"),
             ("raw-epoll", "raw_epoll", "needs a C compiler"),
@@ -365,44 +391,21 @@ def find_servers(build, mode, notes, go_binary, tokio_binary=None):
             specs.append(Spec(name, [path, mode, "{PORT}"]))
         else:
             notes.append(f"{name}: benches/{binary} is not built ({hint})")
-    if go_binary:
-        specs.append(Spec("go", [go_binary, "-mode", mode, "-addr", "127.0.0.1:{PORT}"],
-                          env={"GOMAXPROCS": "1"}))
+    specs.append(go_spec(go_binary, mode))
     tokio_binary = tokio_binary or TOKIO_BINARY.get("path")
     if tokio_binary:
         specs.append(Spec("tokio", [tokio_binary, mode, "{PORT}"]))
     if mode == "http":
-        nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
-        if nginx:
-            specs.append(Spec("nginx", [nginx, "-p", "{PREFIX}", "-e", "{PREFIX}/error.log",
-                                        "-c", "{PREFIX}/nginx.conf", "-g", "daemon off;"],
-                              setup=nginx_setup))
-        else:
-            notes.append("nginx: not installed (apt install nginx-light): skipped")
-    return specs
+        specs.append(nginx_spec(notes))
+    return [s for s in specs if s]
 
 
 def find_multiloop_http_servers(build, notes, go_binary, loops=2):
     """The HTTP servers on `loops` cores: tether --loops N, nginx with N workers, Go with
     GOMAXPROCS=N."""
-    specs = []
-    tether = exe(build, "benches", "http_server")
-    if tether:
-        specs.append(Spec("tether", [tether, "--port", "0", "--loops", str(loops)],
-                          prints_port=True))
-    else:
-        notes.append("tether: benches/http_server is not built")
-    nginx = shutil.which("nginx") or exe("/usr/sbin", "nginx")
-    if nginx:
-        specs.append(Spec("nginx", [nginx, "-p", "{PREFIX}", "-e", "{PREFIX}/error.log",
-                                    "-c", "{PREFIX}/nginx.conf", "-g", "daemon off;"],
-                          setup=lambda port: nginx_setup(port, loops)))
-    else:
-        notes.append("nginx: not installed (apt install nginx-light): skipped")
-    if go_binary:
-        specs.append(Spec("go", [go_binary, "-mode", "http", "-addr", "127.0.0.1:{PORT}"],
-                          env={"GOMAXPROCS": str(loops)}))
-    return specs
+    specs = tether_http_specs(build, notes, loops, middleware=False)
+    specs += [nginx_spec(notes, loops), go_spec(go_binary, "http", loops)]
+    return [s for s in specs if s]
 
 
 # ---- statistics and tables --------------------------------------------------------------
@@ -869,16 +872,18 @@ def esc(s):
 
 
 def svg_chart(report):
-    """Horizontal bars: throughput and p99 latency per server, one block per case."""
+    """Horizontal bars: throughput and p99 latency per server, one block per case of the echo,
+    HTTP and multi-loop HTTP areas."""
     label_w, bar_w, gap, row_h = 170, 330, 40, 16
     width = label_w + 2 * bar_w + gap + 40
     parts, y = [], 40
     title = (f"tether benchmarks, {report['machine']['date']}: {report['machine']['cpu']}, "
              f"{report['machine']['cores']} cores, Linux {report['machine']['kernel']}")
     parts.append(f'<text x="10" y="22" font-size="14" font-weight="bold">{esc(title)}</text>')
-    for area_name in ("echo", "http"):
-        area = report["areas"].get(area_name) or {}
-        for case in area.get("cases", []):
+    areas = report["areas"]
+    for area_name, area in (("echo", areas.get("echo")), ("http", areas.get("http")),
+                            ("http on 2 loops", (areas.get("multiloop") or {}).get("http"))):
+        for case in (area or {}).get("cases", []):
             rows = case["results"]
             if not rows:
                 continue
