@@ -55,35 +55,28 @@ func measure(fn func(n int)) float64 {
 }
 
 // pingpong: one round trip is a send on ping and a receive on pong, unbuffered.
-func pingpong(n int) {
-	ping := make(chan int)
-	pong := make(chan int)
-	go func() {
-		for v := range ping {
-			pong <- v
-		}
-		close(pong)
-	}()
-	for i := 0; i < n; i++ {
-		ping <- i
-		<-pong
-	}
-	close(ping)
-	<-pong
-}
+func pingpong(n int) { roundTrips(n, false) }
 
 // pingpongLocked: the same with each goroutine locked to its own OS thread
 // (runtime.LockOSThread), so that every hop wakes the other thread, as a round trip between
 // two tether loops does. (The plain pair mostly runs on one P: a send makes the receiver the
 // sender's runnext.)
-func pingpongLocked(n int) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+func pingpongLocked(n int) { roundTrips(n, true) }
+
+// roundTrips makes n round trips between this goroutine and an echoing one, both locked to
+// their OS threads if lock is set.
+func roundTrips(n int, lock bool) {
+	if lock {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	ping := make(chan int)
 	pong := make(chan int)
 	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if lock {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
 		for v := range ping {
 			pong <- v
 		}
