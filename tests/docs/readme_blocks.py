@@ -10,6 +10,8 @@ that says otherwise:
     <!-- fragment -->               statements: wrapped into a function (a tether::task<void>
                                     if they co_await or co_return), compiled, not linked
     <!-- fragment: declarations --> namespace-scope declarations, compiled, not linked
+    <!-- program: PATH -->          a whole program that must also be PATH's code (a file
+                                    of the repository, less its leading // comment lines)
 
 A fragment's leading #include lines stay at file scope. Fragments get
 `#include <tether/tether.hpp>`, <cassert>, <string> and <chrono> first, and
@@ -40,11 +42,12 @@ using namespace std::chrono_literals;
 """
 
 MARKER = re.compile(r"^<!--\s*fragment(?::\s*(declarations))?\s*-->$")
+SAME_AS = re.compile(r"^<!--\s*program:\s*(\S+)\s*-->$")
 
 
 def blocks(text):
-    """Yields (first line number, kind, code) for each ```cpp block; kind is "program",
-    "fragment" or "declarations"."""
+    """Yields (first line number, kind, code, same_as) for each ```cpp block; kind is
+    "program", "fragment" or "declarations"; same_as is the file a program must be, or None."""
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -52,6 +55,7 @@ def blocks(text):
             i += 1
             continue
         kind = "program"
+        same_as = None
         j = i - 1
         while j >= 0 and not lines[j].strip():
             j -= 1
@@ -59,6 +63,9 @@ def blocks(text):
             m = MARKER.match(lines[j].strip())
             if m:
                 kind = "declarations" if m.group(1) else "fragment"
+            m = SAME_AS.match(lines[j].strip())
+            if m:
+                same_as = m.group(1)
         start = i + 2  # 1-based number of the block's first code line
         i += 1
         code = []
@@ -66,7 +73,7 @@ def blocks(text):
             code.append(lines[i])
             i += 1
         i += 1
-        yield start, kind, "\n".join(code) + "\n"
+        yield start, kind, "\n".join(code) + "\n", same_as
 
 
 def source_of(md, line, kind, code, index):
@@ -86,6 +93,20 @@ def source_of(md, line, kind, code, index):
     fn = "tether::task<void>" if coro else "[[maybe_unused]] void"
     return (head + "{} fragment() {{\n".format(fn) + where + body
             + ("co_return;\n" if coro else "") + "}\n}\n")
+
+
+def differs_from(args, code, path):
+    """Why `code` is not the code of the repository's file `path`; empty if it is."""
+    try:
+        with open(os.path.join(args.source_root, path)) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        return "can't read {}: {}".format(path, e)
+    while lines and (lines[0].startswith("//") or not lines[0].strip()):
+        lines.pop(0)
+    if "\n".join(lines) + "\n" == code:
+        return ""
+    return "the block is not {} (less its leading comment); update one or the other".format(path)
 
 
 def compile_block(args, tmp, md, index, line, kind, code):
@@ -123,9 +144,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="readme-blocks-") as tmp:
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             jobs = [pool.submit(compile_block, args, tmp, md, i, line, kind, code)
-                    for i, (line, kind, code) in enumerate(found)]
-            for (line, kind, _), job in zip(found, jobs):
+                    for i, (line, kind, code, _) in enumerate(found)]
+            for (line, kind, code, same_as), job in zip(found, jobs):
                 ok, out = job.result()
+                why = differs_from(args, code, same_as) if same_as else ""
+                if ok and why:
+                    ok, out = False, why
                 print("{}:{}: {} {}".format(md, line, kind, "compiles" if ok else "FAILS"))
                 if not ok:
                     failed += 1
