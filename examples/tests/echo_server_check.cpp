@@ -3,83 +3,38 @@
 // messages, half-close), then kills it. Also runs it without arguments (its self-check, what
 // `./dev bench` runs). The binary's path comes in ECHO_SERVER.
 
+#include "child_process.hpp"
+
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <csignal>
 #include <cstdlib>
-#include <cstring>
 #include <netinet/in.h>
 #include <poll.h>
-#include <spawn.h>
 #include <string>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
-#include <utility>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
-// The server under test; killed and reaped if a check fails before it exits.
-struct child {
-    pid_t pid = -1;
-    int out = -1;
-    child() = default;
-    child(const child&) = delete;
-    child& operator=(const child&) = delete;
-    child(child&& o) noexcept : pid(std::exchange(o.pid, -1)), out(std::exchange(o.out, -1)) {}
-    ~child() {
-        if (pid > 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, nullptr, 0);
-        }
-        if (out >= 0) {
-            close(out);
-        }
-    }
-    // Waits for the process to end and returns its status.
-    int wait() {
-        int status = 0;
-        REQUIRE(waitpid(pid, &status, 0) == pid);
-        pid = -1;
-        return status;
-    }
-};
-
-child start(const char* path, std::vector<std::string> args) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    std::vector<char*> argv{const_cast<char*>(path)};
-    for (std::string& a : args) {
-        argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    child c;
-    REQUIRE(posix_spawn(&c.pid, path, &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    c.out = fds[0];
-    return c;
+const char* echo_server_path() {
+    const char* path = std::getenv("ECHO_SERVER");
+    REQUIRE(path != nullptr);
+    return path;
 }
 
-std::string read_line(const child& c) {
+// Returns the port the server says it listens on.
+int port_of(check::child_process& c) {
     std::string line;
-    char ch;
-    pollfd p{c.out, POLLIN, 0};
-    while (line.find('\n') == std::string::npos) {
-        REQUIRE(poll(&p, 1, 30000) == 1);
-        REQUIRE(read(c.out, &ch, 1) == 1);
-        line += ch;
-    }
-    return line;
+    REQUIRE(c.next_line(line));
+    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    int port = std::atoi(line.c_str() + line.rfind(':') + 1);
+    REQUIRE(port > 0);
+    return port;
 }
 
 int connect_to(int port) {
@@ -127,21 +82,9 @@ std::string pattern(std::size_t n, int seed) {
     return s;
 }
 
-} // namespace
-
-TEST_CASE("echo_server echoes every byte on every connection until the peer closes") {
-    const char* path = std::getenv("ECHO_SERVER");
-    if (path == nullptr) {
-        MESSAGE("ECHO_SERVER is not set: nothing to check");
-        return;
-    }
-    child c = start(path, {"--port", "0"});
-    std::string line = read_line(c);
-    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
-    int port = std::atoi(line.c_str() + line.rfind(':') + 1);
-    REQUIRE(port > 0);
-
-    // Many connections open at once, each echoing a few messages.
+// Opens 50 connections to `port` and echoes three rounds of messages of a different size on
+// each, all connections written before any is read; returns the connections, still open.
+std::vector<int> echo_on_many(int port) {
     std::vector<int> conns;
     for (int i = 0; i < 50; ++i) {
         conns.push_back(connect_to(port));
@@ -154,6 +97,14 @@ TEST_CASE("echo_server echoes every byte on every connection until the peer clos
             CHECK(read_n(conns[i], 100 + i) == pattern(100 + i, round));
         }
     }
+    return conns;
+}
+
+} // namespace
+
+TEST_CASE("echo_server echoes every byte on every connection until the peer closes") {
+    check::child_process c(echo_server_path(), {"--port", "0"});
+    std::vector<int> conns = echo_on_many(port_of(c));
 
     // A large message in both directions at once: written by a thread while this one reads.
     std::string big = pattern(8 << 20, 9);
@@ -175,52 +126,25 @@ TEST_CASE("echo_server echoes every byte on every connection until the peer clos
     for (int fd : conns) {
         close(fd);
     }
-    REQUIRE(kill(c.pid, SIGTERM) == 0);
-    int status = c.wait();
-    CHECK(WIFSIGNALED(status));
+    c.signal(SIGTERM);
+    CHECK(c.wait() == -1); // killed by the signal: the example has no graceful shutdown
 }
 
 TEST_CASE("echo_server --loops 2 echoes on every connection, whichever loop took it") {
-    const char* path = std::getenv("ECHO_SERVER");
-    if (path == nullptr) {
-        MESSAGE("ECHO_SERVER is not set: nothing to check");
-        return;
-    }
-    child c = start(path, {"--port", "0", "--loops", "2"});
-    std::string line = read_line(c);
-    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
-    int port = std::atoi(line.c_str() + line.rfind(':') + 1);
-    REQUIRE(port > 0);
-    std::vector<int> conns;
-    for (int i = 0; i < 50; ++i) {
-        conns.push_back(connect_to(port));
-    }
-    for (int round = 0; round < 3; ++round) {
-        for (std::size_t i = 0; i < conns.size(); ++i) {
-            REQUIRE(write_all(conns[i], pattern(100 + i, round)));
-        }
-        for (std::size_t i = 0; i < conns.size(); ++i) {
-            CHECK(read_n(conns[i], 100 + i) == pattern(100 + i, round));
-        }
-    }
-    for (int fd : conns) {
+    check::child_process c(echo_server_path(), {"--port", "0", "--loops", "2"});
+    for (int fd : echo_on_many(port_of(c))) {
         close(fd);
     }
-    REQUIRE(kill(c.pid, SIGTERM) == 0);
-    int status = c.wait();
-    CHECK(WIFSIGNALED(status));
+    c.signal(SIGTERM);
+    CHECK(c.wait() == -1);
 }
 
 TEST_CASE("echo_server without arguments echoes through itself and exits 0") {
-    const char* path = std::getenv("ECHO_SERVER");
-    if (path == nullptr) {
-        MESSAGE("ECHO_SERVER is not set: nothing to check");
-        return;
-    }
-    child c = start(path, {});
-    CHECK(read_line(c).rfind("listening on 127.0.0.1:", 0) == 0);
-    CHECK(read_line(c) == "echoed: hello, tether\n");
-    int status = c.wait();
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
+    check::child_process c(echo_server_path(), {});
+    std::string line;
+    REQUIRE(c.next_line(line));
+    CHECK(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    REQUIRE(c.next_line(line));
+    CHECK(line == "echoed: hello, tether");
+    CHECK(c.wait() == 0);
 }
