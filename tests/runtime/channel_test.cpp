@@ -1,4 +1,3 @@
-#include "context/manual_clock.hpp"
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
 #include "runtime/channel.hpp"
@@ -6,6 +5,7 @@
 #include "runtime/spawn.hpp"
 #include "runtime/wait_group.hpp"
 #include "tests/runtime/sync_support.hpp"
+#include "tests/support/manual_loop.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -24,10 +24,7 @@ using tether::test::start;
 
 namespace {
 
-struct fixture {
-    manual_clock clk;
-    loop l{{.clock = &clk}};
-};
+using fixture = tether::test::manual_loop;
 
 task<void> send_all(channel<int>* ch, int first, int n, std::vector<std::error_code>* errs) {
     for (int i = 0; i < n; ++i) {

@@ -1,9 +1,9 @@
-#include "context/manual_clock.hpp"
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
 #include "runtime/event.hpp"
 #include "runtime/loop.hpp"
 #include "tests/runtime/sync_support.hpp"
+#include "tests/support/manual_loop.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -18,10 +18,7 @@ using tether::test::start;
 
 namespace {
 
-struct fixture {
-    manual_clock clk;
-    loop l{{.clock = &clk}};
-};
+using fixture = tether::test::manual_loop;
 
 } // namespace
 

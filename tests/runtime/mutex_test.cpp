@@ -1,10 +1,10 @@
-#include "context/manual_clock.hpp"
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
 #include "runtime/event.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/mutex.hpp"
 #include "tests/runtime/sync_support.hpp"
+#include "tests/support/manual_loop.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -23,10 +23,7 @@ using tether::test::yield_now;
 
 namespace {
 
-struct fixture {
-    manual_clock clk;
-    loop l{{.clock = &clk}};
-};
+using fixture = tether::test::manual_loop;
 
 using lock_result = result<mutex::guard>;
 

@@ -1,10 +1,10 @@
-#include "context/manual_clock.hpp"
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/wait_group.hpp"
 #include "tests/runtime/sync_support.hpp"
+#include "tests/support/manual_loop.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -20,10 +20,7 @@ using tether::test::start;
 
 namespace {
 
-struct fixture {
-    manual_clock clk;
-    loop l{{.clock = &clk}};
-};
+using fixture = tether::test::manual_loop;
 
 task<void> work(wait_group* wg, duration d, int* finished) {
     result<void> r = co_await sleep_for(d);
