@@ -2,60 +2,27 @@
 // prints, exercises every route over plain sockets, then sends SIGTERM and expects a clean
 // exit (graceful shutdown). The binary's path comes in HELLO_SERVER.
 
+#include "child_process.hpp"
+
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
 #include <csignal>
-#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <netinet/in.h>
 #include <poll.h>
-#include <spawn.h>
 #include <string>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace {
 
-struct child {
-    pid_t pid = -1;
-    int out = -1;
-};
-
-child start(const char* path, const char* loops) {
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    char* argv[] = {const_cast<char*>(path),  const_cast<char*>("--port"),
-                    const_cast<char*>("0"),   const_cast<char*>("--loops"),
-                    const_cast<char*>(loops), nullptr};
-    child c;
-    REQUIRE(posix_spawn(&c.pid, path, &fa, nullptr, argv, environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    c.out = fds[0];
-    return c;
-}
-
-int port_of(const child& c) {
+// Returns the port the server says it listens on.
+int port_of(check::child_process& c) {
     std::string line;
-    char ch;
-    pollfd p{c.out, POLLIN, 0};
-    while (line.find('\n') == std::string::npos) {
-        REQUIRE(poll(&p, 1, 30000) == 1);
-        REQUIRE(read(c.out, &ch, 1) == 1);
-        line += ch;
-    }
-    auto colon = line.rfind(':');
+    REQUIRE(c.next_line(line));
     REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
-    return std::atoi(line.c_str() + colon + 1);
+    return std::atoi(line.c_str() + line.rfind(':') + 1);
 }
 
 std::string request(int port, const std::string& raw) {
@@ -89,7 +56,7 @@ constexpr const char* token =
 void check_server(const char* loops) {
     const char* path = std::getenv("HELLO_SERVER");
     REQUIRE(path != nullptr);
-    child c = start(path, loops);
+    check::child_process c(path, {"--port", "0", "--loops", loops});
     int port = port_of(c);
 
     std::string hello = request(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -124,12 +91,8 @@ void check_server(const char* loops) {
         CHECK(more.find("\r\n\r\nHello, World!") != std::string::npos);
     }
 
-    REQUIRE(kill(c.pid, SIGTERM) == 0);
-    int status = 0;
-    REQUIRE(waitpid(c.pid, &status, 0) == c.pid);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-    close(c.out);
+    c.signal(SIGTERM);
+    CHECK(c.wait() == 0); // exited by itself, with 0
 }
 
 } // namespace
