@@ -3,6 +3,7 @@
 
     benches/run.py [--build DIR] [--quick] [--json FILE] [--rounds N] [--seconds S]
                    [--areas context,runtime,echo,http,multiloop] [--servers a,b,...]
+                   [--http-cases CONNSxDEPTH,...]
 
 Areas, each printed as one table with tether and every peer side by side:
   context    benches/context_bench --go (Go's context benchmark next to tether's)
@@ -938,6 +939,9 @@ def main():
                    help="comma-separated: context,runtime,echo,http,multiloop")
     p.add_argument("--servers", default="",
                    help="comma-separated server names for echo and http (default: all)")
+    p.add_argument("--http-cases", default="",
+                   help="comma-separated CONNSxDEPTH cases for http, e.g. 64x16 (default: "
+                        "64x1,1000x1,64x16,1000x16; 64x1,1000x1,64x16 with --quick)")
     opts = p.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.areas = [a for a in opts.areas.split(",") if a]
@@ -954,11 +958,17 @@ def main():
         opts.idle = 10000
     opts.seconds = max(1, opts.seconds)  # wrk takes whole seconds
     opts.conns = 64
+    chosen = [c for c in opts.http_cases.split(",") if c]
     opts.http_cases = [(64, 1), (1000, 1), (64, 16), (1000, 16)]
     opts.multiloop_http_cases = [(64, 1), (1000, 1)]
     if opts.quick:
         opts.http_cases = [(64, 1), (1000, 1), (64, 16)]
         opts.multiloop_http_cases = [(64, 1)]
+    if chosen:
+        try:
+            opts.http_cases = [tuple(int(n) for n in c.split("x", 1)) for c in chosen]
+        except ValueError:
+            p.error(f"--http-cases: expected CONNSxDEPTH, got {','.join(chosen)!r}")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < opts.idle + 1000:

@@ -1,38 +1,163 @@
 #include "net/http/headers.hpp"
 
+#include "net/http/detail/put.hpp"
 #include "net/http/parser.hpp"
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <functional>
+#include <limits>
+#include <stdexcept>
 
 namespace tether::http {
 
-void header_map::set(std::string_view name, std::string_view value) {
-    // Usually the name is new: one look, no erase.
-    auto named = [&](const auto& f) { return iequals(f.first, name); };
-    auto it = std::find_if(fields_.begin(), fields_.end(), named);
-    if (it != fields_.end()) {
-        fields_.erase(std::remove_if(it, fields_.end(), named), fields_.end());
+header_map::header_map(const header_map& o)
+    : fields_(o.fields_), buf_(o.size_ != 0 ? new char[o.size_] : nullptr), size_(o.size_),
+      cap_(o.size_), names_(o.names_) {
+    if (size_ != 0) {
+        std::memcpy(buf_.get(), o.buf_.get(), size_);
     }
-    fields_.emplace_back(name, value);
+}
+
+header_map& header_map::operator=(const header_map& o) {
+    if (this != &o) {
+        header_map copy(o);
+        *this = std::move(copy);
+    }
+    return *this;
+}
+
+header_map::header_map(header_map&& o) noexcept
+    : fields_(std::move(o.fields_)), buf_(std::move(o.buf_)), size_(o.size_), cap_(o.cap_),
+      names_(o.names_) {
+    o.fields_.clear();
+    o.size_ = 0;
+    o.cap_ = 0;
+    o.names_ = 0;
+}
+
+header_map& header_map::operator=(header_map&& o) noexcept {
+    if (this != &o) {
+        fields_ = std::move(o.fields_);
+        buf_ = std::move(o.buf_);
+        size_ = o.size_;
+        cap_ = o.cap_;
+        names_ = o.names_;
+        o.fields_.clear();
+        o.size_ = 0;
+        o.cap_ = 0;
+        o.names_ = 0;
+    }
+    return *this;
+}
+
+const header_map::entry* header_map::find_slow(std::string_view name) const noexcept {
+    for (const entry& e : fields_) {
+        if (e.name_len == name.size() &&
+            detail::iequals_n(buf_.get() + e.at, name.data(), name.size())) {
+            return &e;
+        }
+    }
+    return nullptr;
+}
+
+bool header_map::inside(std::string_view v) const noexcept {
+    const char* b = buf_.get();
+    std::less_equal<const char*> le;
+    return !v.empty() && b != nullptr && le(b, v.data()) && !le(b + size_, v.data());
+}
+
+void header_map::replace(std::string_view name, std::string_view value) {
+    // `name` or `value` may be bytes of the fields about to be moved or removed.
+    if (inside(name) || inside(value)) {
+        std::string copy;
+        copy.reserve(name.size() + value.size());
+        copy.append(name).append(value);
+        replace(std::string_view(copy).substr(0, name.size()),
+                std::string_view(copy).substr(name.size()));
+        return;
+    }
+    erase_named(name);
+    append(name, value);
 }
 
 void header_map::add(std::string_view name, std::string_view value) {
-    fields_.emplace_back(name, value);
+    append(name, value);
+}
+
+void header_map::append(std::string_view name, std::string_view value) {
+    // Offsets are 32 bits: a map holds up to 4 GiB of fields. (The sum can't wrap: both
+    // sizes are of objects in memory.)
+    constexpr std::size_t max = std::numeric_limits<std::uint32_t>::max();
+    const std::size_t need = name.size() + value.size() + 4;
+    if (need > max - size_) [[unlikely]] {
+        throw std::length_error("http::header_map: fields too large");
+    }
+    if (cap_ - size_ < need) {
+        // Grows (moving the bytes): `name` or `value` may point into the old buffer, which
+        // stays alive until they have been copied.
+        std::size_t cap =
+            std::max<std::size_t>({std::size_t{size_} + need, 2 * std::size_t{cap_}, 256});
+        cap = std::min(cap, max);
+        std::unique_ptr<char[]> bigger(new char[cap]);
+        if (size_ != 0) {
+            std::memcpy(bigger.get(), buf_.get(), size_);
+        }
+        std::unique_ptr<char[]> old = std::exchange(buf_, std::move(bigger));
+        cap_ = static_cast<std::uint32_t>(cap);
+        append(name, value);
+        return;
+    }
+    fields_.push_back(entry{size_, static_cast<std::uint32_t>(name.size()),
+                            static_cast<std::uint32_t>(value.size())});
+    char* p = detail::put_short(buf_.get() + size_, name);
+    std::memcpy(p, ": ", 2);
+    p = detail::put_short(p + 2, value);
+    std::memcpy(p, "\r\n", 2);
+    size_ += static_cast<std::uint32_t>(need);
+    names_ |= name_bit(name);
 }
 
 std::optional<std::string_view> header_map::get(std::string_view name) const noexcept {
-    for (const auto& [k, v] : fields_) {
-        if (iequals(k, name)) {
-            return std::string_view(v);
-        }
+    if (const entry* e = find(name)) {
+        return std::string_view(buf_.get() + e->at + e->name_len + 2, e->value_len);
     }
     return std::nullopt;
 }
 
 void header_map::remove(std::string_view name) {
-    std::erase_if(fields_, [&](const auto& f) { return iequals(f.first, name); });
+    if (find(name) != nullptr) {
+        if (inside(name)) {
+            std::string copy(name);
+            erase_named(copy);
+        } else {
+            erase_named(name);
+        }
+    }
+}
+
+void header_map::erase_named(std::string_view name) {
+    // Moves the fields that stay down over the removed ones: wire() stays exact.
+    char* b = buf_.get();
+    std::uint32_t to = 0;
+    std::size_t kept = 0;
+    names_ = 0;
+    for (const entry& e : fields_) {
+        const std::uint32_t len = e.name_len + e.value_len + 4;
+        if (e.name_len == name.size() && detail::iequals_n(b + e.at, name.data(), name.size())) {
+            continue;
+        }
+        if (e.at != to) {
+            std::memmove(b + to, b + e.at, len);
+        }
+        fields_[kept++] = entry{to, e.name_len, e.value_len};
+        names_ |= name_bit(std::string_view(b + to, e.name_len));
+        to += len;
+    }
+    fields_.resize(kept);
+    size_ = to;
 }
 
 std::string_view http_date() noexcept {

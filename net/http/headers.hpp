@@ -1,6 +1,10 @@
 #pragma once
 // header_map: response (and client request) header fields, case-insensitive by name.
 
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,26 +14,168 @@
 namespace tether::http {
 
 /// Header fields in insertion order; names compare without case, values are kept as given.
+///
+/// The fields are kept as they go on the wire, `Name: value\r\n` after one another in one
+/// buffer (`wire()`), which keeps its capacity across `clear()`: a map reused for one
+/// response after another (the server's) allocates nothing per field, and a response head
+/// copies its fields in one piece.
 class header_map {
+    struct entry {
+        std::uint32_t at;        // offset of the name in the buffer
+        std::uint32_t name_len;  // the value starts at at + name_len + 2 (after ": ")
+        std::uint32_t value_len; // the field takes name_len + value_len + 4 bytes
+    };
+
 public:
-    /// Replaces every field named `name` with one holding `value`.
-    void set(std::string_view name, std::string_view value);
+    /// One field: `first` is the name, `second` the value.
+    using value_type = std::pair<std::string_view, std::string_view>;
+
+    /// Iterates the fields in order, giving each as a `value_type` (views into the map).
+    class const_iterator {
+    public:
+        using iterator_category = std::random_access_iterator_tag;
+        using value_type = header_map::value_type;
+        using difference_type = std::ptrdiff_t;
+        using reference = value_type;
+        struct pointer {
+            value_type v;
+            const value_type* operator->() const noexcept { return &v; }
+        };
+
+        const_iterator() noexcept = default;
+        value_type operator*() const noexcept {
+            return {std::string_view(buf_ + e_->at, e_->name_len),
+                    std::string_view(buf_ + e_->at + e_->name_len + 2, e_->value_len)};
+        }
+        pointer operator->() const noexcept { return {**this}; }
+        value_type operator[](difference_type n) const noexcept { return *(*this + n); }
+        const_iterator& operator++() noexcept {
+            ++e_;
+            return *this;
+        }
+        const_iterator operator++(int) noexcept {
+            const_iterator t = *this;
+            ++e_;
+            return t;
+        }
+        const_iterator& operator--() noexcept {
+            --e_;
+            return *this;
+        }
+        const_iterator operator--(int) noexcept {
+            const_iterator t = *this;
+            --e_;
+            return t;
+        }
+        const_iterator& operator+=(difference_type n) noexcept {
+            e_ += n;
+            return *this;
+        }
+        const_iterator& operator-=(difference_type n) noexcept {
+            e_ -= n;
+            return *this;
+        }
+        friend const_iterator operator+(const_iterator i, difference_type n) noexcept {
+            return i += n;
+        }
+        friend const_iterator operator+(difference_type n, const_iterator i) noexcept {
+            return i += n;
+        }
+        friend const_iterator operator-(const_iterator i, difference_type n) noexcept {
+            return i -= n;
+        }
+        friend difference_type operator-(const const_iterator& a,
+                                         const const_iterator& b) noexcept {
+            return a.e_ - b.e_;
+        }
+        friend bool operator==(const const_iterator& a, const const_iterator& b) noexcept {
+            return a.e_ == b.e_;
+        }
+        friend auto operator<=>(const const_iterator& a, const const_iterator& b) noexcept {
+            return a.e_ <=> b.e_;
+        }
+
+    private:
+        friend class header_map;
+        const_iterator(const char* buf, const entry* e) noexcept : buf_(buf), e_(e) {}
+        const char* buf_ = nullptr;
+        const entry* e_ = nullptr;
+    };
+    using iterator = const_iterator;
+
+    header_map() noexcept = default;
+    header_map(const header_map& o);
+    header_map& operator=(const header_map& o);
+    header_map(header_map&& o) noexcept;
+    header_map& operator=(header_map&& o) noexcept;
+    ~header_map() = default;
+
+    /// Replaces every field named `name` with one holding `value`, added last.
+    void set(std::string_view name, std::string_view value) {
+        // Usually the name is new: one test of a mask.
+        if (find(name) == nullptr) {
+            append(name, value);
+        } else {
+            replace(name, value);
+        }
+    }
     /// Adds a field, keeping existing ones of the same name.
     void add(std::string_view name, std::string_view value);
     /// Returns the first value of `name`, or nullopt.
+    ///
+    /// Lifetime: the view is valid until the map is next changed.
     std::optional<std::string_view> get(std::string_view name) const noexcept;
     /// Returns true if a field named `name` exists.
-    bool has(std::string_view name) const noexcept { return get(name).has_value(); }
+    bool has(std::string_view name) const noexcept { return find(name) != nullptr; }
     /// Removes every field named `name`.
     void remove(std::string_view name);
-    void clear() noexcept { fields_.clear(); }
+    /// Removes every field; the storage is kept for the next ones.
+    void clear() noexcept {
+        fields_.clear();
+        size_ = 0;
+        names_ = 0;
+    }
     bool empty() const noexcept { return fields_.empty(); }
+    /// Returns the number of fields.
+    std::size_t size() const noexcept { return fields_.size(); }
 
-    auto begin() const noexcept { return fields_.begin(); }
-    auto end() const noexcept { return fields_.end(); }
+    /// Returns the fields as a message head carries them: `Name: value\r\n` for each, in
+    /// order (empty if there are none).
+    ///
+    /// Lifetime: the view is valid until the map is next changed.
+    std::string_view wire() const noexcept { return {buf_.get(), size_}; }
+
+    const_iterator begin() const noexcept { return {buf_.get(), fields_.data()}; }
+    const_iterator end() const noexcept { return {buf_.get(), fields_.data() + fields_.size()}; }
 
 private:
-    std::vector<std::pair<std::string, std::string>> fields_;
+    // One of 64 bits for a name, from its length and its first and last letters in any
+    // case: a lookup of a name whose bit no field has set is over at once.
+    static std::uint64_t name_bit(std::string_view name) noexcept {
+        if (name.empty()) {
+            return 1;
+        }
+        const unsigned first = static_cast<unsigned char>(name.front()) | 0x20u;
+        const unsigned last = static_cast<unsigned char>(name.back()) | 0x20u;
+        return std::uint64_t{1} << ((name.size() * 5 + first * 3 + last) & 63);
+    }
+    const entry* find(std::string_view name) const noexcept {
+        if ((names_ & name_bit(name)) == 0) {
+            return nullptr;
+        }
+        return find_slow(name);
+    }
+    const entry* find_slow(std::string_view name) const noexcept;
+    bool inside(std::string_view v) const noexcept; // v points into buf_
+    void replace(std::string_view name, std::string_view value);
+    void append(std::string_view name, std::string_view value);
+    void erase_named(std::string_view name);
+
+    std::vector<entry> fields_;
+    std::unique_ptr<char[]> buf_; // the fields' wire form; size_ bytes used of cap_
+    std::uint32_t size_ = 0;
+    std::uint32_t cap_ = 0;
+    std::uint64_t names_ = 0; // name_bit() of every field's name
 };
 
 /// Returns the current time as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT"), formatted at

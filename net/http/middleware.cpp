@@ -2,10 +2,11 @@
 
 #include "context/with_deadline.hpp"
 #include "context/with_value.hpp"
+#include "net/http/detail/put.hpp"
 
 #include <fmt/format.h>
 
-#include <array>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -14,19 +15,77 @@
 #include <iterator>
 #include <random>
 #include <sys/socket.h>
+#include <utility>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace tether::http {
 
 namespace {
 
-inline constexpr context_key<std::string> request_id_key{"request_id"};
+// A request ID held in the context node itself: one allocation per request (the node's),
+// none for the text.
+struct request_id_value {
+    static constexpr std::size_t max_size = 128;
+    explicit request_id_value(std::string_view v) noexcept
+        : size(static_cast<std::uint8_t>(v.size())) {
+        std::memcpy(data, v.data(), v.size());
+    }
+    std::string_view view() const noexcept { return {data, size}; }
+    std::uint8_t size;
+    char data[max_size];
+};
+
+} // namespace
+} // namespace tether::http
+
+// What a printed context shows for the request ID: the ID.
+template <>
+struct fmt::formatter<tether::http::request_id_value> : fmt::formatter<std::string_view> {
+    auto format(const tether::http::request_id_value& v, fmt::format_context& ctx) const {
+        return fmt::formatter<std::string_view>::format(v.view(), ctx);
+    }
+};
+
+namespace tether::http {
+namespace {
+
+inline constexpr context_key<request_id_value> request_id_key{"request_id"};
 inline constexpr context_key<identity> identity_key{"identity"};
 
 void to_stderr(std::string_view line) {
     std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
 }
 
-std::string new_request_id() {
+// Writes `v` as 16 lower-case hex digits at `out`, the most significant first: the nibbles
+// spread to one per byte, then made digits all at once (no table, no loop).
+void put_hex64(char* out, std::uint64_t v) noexcept {
+    if constexpr (std::endian::native == std::endian::little) {
+        v = __builtin_bswap64(v); // the most significant byte first in memory
+    }
+#if defined(__SSE2__)
+    const __m128i x = _mm_cvtsi64_si128(static_cast<long long>(v));
+    const __m128i nibble = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(x, nibble);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), nibble);
+    __m128i d = _mm_unpacklo_epi8(hi, lo); // byte by byte: its high nibble, then its low
+    const __m128i letters =
+        _mm_and_si128(_mm_cmpgt_epi8(d, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
+    d = _mm_add_epi8(d, _mm_add_epi8(_mm_set1_epi8('0'), letters));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), d);
+#else
+    unsigned char bytes[8];
+    std::memcpy(bytes, &v, 8);
+    for (std::size_t i = 0; i < 8; ++i) {
+        out[2 * i] = "0123456789abcdef"[bytes[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[bytes[i] & 0xf];
+    }
+#endif
+}
+
+// Writes a new request ID's 32 characters at `id`.
+void new_request_id(char* id) noexcept {
     // 128 random bits as 32 hex digits, from a per-thread splitmix64 seeded once from the
     // system's entropy: IDs must not collide, not resist prediction.
     // initial-exec and constant-initialized: read at a fixed offset from the thread pointer,
@@ -35,33 +94,17 @@ std::string new_request_id() {
     if (state == 0) {
         state = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ 1;
     }
-    // Two hex digits per byte from a table: a quarter of the steps of a digit at a time.
-    static constexpr auto pairs = [] {
-        constexpr char digits[] = "0123456789abcdef";
-        std::array<char, 512> t{};
-        for (std::size_t b = 0; b < 256; ++b) {
-            t[2 * b] = digits[b >> 4];
-            t[2 * b + 1] = digits[b & 0xf];
-        }
-        return t;
-    }();
-    std::string id(32, '0');
     for (std::size_t half = 0; half < 2; ++half) {
         std::uint64_t bits = (state += 0x9e3779b97f4a7c15);
         bits = (bits ^ (bits >> 30)) * 0xbf58476d1ce4e5b9;
         bits = (bits ^ (bits >> 27)) * 0x94d049bb133111eb;
         bits ^= bits >> 31;
-        // The low byte last: the 16 digits read as the number in hex.
-        for (std::size_t b = 8; b-- > 0;) {
-            std::memcpy(&id[half * 16 + 2 * b], &pairs[2 * (bits & 0xff)], 2);
-            bits >>= 8;
-        }
+        put_hex64(id + half * 16, bits); // the 16 digits read as the number in hex
     }
-    return id;
 }
 
 bool acceptable_id(std::string_view id) noexcept {
-    if (id.empty() || id.size() > 128) {
+    if (id.empty() || id.size() > request_id_value::max_size) {
         return false;
     }
     for (char c : id) {
@@ -106,12 +149,17 @@ struct request_id_mw {
     handler next;
     // What run_with does, in this frame rather than a second one (it runs per request).
     task<void> operator()(request& req, response_writer& w) const {
-        std::string_view given = req.header("x-request-id");
-        std::string id = acceptable_id(given) ? std::string(given) : new_request_id();
+        std::string_view id = req.header("x-request-id");
+        char generated[32];
+        if (!acceptable_id(id)) {
+            new_request_id(generated);
+            id = std::string_view(generated, sizeof generated);
+        }
+        // The context's copy and the response's: the same bytes.
+        context ctx = with_value(req.ctx(), request_id_key, id);
         w.headers().set("X-Request-ID", id);
-        context ctx = with_value(req.ctx(), request_id_key, std::move(id));
-        context saved = req.ctx_;
-        req.ctx_ = ctx;
+        // Exchanged, not copied: each copy of a context is an atomic increment.
+        context saved = std::exchange(req.ctx_, ctx);
         swap_context enter{&ctx};
         const context* outer = co_await enter;
         std::exception_ptr failed;
@@ -130,28 +178,89 @@ struct request_id_mw {
     }
 };
 
-// Returns the text of an IP peer address (empty for other families), from a one-entry
-// cache per thread: the requests of a keep-alive or pipelining connection come in runs.
-std::string_view peer_text(const net::address& a) {
-    struct cache {
-        net::address addr;
+// Appends the text of `a` to `out`: an IP address and port, or what to_string gives.
+void append_peer(std::string& out, const net::address& a) {
+    if (a.native_family() == AF_INET || a.native_family() == AF_INET6) {
         char text[64];
-        std::size_t len = 0;
+        out.append(text, net::detail::format_ip(a, text));
+    } else {
+        out += a.to_string();
+    }
+}
+
+// Where batched lines go.
+struct file_batch final : detail::log_batch {
+    std::FILE* out;
+    explicit file_batch(std::FILE* f) noexcept : out(f) {}
+    void write(std::string_view lines) noexcept override {
+        std::fwrite(lines.data(), 1, lines.size(), out);
+    }
+};
+
+struct function_batch final : detail::log_batch {
+    std::function<void(std::string_view)> fn;
+    explicit function_batch(std::function<void(std::string_view)> f) noexcept : fn(std::move(f)) {}
+    void write(std::string_view lines) noexcept override {
+        try {
+            fn(lines);
+        } catch (...) { // NOLINT(bugprone-empty-catch): documented, a log must not end serving
+        }
+    }
+};
+
+// A connection's gathered lines are written once they reach this size, whatever the turn.
+constexpr std::size_t log_flush_bytes = 32 * 1024;
+
+// Appends one access-log line (and '\n' if `newline`) to `out`: what the format string
+// "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives, written piece by piece in place
+// (sized first, the numbers at their longest): no allocation once `out` has grown, and no
+// format-string work.
+void append_line(std::string& out, std::string_view peer, const request& req, int status,
+                 std::uint64_t bytes, std::uint64_t us, std::string_view id, bool newline) {
+    const std::size_t need =
+        peer.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 32;
+    const std::size_t old = out.size();
+    out.resize(old + need);
+    char* const begin = out.data() + old;
+    char* p = begin;
+    auto put = [&p](std::string_view v) { p = detail::put_short(p, v); };
+    auto put_int = [&p](std::uint64_t v) { p = detail::put_uint(p, v); };
+    auto put_signed = [&p](int v) {
+        if (v < 0) {
+            *p++ = '-';
+        }
+        p = detail::put_uint(p, v < 0 ? 0 - static_cast<std::uint64_t>(v)
+                                      : static_cast<std::uint64_t>(v));
     };
-    thread_local cache c;
-    if (a.native_family() != AF_INET && a.native_family() != AF_INET6) {
-        return {};
+    put(peer);
+    put(" \"");
+    put(req.method());
+    put(" ");
+    put(req.target());
+    put(" HTTP/1.");
+    put_signed(req.head.version_minor);
+    put("\" ");
+    put_signed(status);
+    *p++ = ' ';
+    put_int(bytes);
+    *p++ = ' ';
+    put_int(us / 1000);
+    *p++ = '.';
+    *p++ = static_cast<char>('0' + us % 1000 / 100);
+    *p++ = static_cast<char>('0' + us % 100 / 10);
+    *p++ = static_cast<char>('0' + us % 10);
+    put("ms id=");
+    put(id);
+    if (newline) {
+        *p++ = '\n';
     }
-    if (c.len == 0 || !(a == c.addr)) {
-        c.len = net::detail::format_ip(a, c.text);
-        c.addr = a;
-    }
-    return std::string_view(c.text, c.len);
+    out.resize(old + static_cast<std::size_t>(p - begin));
 }
 
 struct access_log_mw {
     handler next;
-    std::function<void(std::string_view)> sink;
+    std::function<void(std::string_view)> sink; // a line at a time, or:
+    std::shared_ptr<detail::log_batch> batch;   // lines gathered per connection turn
     task<void> operator()(request& req, response_writer& w) const {
         auto start = std::chrono::steady_clock::now();
         std::exception_ptr failed;
@@ -167,53 +276,42 @@ struct access_log_mw {
                       .count();
         std::uint64_t us = (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
         std::string_view id = w.headers().get("x-request-id").value_or(std::string_view{});
-        // Written piece by piece on the stack (what the format string
-        // "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives): a log line costs no
-        // allocation unless it is long, and no format-string work.
-        std::string peer_fallback;
-        std::string_view peer = peer_text(req.remote);
-        if (peer.empty()) {
-            peer_fallback = req.remote.to_string();
-            peer = peer_fallback;
-        }
         if (id.empty()) {
             id = "-";
         }
-        // Sized first (the numbers at their longest), then written with plain copies.
-        const std::size_t need =
-            peer.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 32;
-        char stack[512];
-        std::string heap;
-        char* const begin = need <= sizeof stack ? stack : (heap.resize(need), heap.data());
-        char* p = begin;
-        auto put = [&p](std::string_view v) {
-            std::memcpy(p, v.data(), v.size());
-            p += v.size();
-        };
-        auto put_int = [&put](auto v) {
-            fmt::format_int f(v);
-            put(std::string_view(f.data(), f.size()));
-        };
-        put(peer);
-        put(" \"");
-        put(req.method());
-        put(" ");
-        put(req.target());
-        put(" HTTP/1.");
-        put_int(req.head.version_minor);
-        put("\" ");
-        put_int(failed ? 500 : w.status());
-        put(" ");
-        put_int(w.bytes_written());
-        put(" ");
-        put_int(us / 1000);
-        *p++ = '.';
-        *p++ = static_cast<char>('0' + us % 1000 / 100);
-        *p++ = static_cast<char>('0' + us % 100 / 10);
-        *p++ = static_cast<char>('0' + us % 10);
-        put("ms id=");
-        put(id);
-        sink(std::string_view(begin, static_cast<std::size_t>(p - begin)));
+        const int status = failed ? 500 : w.status();
+        if (detail::conn* c = req.conn_; c != nullptr) {
+            // The peer's text is formatted once per connection.
+            detail::conn_log& log = detail::log_of(c);
+            if (!log.peer_known) {
+                append_peer(log.peer, req.remote);
+                log.peer_known = true;
+            }
+            if (batch) {
+                if (log.to != batch) {
+                    detail::flush_log(c); // another log's lines
+                    log.to = batch;
+                }
+                append_line(log.lines, log.peer, req, status, w.bytes_written(), us, id, true);
+                if (log.lines.size() >= log_flush_bytes) {
+                    detail::flush_log(c);
+                }
+            } else {
+                std::string line;
+                append_line(line, log.peer, req, status, w.bytes_written(), us, id, false);
+                sink(line);
+            }
+        } else {
+            std::string peer;
+            append_peer(peer, req.remote);
+            std::string line;
+            append_line(line, peer, req, status, w.bytes_written(), us, id, batch != nullptr);
+            if (batch) {
+                batch->write(line);
+            } else {
+                sink(line);
+            }
+        }
         if (failed) {
             std::rethrow_exception(failed);
         }
@@ -290,8 +388,8 @@ struct bearer_mw {
 } // namespace
 
 std::string_view request_id_of(const context& ctx) noexcept {
-    const std::string* id = ctx.value(request_id_key);
-    return id ? std::string_view(*id) : std::string_view{};
+    const request_id_value* id = ctx.value(request_id_key);
+    return id ? id->view() : std::string_view{};
 }
 
 const identity* identity_of(const context& ctx) noexcept {
@@ -304,9 +402,19 @@ middleware request_id() {
 
 middleware access_log(std::function<void(std::string_view)> sink) {
     if (!sink) {
-        sink = to_stderr;
+        return access_log(stderr);
     }
-    return [sink](handler next) -> handler { return access_log_mw{std::move(next), sink}; };
+    return [sink](handler next) -> handler { return access_log_mw{std::move(next), sink, {}}; };
+}
+
+middleware access_log(std::FILE* out) {
+    std::shared_ptr<detail::log_batch> batch = std::make_shared<file_batch>(out);
+    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {}, batch}; };
+}
+
+middleware access_log_batched(std::function<void(std::string_view)> sink) {
+    std::shared_ptr<detail::log_batch> batch = std::make_shared<function_batch>(std::move(sink));
+    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {}, batch}; };
 }
 
 middleware recover(std::function<void(std::string_view)> sink) {

@@ -10,6 +10,7 @@
 #include "net/http/server.hpp"
 
 #include <chrono>
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -28,8 +29,26 @@ middleware request_id();
 /// Writes one line per request to `sink` once the handler has returned:
 /// `127.0.0.1:5000 "GET /path HTTP/1.1" 200 13 0.123ms id=4f2a...`.
 ///
-/// The default sink writes to stderr.
+/// Without a sink, the lines go to stderr as `access_log(stderr)` writes them.
 middleware access_log(std::function<void(std::string_view line)> sink = {});
+
+/// Writes the lines of `access_log(sink)`, each followed by '\n', to `out`, in batches: the
+/// lines of the requests a connection answers in one turn (a pipelined batch) go out in one
+/// `fwrite`, just before their responses are written. A line is written at the latest when
+/// its response is, or when its connection ends, so every line is in `out` once
+/// `server::shutdown()` has returned (flush `out` to see it in the file). The lines of a
+/// request not served by a `server` are written at once.
+///
+/// Thread safety: `fwrite` locks `out`; servers on several loops may share it (their lines
+/// never interleave within a line).
+middleware access_log(std::FILE* out);
+
+/// Like `access_log(std::FILE*)`, with the batches given to `sink`: one or more lines, each
+/// ending in '\n'. `sink` must not throw (what it throws is dropped).
+///
+/// Thread safety: `sink` is called on the loop of the connection; a handler shared by the
+/// servers of several loops calls it from each of their threads.
+middleware access_log_batched(std::function<void(std::string_view lines)> sink);
 
 /// Turns an exception from the handler into a 500 response (when nothing was sent yet) and
 /// a line on `sink`, so that one failing request never takes the server down.

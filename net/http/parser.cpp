@@ -125,20 +125,56 @@ bool parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
 
 } // namespace
 
-bool detail::iequals_n(const char* a, const char* b, std::size_t n) noexcept {
-    // Eight bytes at a time while they are equal as they are (the usual case); a word that
-    // differs is compared byte by byte, without case.
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        std::uint64_t x;
-        std::uint64_t y;
-        std::memcpy(&x, a + i, 8);
-        std::memcpy(&y, b + i, 8);
-        if (x != y) {
-            break;
-        }
+namespace {
+
+// Returns true if the eight bytes of `x` and `y` are equal ignoring ASCII case: they may
+// differ only in the case bit (0x20), and only where `x` has a letter.
+constexpr bool same_word(std::uint64_t x, std::uint64_t y) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101;
+    constexpr std::uint64_t highs = 0x8080808080808080;
+    const std::uint64_t d = x ^ y;
+    if (d == 0) {
+        return true;
     }
-    for (; i < n; ++i) {
+    if ((d & ~(0x20 * ones)) != 0) {
+        return false;
+    }
+    const std::uint64_t lx = (x | 0x20 * ones) & ~highs;    // 7 bits, letters lower case
+    const std::uint64_t ge_a = lx + (0x80 - 'a') * ones;    // high bit: lx >= 'a'
+    const std::uint64_t gt_z = lx + (0x7f - 'z') * ones;    // high bit: lx > 'z'
+    const std::uint64_t letter = ge_a & ~gt_z & ~x & highs; // high bit: x's byte is a letter
+    return (d & ~(letter >> 2)) == 0;
+}
+
+} // namespace
+
+bool detail::iequals_n(const char* a, const char* b, std::size_t n) noexcept {
+    // Eight bytes at a time, folded to lower case (no per-byte branches): header names are
+    // compared on every lookup. A tail shorter than a word is read as the last eight bytes
+    // (overlapping the word before) or, in a name under eight bytes, as four-byte halves.
+    auto word = [](const char* p) noexcept {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        return w;
+    };
+    if (n >= 8) {
+        std::size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            if (!same_word(word(a + i), word(b + i))) {
+                return false;
+            }
+        }
+        return i == n || same_word(word(a + n - 8), word(b + n - 8));
+    }
+    if (n >= 4) {
+        auto half = [](const char* p) noexcept {
+            std::uint32_t w;
+            std::memcpy(&w, p, 4);
+            return std::uint64_t{w};
+        };
+        return same_word(half(a) | half(a + n - 4) << 32, half(b) | half(b + n - 4) << 32);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
         if (a[i] != b[i] &&
             lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i]))) {
             return false;
@@ -221,7 +257,8 @@ request_parser::status request_parser::parse(std::string_view buf, request_head&
     // target (within max_target), SP.
     out.method = buf.substr(start, target_begin_ - 1 - start);
     out.target = buf.substr(target_begin_, line_pos_ - target_begin_);
-    status s = parse_complete(buf.substr(line_pos_ + 1, head_end - 2 - (line_pos_ + 1)), out);
+    status s =
+        parse_complete(buf.substr(line_pos_ + 1, head_end - 2 - (line_pos_ + 1)), buf.data(), out);
     if (s == status::complete) {
         reset(); // the next call may start the next request without reset()
         consumed_ = head_end;
@@ -291,6 +328,9 @@ std::size_t request_parser::scan_lines(std::string_view buf, std::size_t start) 
         }
         std::size_t lf = static_cast<std::size_t>(static_cast<const char*>(p) - d);
         i = lf + 1;
+        if (lfs_ < known_lfs && lf <= UINT32_MAX) {
+            lf_at_[lfs_++] = static_cast<std::uint32_t>(lf);
+        }
         if (lf == start || d[lf - 1] != '\r') {
             bare_lf_at_ = lf + 1;
         } else if (lf >= start + 3 && d[lf - 2] == '\n' && d[lf - 3] == '\r') {
@@ -373,7 +413,8 @@ known_field classify(std::string_view name) noexcept {
 
 } // namespace
 
-request_parser::status request_parser::parse_complete(std::string_view rest, request_head& out) {
+request_parser::status request_parser::parse_complete(std::string_view rest, const char* buf,
+                                                      request_head& out) {
     // rest: HTTP-version CRLF *( field-line CRLF ), the method and target already in `out`.
     // Every LF in it ends a CRLF (scan_lines checked). The fields' vector keeps its capacity
     // from the last request: no allocation per head.
@@ -385,9 +426,18 @@ request_parser::status request_parser::parse_complete(std::string_view rest, req
     out.expect_continue = false;
     const char* p = rest.data();
     const char* const end = p + rest.size();
-    // The line from p, without its CRLF; p moves past it.
+    // The line from p, without its CRLF; p moves past it. Its LF is the next one scan_lines
+    // found (they are every LF from the request line's on, in order), while it kept them.
+    std::size_t next_lf = 0;
     auto next_line = [&]() noexcept {
-        const void* lf = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+        const void* lf = nullptr;
+        if (next_lf < lfs_ && buf + lf_at_[next_lf] >= p) {
+            lf = buf + lf_at_[next_lf] < end ? buf + lf_at_[next_lf] : nullptr;
+            ++next_lf;
+        } else {
+            next_lf = known_lfs; // out of step (it can't be): look from here on
+            lf = std::memchr(p, '\n', static_cast<std::size_t>(end - p));
+        }
         std::string_view line;
         if (lf == nullptr) {
             line = std::string_view(p, static_cast<std::size_t>(end - p));

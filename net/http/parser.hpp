@@ -115,6 +115,7 @@ public:
         line_error_at_ = std::string_view::npos;
         lf_pos_ = 0;
         bare_lf_at_ = std::string_view::npos;
+        lfs_ = 0;
     }
 
 private:
@@ -122,7 +123,7 @@ private:
         error_ = {code, why};
         return status::error;
     }
-    status parse_complete(std::string_view rest, request_head& out);
+    status parse_complete(std::string_view rest, const char* buf, request_head& out);
     // Look at the bytes of a head as they arrive, for what makes it bad before it is
     // complete; each sets the input length at which that became known (npos: nothing yet).
     void scan_line(std::string_view buf, std::size_t start) noexcept;
@@ -141,6 +142,11 @@ private:
     parse_error line_error_;
     std::size_t lf_pos_ = 0;
     std::size_t bare_lf_at_ = std::string_view::npos;
+    // Where scan_lines found the head's first line ends (offsets into the buffer), for
+    // parse_complete to split the lines without looking for them again.
+    static constexpr std::size_t known_lfs = 24;
+    std::uint32_t lf_at_[known_lfs];
+    std::size_t lfs_ = 0;
     parse_error error_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "context/with_cancel.hpp"
 #include "context/without_cancel.hpp"
+#include "net/http/detail/put.hpp"
 #include "net/http/status.hpp"
 #include "net/io_errc.hpp"
 #include "runtime/detail/loop_impl.hpp"
@@ -63,8 +64,21 @@ struct conn {
     bool timer_armed = false;                // the timer is in the loop's heap
     time_point deadline = time_point::max(); // the phase's deadline; max(): none
 
+    conn_log log; // access-log lines of this turn, written before its responses
+
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
 };
+
+conn_log& log_of(conn* c) noexcept {
+    return c->log;
+}
+
+void flush_log(conn* c) noexcept {
+    if (!c->log.lines.empty()) {
+        c->log.to->write(c->log.lines);
+        c->log.lines.clear();
+    }
+}
 
 // A resettable one-shot signal made of a context: set() cancels it, waiters await its
 // done(). (It keeps the server independent of the sync primitives.)
@@ -195,6 +209,9 @@ task<bool> server_state::read_more(conn* c) {
 }
 
 task<result<void>> server_state::write_out(conn* c) {
+    // The log lines of the requests answered first: one write for the turn's lines, and
+    // none is lost if the connection ends with the write.
+    flush_log(c);
     if (c->out.empty()) {
         co_return result<void>{};
     }
@@ -210,15 +227,7 @@ namespace {
 
 // Writes `v` in decimal at `p`; returns the end.
 char* put_decimal(char* p, std::uint64_t v) noexcept {
-    char digits[20];
-    char* d = digits + sizeof digits;
-    do {
-        *--d = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    std::size_t n = static_cast<std::size_t>(digits + sizeof digits - d);
-    std::memcpy(p, d, n);
-    return p + n;
+    return put_uint(p, v);
 }
 
 char* put(char* p, std::string_view s) noexcept {
@@ -230,37 +239,39 @@ char* put(char* p, std::string_view s) noexcept {
 // it runs once per response and was the largest user-space cost of a small one.
 void append_head(std::string& out, int status, const header_map& h,
                  std::optional<std::uint64_t> len, bool chunked, bool close) {
-    std::string_view reason = status_text(status);
-    bool has_date = false;
-    bool has_length = false;
-    // "HTTP/1.1 " status SP reason CRLF, Date, Transfer-Encoding or Content-Length,
-    // Connection, CRLF: the fixed parts at their longest.
-    std::size_t need = 9 + 20 + 1 + reason.size() + 2 + 64 + 30 + 20 + 21 + 2;
-    for (const auto& [k, v] : h) {
-        need += k.size() + v.size() + 4;
-        has_date = has_date || (k.size() == 4 && iequals(k, "date"));
-        has_length = has_length || (k.size() == 14 && iequals(k, "content-length"));
-    }
+    constexpr std::size_t http_date_size = 29; // "Sun, 06 Nov 1994 08:49:37 GMT"
+    std::string_view reason = status == 200 ? std::string_view("OK") : status_text(status);
+    const bool has_date = h.has("date");
+    const bool has_length = h.has("content-length");
+    const std::string_view fields = h.wire();
+    // "HTTP/1.1 " status SP reason CRLF, Date, the fields, Transfer-Encoding or
+    // Content-Length, Connection, CRLF: the fixed parts at their longest.
+    const std::size_t need = 9 + 20 + 1 + reason.size() + 2 + 64 + fields.size() + 30 + 20 + 21 + 2;
     const std::size_t old = out.size();
     out.resize(old + need);
     char* const begin = out.data() + old;
     char* p = begin;
-    p = put(p, "HTTP/1.1 ");
-    p = put_decimal(p, static_cast<std::uint64_t>(status));
-    *p++ = ' ';
-    p = put(p, reason);
-    p = put(p, "\r\n");
+    if (status == 200) {
+        p = put(p, "HTTP/1.1 200 OK\r\n"); // most of them: copied by a few stores
+    } else {
+        p = put(p, "HTTP/1.1 ");
+        p = put_decimal(p, static_cast<std::uint64_t>(status));
+        *p++ = ' ';
+        p = put(p, reason);
+        p = put(p, "\r\n");
+    }
     if (!has_date) {
         p = put(p, "Date: ");
-        p = put(p, http_date());
+        std::string_view date = http_date();
+        if (date.size() == http_date_size) {
+            std::memcpy(p, date.data(), http_date_size); // a constant size: no call
+            p += http_date_size;
+        } else {
+            p = put(p, date);
+        }
         p = put(p, "\r\n");
     }
-    for (const auto& [k, v] : h) {
-        p = put(p, k);
-        p = put(p, ": ");
-        p = put(p, v);
-        p = put(p, "\r\n");
-    }
+    p = put(p, fields); // "Name: value\r\n" each, in one piece
     if (chunked) {
         p = put(p, "Transfer-Encoding: chunked\r\n");
     } else if (len && !has_length) {
@@ -530,6 +541,7 @@ task<void> server_state::serve_conn(conn* c) {
         co_await linger(c);
     }
     (void)c->sock.close();
+    flush_log(c); // lines of requests whose answers were never written
     conns.erase(c->pos);
     slot_free.set();
     if (conns.empty()) {
@@ -742,12 +754,10 @@ void serve_mux::handle(std::string_view pattern, handler h) {
     handlers_.push_back(std::move(h));
 }
 
-task<void> serve_mux::serve(request& req, response_writer& w) const {
-    route_match m = routes_.match(req.method(), req.path(), req.params);
-    if (m.result == route_match::kind::found) {
-        co_await handlers_[m.index](req, w);
-        co_return;
-    }
+namespace {
+
+// Answers a request no pattern took: 404, or 405 with the Allow list.
+void refuse(const route_match& m, response_writer& w) {
     w.headers().set("Content-Type", "text/plain; charset=utf-8");
     if (m.result == route_match::kind::method_not_allowed) {
         w.headers().set("Allow", m.allow);
@@ -759,8 +769,32 @@ task<void> serve_mux::serve(request& req, response_writer& w) const {
     }
 }
 
+task<void> refused(route_match m, response_writer& w) {
+    refuse(m, w);
+    co_return;
+}
+
+} // namespace
+
+task<void> serve_mux::serve(request& req, response_writer& w) const {
+    route_match m = routes_.match(req.method(), req.path(), req.params);
+    if (m.result == route_match::kind::found) {
+        co_await handlers_[m.index](req, w);
+        co_return;
+    }
+    refuse(m, w);
+}
+
 handler serve_mux::as_handler() const {
-    return [this](request& req, response_writer& w) { return serve(req, w); };
+    // Not a coroutine: the matched handler's own task is the one the server runs, with no
+    // frame of the mux's around it.
+    return [this](request& req, response_writer& w) -> task<void> {
+        route_match m = routes_.match(req.method(), req.path(), req.params);
+        if (m.result == route_match::kind::found) {
+            return handlers_[m.index](req, w);
+        }
+        return refused(std::move(m), w);
+    };
 }
 
 // ---- server ---------------------------------------------------------------------------------

@@ -28,6 +28,29 @@ namespace tether::http {
 namespace detail {
 struct conn;
 struct server_state;
+
+/// Takes access-log lines in batches: the lines a connection gathered, each ending in '\n'.
+class log_batch {
+public:
+    virtual ~log_batch() = default;
+    /// Writes `lines` (one or more, each ending in '\n'); must not throw.
+    virtual void write(std::string_view lines) noexcept = 0;
+};
+
+/// What a connection keeps for the access log: lines not yet written, gathered while it
+/// answers the requests of one turn and written just before their responses (or when the
+/// connection ends), and its peer's address as text, formatted once.
+struct conn_log {
+    std::string lines;             ///< not yet handed to `to`
+    std::shared_ptr<log_batch> to; ///< where `lines` go
+    std::string peer;              ///< the client's address as text, once `peer_known`
+    bool peer_known = false;
+};
+
+/// Returns the access-log state of connection `c` (not null).
+conn_log& log_of(conn* c) noexcept;
+/// Hands the lines connection `c` holds to their batch.
+void flush_log(conn* c) noexcept;
 } // namespace detail
 
 /// One request as the handler sees it.

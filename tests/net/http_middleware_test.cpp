@@ -7,6 +7,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -156,4 +158,179 @@ TEST_CASE("bearer_auth puts the identity in the context or answers 401") {
     CHECK(bad.find("WWW-Authenticate: Bearer") != std::string::npos);
     std::string none = roundtrip(h, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     CHECK(none.find("HTTP/1.1 401") == 0);
+}
+
+namespace {
+
+// Sends `raw` on `conns` connections at once and returns what each got back (each should
+// ask to close with its last request).
+std::vector<std::string> roundtrip_many(http::server& srv, std::string raw, int conns) {
+    loop l;
+    net::address at = *srv.local_addr();
+    return l.block_on([](http::server* s, net::address a, std::string r,
+                         int n) -> task<std::vector<std::string>> {
+        auto serving = co_await spawn(s->serve());
+        std::vector<join_handle<std::string>> clients;
+        for (int i = 0; i < n; ++i) {
+            clients.push_back(co_await spawn(get(a, r)));
+        }
+        std::vector<std::string> got;
+        for (auto& c : clients) {
+            result<std::string> one = co_await c;
+            got.push_back(one ? *one : std::string{});
+        }
+        (void)co_await s->shutdown();
+        (void)co_await serving;
+        co_return got;
+    }(&srv, at, std::move(raw), conns));
+}
+
+// Splits `s` at "\n" (a last line without one is kept).
+std::vector<std::string> lines_of(std::string_view s) {
+    std::vector<std::string> out;
+    while (!s.empty()) {
+        std::size_t nl = s.find('\n');
+        out.emplace_back(s.substr(0, nl));
+        s.remove_prefix(nl == std::string_view::npos ? s.size() : nl + 1);
+    }
+    return out;
+}
+
+std::string pipelined(int n, std::string_view extra = "") {
+    std::string raw;
+    for (int i = 0; i < n; ++i) {
+        raw += fmt::format("GET /r{} HTTP/1.1\r\nHost: x\r\n{}{}\r\n", i, extra,
+                           i + 1 == n ? "Connection: close\r\n" : "");
+    }
+    return raw;
+}
+
+} // namespace
+
+TEST_CASE("request_id: the response's X-Request-ID is the context's ID, given or generated") {
+    auto h = http::chain(
+        [](request&, response_writer& w) -> task<void> {
+            context ctx = co_await this_coro::context;
+            w.write(fmt::format("id={}\n", http::request_id_of(ctx)));
+        },
+        {http::request_id()});
+    const std::string longest(128, 'L');
+    const std::string too_long(129, 'T');
+    std::string raw = pipelined(3) + "GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + longest +
+                      "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + too_long +
+                      "\r\nConnection: close\r\n\r\n";
+    raw.replace(raw.find("Connection: close\r\n"), 19, ""); // only the last one closes
+    std::string got = roundtrip(h, raw);
+    std::vector<std::string> ids;
+    for (std::size_t p = got.find("X-Request-ID: "); p != std::string::npos;
+         p = got.find("X-Request-ID: ", p + 1)) {
+        std::size_t end = got.find("\r\n", p);
+        std::string header = got.substr(p + 14, end - p - 14);
+        std::size_t body = got.find("id=", end);
+        REQUIRE(body != std::string::npos);
+        std::string value = got.substr(body + 3, got.find('\n', body) - body - 3);
+        CHECK(header == value);
+        ids.push_back(header);
+    }
+    REQUIRE(ids.size() == 5);
+    for (int i : {0, 1, 2, 4}) {
+        CHECK(ids[i].size() == 32);
+        CHECK(ids[i].find_first_not_of("0123456789abcdef") == std::string::npos);
+    }
+    CHECK(ids[3] == longest);
+    CHECK(ids[4] != too_long);
+    CHECK(ids[0] != ids[1]);
+    CHECK(ids[1] != ids[2]);
+}
+
+TEST_CASE("access_log(FILE*): every line is in the file once shutdown has returned") {
+    char* text = nullptr;
+    std::size_t size = 0;
+    std::FILE* f = open_memstream(&text, &size);
+    REQUIRE(f != nullptr);
+    {
+        auto h = http::chain(show_id, {http::request_id(), http::access_log(f)});
+        http::server srv(h);
+        REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
+        // Four connections of 25 pipelined requests, answered in turns of several.
+        std::vector<std::string> got = roundtrip_many(srv, pipelined(25), 4);
+        for (const std::string& g : got) {
+            std::size_t n = 0;
+            for (std::size_t p = g.find("HTTP/1.1 200"); p != std::string::npos;
+                 p = g.find("HTTP/1.1 200", p + 1)) {
+                ++n;
+            }
+            CHECK(n == 25);
+        }
+    }
+    REQUIRE(std::fflush(f) == 0);
+    std::string log(text, size);
+    std::fclose(f);
+    std::free(text);
+    CHECK((log.empty() || log.back() == '\n'));
+    std::vector<std::string> lines = lines_of(log);
+    CHECK(lines.size() == 100);
+    static const std::regex whole(
+        R"(^(127\.0\.0\.1|\[::1\]):[0-9]+ "GET /r([0-9]+) HTTP/1\.1" 200 35 [0-9]+\.[0-9]{3}ms id=[0-9a-f]{32}$)");
+    std::vector<int> seen(25, 0);
+    for (const std::string& line : lines) {
+        std::smatch m;
+        REQUIRE_MESSAGE(std::regex_match(line, m, whole), line);
+        ++seen[static_cast<std::size_t>(std::stoi(m[2]))];
+    }
+    for (int n : seen) {
+        CHECK(n == 4);
+    }
+}
+
+TEST_CASE("access_log_batched: a connection's lines come in batches, each line ending in \\n") {
+    std::vector<std::string> batches;
+    auto h = http::chain(show_id,
+                         {http::request_id(), http::access_log_batched([&](std::string_view lines) {
+                              batches.emplace_back(lines);
+                          })});
+    http::server srv(h);
+    REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
+    (void)roundtrip_many(srv, pipelined(20, "X-Request-ID: same\r\n"), 1);
+    std::size_t lines = 0;
+    bool several = false;
+    for (const std::string& b : batches) {
+        REQUIRE(!b.empty());
+        CHECK(b.back() == '\n');
+        std::size_t n = lines_of(b).size();
+        several = several || n > 1;
+        lines += n;
+        for (const std::string& line : lines_of(b)) {
+            CHECK(line.ends_with(" id=same"));
+        }
+    }
+    CHECK(lines == 20);
+    // Twenty requests sent in one write are read in one or a few: their lines are batched.
+    CHECK(several);
+}
+
+TEST_CASE("access_log(FILE*) outside a server writes the line at once") {
+    char* text = nullptr;
+    std::size_t size = 0;
+    std::FILE* f = open_memstream(&text, &size);
+    REQUIRE(f != nullptr);
+    auto h = http::chain(
+        [](request&, response_writer& w) -> task<void> {
+            w.write_header(204);
+            co_return;
+        },
+        {http::access_log(f)});
+    loop l;
+    request req;
+    std::string raw = "PUT /x HTTP/1.0\r\n\r\n";
+    http::request_parser parser;
+    REQUIRE(parser.parse(raw, req.head) == http::request_parser::status::complete);
+    response_writer w;
+    l.block_on(h(req, w));
+    REQUIRE(std::fflush(f) == 0);
+    std::string log(text, size);
+    std::fclose(f);
+    std::free(text);
+    static const std::regex whole(R"(^.* "PUT /x HTTP/1\.0" 204 0 [0-9]+\.[0-9]{3}ms id=-\n$)");
+    CHECK_MESSAGE(std::regex_match(log, whole), log);
 }
