@@ -231,7 +231,9 @@ char* put_decimal(char* p, std::uint64_t v) noexcept {
 }
 
 char* put(char* p, std::string_view s) noexcept {
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) { // an empty view may have no data (a map without fields)
+        std::memcpy(p, s.data(), s.size());
+    }
     return p + s.size();
 }
 
