@@ -208,7 +208,7 @@ struct function_batch final : detail::log_batch {
     }
 };
 
-// A connection's gathered lines are written once they reach this size, whatever the turn.
+// A thread's gathered lines are written once they reach this size, whatever the turn.
 constexpr std::size_t log_flush_bytes = 32 * 1024;
 
 // Appends one access-log line (and '\n' if `newline`) to `out`: what the format string
@@ -275,7 +275,8 @@ struct access_log_mw {
                       std::chrono::steady_clock::now() - start)
                       .count();
         std::uint64_t us = (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
-        std::string_view id = w.headers().get("x-request-id").value_or(std::string_view{});
+        // Spelled as request_id() sets it: names compare without case, equal bytes fastest.
+        std::string_view id = w.headers().get("X-Request-ID").value_or(std::string_view{});
         if (id.empty()) {
             id = "-";
         }
@@ -288,13 +289,16 @@ struct access_log_mw {
                 log.peer_known = true;
             }
             if (batch) {
-                if (log.to != batch) {
-                    detail::flush_log(c); // another log's lines
-                    log.to = batch;
+                // Gathered on this thread until a connection writes its responses (this
+                // one will, or will end): see server.cpp.
+                detail::log_lines& lines = detail::thread_log();
+                if (lines.to != batch) {
+                    lines.flush(); // another log's lines
+                    lines.to = batch;
                 }
-                append_line(log.lines, log.peer, req, status, w.bytes_written(), us, id, true);
-                if (log.lines.size() >= log_flush_bytes) {
-                    detail::flush_log(c);
+                append_line(lines.lines, log.peer, req, status, w.bytes_written(), us, id, true);
+                if (lines.lines.size() >= log_flush_bytes) {
+                    lines.flush();
                 }
             } else {
                 std::string line;

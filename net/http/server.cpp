@@ -64,7 +64,7 @@ struct conn {
     bool timer_armed = false;                // the timer is in the loop's heap
     time_point deadline = time_point::max(); // the phase's deadline; max(): none
 
-    conn_log log; // access-log lines of this turn, written before its responses
+    conn_log log; // the peer as the access log writes it
 
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
 };
@@ -73,11 +73,20 @@ conn_log& log_of(conn* c) noexcept {
     return c->log;
 }
 
-void flush_log(conn* c) noexcept {
-    if (!c->log.lines.empty()) {
-        c->log.to->write(c->log.lines);
-        c->log.lines.clear();
-    }
+namespace {
+// Lines left at the thread's end are written then (none should be: every connection that
+// gathered one writes it when it writes its responses, or ends).
+struct thread_log_holder {
+    log_lines log;
+    ~thread_log_holder() { log.flush(); }
+};
+// initial-exec: read at a fixed offset from the thread pointer (libtether is linked, not
+// dlopen'ed).
+[[gnu::tls_model("initial-exec")]] thread_local thread_log_holder thread_lines;
+} // namespace
+
+log_lines& thread_log() noexcept {
+    return thread_lines.log;
 }
 
 // A resettable one-shot signal made of a context: set() cancels it, waiters await its
@@ -209,9 +218,10 @@ task<bool> server_state::read_more(conn* c) {
 }
 
 task<result<void>> server_state::write_out(conn* c) {
-    // The log lines of the requests answered first: one write for the turn's lines, and
+    // The access-log lines of the requests answered first (this connection's, and any other
+    // gathered on this thread since the last write): one write for the turn's lines, and
     // none is lost if the connection ends with the write.
-    flush_log(c);
+    thread_log().flush();
     if (c->out.empty()) {
         co_return result<void>{};
     }
@@ -543,7 +553,7 @@ task<void> server_state::serve_conn(conn* c) {
         co_await linger(c);
     }
     (void)c->sock.close();
-    flush_log(c); // lines of requests whose answers were never written
+    thread_log().flush(); // lines of requests whose answers were never written
     conns.erase(c->pos);
     slot_free.set();
     if (conns.empty()) {

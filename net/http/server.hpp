@@ -29,7 +29,7 @@ namespace detail {
 struct conn;
 struct server_state;
 
-/// Takes access-log lines in batches: the lines a connection gathered, each ending in '\n'.
+/// Takes access-log lines in batches, each line ending in '\n'.
 class log_batch {
 public:
     virtual ~log_batch() = default;
@@ -37,20 +37,32 @@ public:
     virtual void write(std::string_view lines) noexcept = 0;
 };
 
-/// What a connection keeps for the access log: lines not yet written, gathered while it
-/// answers the requests of one turn and written just before their responses (or when the
-/// connection ends), and its peer's address as text, formatted once.
-struct conn_log {
+/// The access-log lines a thread's connections gathered and not yet written: one buffer per
+/// thread (it stays in cache however many connections there are), written by the next
+/// connection that writes its responses, or ends.
+struct log_lines {
     std::string lines;             ///< not yet handed to `to`
     std::shared_ptr<log_batch> to; ///< where `lines` go
-    std::string peer;              ///< the client's address as text, once `peer_known`
+    /// Hands `lines` to `to`.
+    void flush() noexcept {
+        if (!lines.empty()) {
+            to->write(lines);
+            lines.clear();
+        }
+    }
+};
+
+/// Returns the calling thread's gathered access-log lines.
+log_lines& thread_log() noexcept;
+
+/// What a connection keeps for the access log: its peer's address as text, formatted once.
+struct conn_log {
+    std::string peer; ///< the client's address as text, once `peer_known`
     bool peer_known = false;
 };
 
 /// Returns the access-log state of connection `c` (not null).
 conn_log& log_of(conn* c) noexcept;
-/// Hands the lines connection `c` holds to their batch.
-void flush_log(conn* c) noexcept;
 } // namespace detail
 
 /// One request as the handler sees it.
