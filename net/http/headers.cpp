@@ -87,7 +87,7 @@ void header_map::add(std::string_view name, std::string_view value) {
     append(name, value);
 }
 
-void header_map::append(std::string_view name, std::string_view value) {
+void header_map::append_slow(std::string_view name, std::string_view value) {
     // Offsets are 32 bits: a map holds up to 4 GiB of fields. (The sum can't wrap: both
     // sizes are of objects in memory.)
     constexpr std::size_t max = std::numeric_limits<std::uint32_t>::max();

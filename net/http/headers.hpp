@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -168,7 +169,30 @@ private:
     const entry* find_slow(std::string_view name) const noexcept;
     bool inside(std::string_view v) const noexcept; // v points into buf_
     void replace(std::string_view name, std::string_view value);
-    void append(std::string_view name, std::string_view value);
+    void append(std::string_view name, std::string_view value) {
+        // The common case inline: the buffer has room (it keeps its capacity across clear()).
+        const std::size_t need = name.size() + value.size() + 4;
+        if (cap_ - size_ < need || fields_.size() == fields_.capacity()) {
+            append_slow(name, value);
+            return;
+        }
+        fields_.push_back(entry{size_, static_cast<std::uint32_t>(name.size()),
+                                static_cast<std::uint32_t>(value.size())});
+        char* p = buf_.get() + size_;
+        if (!name.empty()) { // an empty view may have no data
+            std::memcpy(p, name.data(), name.size());
+        }
+        p += name.size();
+        std::memcpy(p, ": ", 2);
+        p += 2;
+        if (!value.empty()) {
+            std::memcpy(p, value.data(), value.size());
+        }
+        std::memcpy(p + value.size(), "\r\n", 2);
+        size_ += static_cast<std::uint32_t>(need);
+        names_ |= name_bit(name);
+    }
+    void append_slow(std::string_view name, std::string_view value);
     void erase_named(std::string_view name);
 
     std::vector<entry> fields_;
