@@ -470,6 +470,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        w_.owner = owner_of(h);
         return try_or_park([this](chan_node*& served) { return ch_->send_locked(v_, served); }, &v_,
                            node_, w_, ch_->send_queue(), ch_->lock(), context_of(h), h);
     }
@@ -494,6 +495,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        w_.owner = owner_of(h);
         return try_or_park(
             [this](chan_node*& served) { return ch_->receive_locked(slot_, served); }, &slot_,
             node_, w_, ch_->receive_queue(), ch_->lock(), context_of(h), h);

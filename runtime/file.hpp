@@ -133,6 +133,7 @@ public:
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
         op_.args.addr = path_.c_str(); // read by the kernel when the SQE is submitted
+        op_.owner = owner_of(h);
         return op_.start(context_of(h), h);
     }
     result<file> await_resume() const noexcept;

@@ -83,6 +83,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = owner_of(h);
         return op_.start(context_of(h), h);
     }
     result<typename Kind::value_type> await_resume() const noexcept {

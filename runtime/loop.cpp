@@ -44,12 +44,85 @@ void on_ctx_done(void* p) noexcept {
         w->lp->impl().remote_cancel(w);
     }
 }
+
+void chain_cancel(waiter* w) noexcept {
+    // The chain's cancel state is done: cancel the await suspended under it, if any (a task
+    // that is running sees the state done at its next await).
+    waiter* cur = static_cast<await_chain*>(w->data)->current;
+    if (cur != nullptr && !cur->completed) {
+        cur->on_cancel(cur);
+    }
+}
 } // namespace
+
+await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
+    if (await_chain* ch = owner->chain) {
+        return ch->bound == c && ch->w.lp == tls_loop ? ch : nullptr;
+    }
+    if (!owner->awaited) {
+        // A task that waits once (a sleeper, a one-shot read) never pays for a chain.
+        owner->awaited = true;
+        return nullptr;
+    }
+    loop* lp = tls_loop;
+    if (lp == nullptr) {
+        return nullptr;
+    }
+    auto* ch = new await_chain;
+    ch->w.lp = lp;
+    ch->w.data = ch;
+    ch->w.on_cancel = &chain_cancel;
+    ch->bound = c;
+    // Holding: `c` may belong to a context shorter-lived than the task (with_timeout).
+    if (!ch->w.reg.arm(c, &on_ctx_done, &ch->w)) {
+        delete ch; // already done: the await fails on its own
+        return nullptr;
+    }
+    owner->chain = ch;
+    return ch;
+}
+
+void await_chain::end(chain_owner* owner) noexcept {
+    if (await_chain* ch = std::exchange(owner->chain, nullptr)) {
+        assert(ch->current == nullptr);
+        // Disarms (waiting for a callback running on another thread) and leaves the loop's
+        // remote queue: nothing refers to the chain afterwards.
+        ch->w.finish_quietly({});
+        delete ch;
+    }
+}
+
+void waiter::leave_chain() noexcept {
+    on_chain = false;
+    await_chain* ch = owner->chain;
+    assert(ch != nullptr && ch->current == this);
+    ch->current = nullptr;
+}
 
 bool waiter::arm(const context& c) noexcept {
     ctx = &c;
     completed = false;
     cancel_requested = false;
+    if (on_chain) {
+        leave_chain(); // armed again without finishing
+    }
+    cancel_state* cs = c.node() ? c.node()->canceler : nullptr;
+    if (cs == nullptr) {
+        reg.disarm();
+        return true; // never done
+    }
+    if (owner != nullptr) {
+        if (await_chain* ch = await_chain::of(owner, cs)) {
+            reg.disarm(); // from an earlier arm() that was not finished
+            if (cs->is_done()) {
+                error = c.err();
+                return false;
+            }
+            ch->current = this;
+            on_chain = true;
+            return true;
+        }
+    }
     // Borrowed: `c` is the awaiting coroutine's context, alive until the await ends (and
     // `ctx` below points at it for that long already).
     if (!reg.arm_borrowed(c, &on_ctx_done, this)) {
@@ -71,6 +144,9 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
     }
     completed = true;
     error = e;
+    if (on_chain) {
+        leave_chain();
+    }
     // Waits for a cancel callback running on another thread; afterwards remote_queued
     // is stable.
     reg.disarm();

@@ -29,6 +29,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        lw_.w.owner = owner_of(h);
         return suspend(context_of(h), h);
     }
     inline auto await_resume() noexcept;

@@ -32,6 +32,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        pw_.w.owner = owner_of(h);
         return suspend(context_of(h), h);
     }
     result<void> await_resume() const noexcept { return pw_.w.error; }

@@ -11,7 +11,7 @@ namespace {
 
 // The end of a spawned task, on its home loop: returns the joiner (or null).
 std::coroutine_handle<> finish_at_home(void* frame, promise_base& p) noexcept {
-    spawn_base* s = p.spawn_;
+    spawn_base* s = p.spawned();
     s->done = true;
     s->cancel.reset(); // releases the context's registration on its parent
     std::coroutine_handle<> next = p.continuation_;
@@ -23,7 +23,9 @@ std::coroutine_handle<> finish_at_home(void* frame, promise_base& p) noexcept {
 } // namespace
 
 std::coroutine_handle<> promise_base::spawn_finished(void* frame, promise_base& p) noexcept {
-    spawn_base* s = p.spawn_;
+    spawn_base* s = p.spawned();
+    // On the thread the chain was made on (switch_to ends it before moving).
+    await_chain::end(s);
     if (s->home != nullptr && s->home != current_loop()) {
         // Finished on another loop (spawn_on, switch_to): the handle and the joiner are at
         // home, so the end travels there and runs on its thread.
@@ -31,8 +33,9 @@ std::coroutine_handle<> promise_base::spawn_finished(void* frame, promise_base& 
         s->home->impl().post_call(
             [](void* a) noexcept {
                 auto& pr = *static_cast<promise_base*>(a);
-                loop* home = pr.spawn_->home;
-                if (std::coroutine_handle<> next = finish_at_home(pr.spawn_->finished_frame, pr)) {
+                loop* home = pr.spawned()->home;
+                if (std::coroutine_handle<> next =
+                        finish_at_home(pr.spawned()->finished_frame, pr)) {
                     home->schedule(next);
                 }
             },

@@ -20,7 +20,7 @@ namespace detail {
 /// What a spawned task and its join handle share: the task's own context, a child of the
 /// spawner's so that it can be canceled alone. 24 bytes, from the frame allocator.
 ///
-/// The task runs without a wrapper coroutine: its promise points here (`spawn_`), a joiner
+/// The task runs without a wrapper coroutine: its promise points here (`spawned()`), a joiner
 /// waits as the task's continuation, and the final awaiter calls
 /// `promise_base::spawn_finished`, which cancels the context (unlinking it from the parent)
 /// and resumes the joiner directly. The finished frame keeps the task's value or exception
@@ -32,7 +32,7 @@ namespace detail {
 /// loop's thread only, and the joiner resumes there.
 ///
 /// Thread safety: loop thread only (the home loop's), as the handle.
-struct spawn_base {
+struct spawn_base : chain_owner {
     context ctx;                    // the task's context: its promise's ctx_ points here
     cancel_handle cancel;           // cancels ctx; reset when the task finishes
     loop* home = nullptr;           // the spawner's loop: where the handle lives
@@ -50,6 +50,15 @@ struct spawn_base {
     /// Starts `frame` on `target` (queued there; from any loop).
     static void start_on(loop& target, std::coroutine_handle<> frame);
 };
+
+inline spawn_base* promise_base::spawned() const noexcept {
+    return (spawn_ & 1U) != 0 ? nullptr
+                              : static_cast<spawn_base*>(reinterpret_cast<chain_owner*>(spawn_));
+}
+
+inline void promise_base::set_spawned(spawn_base* s) noexcept {
+    spawn_ = reinterpret_cast<std::uintptr_t>(static_cast<chain_owner*>(s));
+}
 
 } // namespace detail
 
@@ -98,7 +107,7 @@ public:
         handle_type task;
         detail::waiter w{};
         bool suspended = false;
-        bool await_ready() const noexcept { return task.promise().spawn_->done; }
+        bool await_ready() const noexcept { return task.promise().spawned()->done; }
         template <class P>
         bool await_suspend(std::coroutine_handle<P> h) noexcept {
             w.lp = detail::current_loop();
@@ -108,6 +117,7 @@ public:
                 static_cast<detail::promise_base*>(me->data)->continuation_ = nullptr;
                 me->finish(me->cancel_error());
             };
+            w.owner = detail::owner_of(h);
             if (!w.arm(detail::context_of(h))) {
                 return false;
             }
@@ -123,7 +133,7 @@ public:
                 // or by our context's cancel (then finish_quietly does nothing).
                 w.finish_quietly({});
             }
-            if (!task.promise().spawn_->done) {
+            if (!task.promise().spawned()->done) {
                 return w.error;
             }
             if constexpr (std::is_void_v<T>) {
@@ -141,7 +151,7 @@ public:
     awaiter operator co_await() const noexcept { return awaiter{h_}; }
 
 private:
-    detail::spawn_base& state() const noexcept { return *h_.promise().spawn_; }
+    detail::spawn_base& state() const noexcept { return *h_.promise().spawned(); }
     void reset() noexcept {
         if (h_) {
             if (!state().done) {
@@ -167,7 +177,7 @@ join_handle<T> spawn(const context& parent, task<T> t) {
     st->home = detail::current_loop();
     typename task<T>::handle_type h = t.release();
     h.promise().ctx_ = &st->ctx;
-    h.promise().spawn_ = st;
+    h.promise().set_spawned(st);
     detail::spawn_base::start(h);
     return join_handle<T>{h};
 }
@@ -194,7 +204,7 @@ join_handle<T> spawn_on(loop& target, const context& parent, task<T> t) {
     assert(st->home != nullptr && "spawn_on must be called on a running loop");
     typename task<T>::handle_type h = t.release();
     h.promise().ctx_ = &st->ctx;
-    h.promise().spawn_ = st;
+    h.promise().set_spawned(st);
     detail::spawn_base::start_on(target, h);
     return join_handle<T>{h};
 }

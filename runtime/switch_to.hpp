@@ -1,7 +1,9 @@
 #pragma once
 // switch_to: move the running coroutine to another loop's thread.
 
+#include "runtime/detail/waiter.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/task.hpp"
 
 #include <coroutine>
 
@@ -13,7 +15,15 @@ namespace detail {
 struct switch_awaiter {
     loop* target;
     bool await_ready() const noexcept { return current_loop() == target; }
-    void await_suspend(std::coroutine_handle<> h) const { target->post_resume(h); }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) const {
+        // The chain belongs to this loop's thread: end it here (the task makes a new one on
+        // `target` if it waits there often).
+        if (chain_owner* owner = owner_of(h)) {
+            await_chain::end(owner);
+        }
+        target->post_resume(h);
+    }
     void await_resume() const noexcept {}
 };
 

@@ -13,6 +13,7 @@
 
 #include <cassert>
 #include <coroutine>
+#include <cstdint>
 #include <exception>
 #include <type_traits>
 #include <utility>
@@ -84,7 +85,23 @@ struct ready_value {
 struct promise_base {
     const context* ctx_ = &default_context_v;
     std::coroutine_handle<> continuation_;
-    spawn_base* spawn_ = nullptr; // set by spawn(): who to tell when the task finishes
+    // What the coroutine's awaits hang their chain on (see await_chain): the address of a
+    // spawned task's state, on the task's own frame; with bit 0 set, in a frame the task
+    // awaits or a fan-out child's (whose state is not a spawn's); 0 or 1: none.
+    std::uintptr_t spawn_ = 0;
+
+    /// Returns the spawned task's state if this is its own frame, else null (spawn.hpp).
+    spawn_base* spawned() const noexcept;
+    /// Returns what this coroutine's awaits hang their chain on, or null.
+    chain_owner* owner() const noexcept {
+        return reinterpret_cast<chain_owner*>(spawn_ & ~std::uintptr_t{1});
+    }
+    /// Makes this the spawned task's own frame (spawn.hpp).
+    void set_spawned(spawn_base* s) noexcept;
+    /// Makes this frame's awaits hang on `o` (a fan-out child's driver).
+    void set_owner(chain_owner* o) noexcept { spawn_ = reinterpret_cast<std::uintptr_t>(o) | 1U; }
+    /// Makes this frame one that `parent`'s task awaits.
+    void inherit_owner(const promise_base& parent) noexcept { spawn_ = parent.spawn_ | 1U; }
 
     static void* operator new(std::size_t n) { return allocate_frame(n); }
     static void operator delete(void* p, std::size_t n) noexcept { deallocate_frame(p, n); }
@@ -96,7 +113,7 @@ struct promise_base {
         template <class P>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
             promise_base& p = h.promise();
-            if (p.spawn_ != nullptr) {
+            if (p.spawn_ != 0 && (p.spawn_ & 1U) == 0) {
                 return spawn_finished(h.address(), p);
             }
             return p.continuation_ ? p.continuation_ : std::noop_coroutine();
@@ -117,6 +134,17 @@ const context& context_of(std::coroutine_handle<P> h) noexcept {
         return h.promise().get_context();
     } else {
         return default_context();
+    }
+}
+
+/// Returns the spawned task the coroutine behind `h` runs in (what its awaits set as their
+/// waiter's `owner`), or null.
+template <class P>
+chain_owner* owner_of(std::coroutine_handle<P> h) noexcept {
+    if constexpr (std::is_base_of_v<promise_base, P>) {
+        return h.promise().owner();
+    } else {
+        return nullptr;
     }
 }
 
@@ -253,6 +281,9 @@ public:
         template <class P>
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
             h.promise().ctx_ = &detail::context_of(parent);
+            if constexpr (std::is_base_of_v<detail::promise_base, P>) {
+                h.promise().inherit_owner(parent.promise());
+            }
             h.promise().continuation_ = parent;
             return h;
         }

@@ -56,6 +56,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        w_.owner = tether::detail::owner_of(h);
         return acceptor_suspend(w_, tether::detail::context_of(h), h);
     }
     result<Stream> await_resume() noexcept {

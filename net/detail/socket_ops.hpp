@@ -80,6 +80,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     result<std::size_t> await_resume() const noexcept {
@@ -108,6 +109,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     io_result await_resume() const noexcept {
@@ -132,6 +134,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     io_result await_resume() const noexcept { return {op_.done, op_.end_error()}; }
@@ -151,6 +154,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     result<void> await_resume() const noexcept { return op_.end_error(); }
@@ -171,6 +175,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     result<std::size_t> await_resume() const noexcept {
@@ -196,6 +201,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
     result<datagram> await_resume() const;
@@ -226,6 +232,8 @@ public:
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
         const context& c = tether::detail::context_of(h);
+        op_.owner = tether::detail::owner_of(h);
+        rr_.owner = op_.owner;
         if (ring_active(*rs_)) {
             ring_ = true;
             rr_.m = All ? ring_read::mode::all : ring_read::mode::some;
@@ -277,6 +285,7 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        rr_.owner = tether::detail::owner_of(h);
         return ring_read_suspend(*rs_, fd_, rr_, tether::detail::context_of(h), h);
     }
     result<recv_buffer> await_resume() noexcept {

@@ -104,6 +104,7 @@ public:
     struct promise_type : promise_base {
         fanout_base* fan_ = nullptr;
         std::size_t index_ = 0;
+        chain_owner chain_; // this child's awaits share a registration (see await_chain)
 
         child_driver get_return_object() noexcept {
             return child_driver{std::coroutine_handle<promise_type>::from_promise(*this)};
@@ -114,6 +115,7 @@ public:
             std::coroutine_handle<>
             await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 fanout_base* fan = h.promise().fan_;
+                await_chain::end(&h.promise().chain_);
                 h.destroy();
                 std::coroutine_handle<> next = fan->on_child_done();
                 return next ? next : std::noop_coroutine();
@@ -145,6 +147,7 @@ public:
         h_.promise().fan_ = fan;
         h_.promise().index_ = i;
         h_.promise().ctx_ = ctx;
+        h_.promise().set_owner(&h_.promise().chain_);
     }
     /// Gives up the frame: once resumed, it frees itself.
     handle_type release() noexcept { return std::exchange(h_, {}); }

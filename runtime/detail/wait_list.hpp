@@ -153,6 +153,7 @@ public:
         if (s_->is_ready()) {
             return false;
         }
+        lw_.w.owner = owner_of(h);
         return lw_.enqueue(s_->waiters_, c, h);
     }
     result<void> await_resume() const noexcept { return lw_.w.error; }

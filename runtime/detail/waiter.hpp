@@ -15,6 +15,15 @@ class loop;
 
 namespace tether::detail {
 
+struct await_chain;
+
+/// What a chain of awaits belongs to: a spawned task's state, or the driver of one child of
+/// a when_all, when_any or task_group. Touched on the thread running its task only.
+struct chain_owner {
+    await_chain* chain = nullptr; // made at the second await (see await_chain)
+    bool awaited = false;         // an await has been armed
+};
+
 /// A coroutine suspended on some event, cancelable through its context.
 ///
 /// Protocol (all on the owning loop's thread unless said otherwise):
@@ -37,11 +46,27 @@ struct waiter {
     bool cancel_requested = false;
     // Cross-thread cancel queue (guarded by the loop's remote mutex).
     bool remote_queued = false;
+    bool on_chain = false; // the current await of its owner's chain (see await_chain)
     waiter* remote_prev = nullptr;
     waiter* remote_next = nullptr;
+    // Set by the awaitable before arm(), with owner_of(h): the spawned task (or fan-out
+    // child) the awaiting coroutine runs in. Null: arm() always arms `reg`.
+    chain_owner* owner = nullptr;
     cancel_registration reg;
 
+    waiter() noexcept = default;
+    waiter(const waiter&) = delete;
+    waiter& operator=(const waiter&) = delete;
+    ~waiter() {
+        if (on_chain) {
+            leave_chain();
+        }
+    }
+
     /// Arms cancellation on `c`; returns false (with `error` set) if `c` is already done.
+    ///
+    /// With `owner` set, an await under the cancel state its chain is armed on arms
+    /// nothing: it becomes the chain's current await (see await_chain).
     bool arm(const context& c) noexcept;
     /// Arms on the cancel state behind a done signal (not the task's own context).
     bool arm_on(cancel_state* c) noexcept;
@@ -51,6 +76,32 @@ struct waiter {
     bool finish_quietly(std::error_code e) noexcept;
     /// Returns the error a canceled wait reports: the context's err().
     std::error_code cancel_error() const noexcept;
+    /// Stops being its chain's current await.
+    void leave_chain() noexcept;
+};
+
+/// One cancel registration shared by the awaits of a spawned task (or fan-out child): its own
+/// frame and the tasks it awaits in turn, which are suspended at one place at a time.
+///
+/// An await links and unlinks a callback on its context's cancel state under that state's
+/// lock; a task that waits many times under one context (a connection's reads and writes, a
+/// channel loop) pays that once instead. The chain is made at the task's second await, armed
+/// on that await's cancel state, and torn down when the task ends or moves to another loop.
+/// An await under the same cancel state only sets `current`; when the state is canceled,
+/// `current`'s on_cancel runs on the task's loop (through its remote queue when the cancel
+/// comes from another thread), as it would for the await's own registration.
+///
+/// Thread safety: the task's loop thread only (the registration's callback excepted).
+struct await_chain {
+    waiter w;                      // the registration, its loop and its remote-queue place
+    cancel_state* bound = nullptr; // what w is armed on
+    waiter* current = nullptr;     // the await suspended under `bound`, if any
+
+    /// Returns the chain of `owner` that an await under `c` on this thread may use, making
+    /// it if this is the owner's second await; null if the await must arm its own.
+    static await_chain* of(chain_owner* owner, cancel_state* c) noexcept;
+    /// Tears down `owner`'s chain, if any; on the loop thread it was made on.
+    static void end(chain_owner* owner) noexcept;
 };
 
 } // namespace tether::detail
