@@ -110,20 +110,22 @@ struct deferred_scope {
 // ---- node memory -----------------------------------------------------------------------
 //
 // Contexts are made and dropped at a high rate (a child per request, per call with a
-// timeout), so each thread keeps the blocks of the last nodes it freed, one list per node
-// type, and reuses them before asking malloc: a hit is a pointer pop, where glibc's malloc
-// and free cost about a hundred instructions each, and more past its per-thread cache of 7
-// blocks. A node may be freed on another thread than the one that made it: the block then
-// joins the freeing thread's list, which is fine, since a block is just memory of the right
-// size (the node's reference count has already ordered every access to it before the free).
-// Blocks are allocated at their exact size, so a live node costs what `new` would.
+// timeout), so each thread keeps the blocks of the last nodes it freed, one list per size
+// class of 16 bytes, and reuses them before asking malloc: a hit is a pointer pop, where
+// glibc's malloc and free cost about a hundred instructions each, and more past its
+// per-thread cache of 7 blocks. A node may be freed on another thread than the one that made
+// it: the block then joins the freeing thread's list, which is fine, since a block is just
+// memory of the right size (the node's reference count has already ordered every access to
+// it before the free). Blocks are allocated at their class's size, a multiple of 16 as
+// malloc's chunks are, so a live node costs about what `new` would.
 //
 // Under AddressSanitizer every node goes back to malloc, so that a use after free is still
 // caught.
 
 namespace {
 
-enum pool_class : unsigned { pool_node, pool_cancel, pool_deadline, pool_classes };
+constexpr std::size_t node_class_size = 16;
+constexpr std::size_t node_classes = 16; // blocks up to 256 bytes; larger ones skip the cache
 
 struct free_block {
     free_block* next;
@@ -132,9 +134,12 @@ struct free_block {
 // Trivially destructible (see deferred_queue): it stays usable while the thread's other
 // thread-locals are destroyed, after the reaper below has emptied it.
 struct node_cache {
-    free_block* head[pool_classes];
-    std::uint32_t count[pool_classes];
-    bool reaped; // the thread is exiting: free straight to malloc
+    enum : std::uint8_t { unarmed, armed, reaped };
+    free_block* head[node_classes];
+    std::uint32_t count[node_classes];
+    // unarmed until the thread's first free registers the reaper; reaped once the thread is
+    // exiting and the reaper has run: then blocks go straight back to malloc.
+    std::uint8_t mode;
 };
 // initial-exec: libtether is linked, not dlopen'ed, so its TLS block is static and a node
 // made or freed reads the cache at a fixed offset from the thread pointer, where the
@@ -142,8 +147,11 @@ struct node_cache {
 // of a with_cancel and its cancel, by callgrind).
 [[gnu::tls_model("initial-exec")]] constinit thread_local node_cache tls_node_cache{};
 
-// Gives the cached blocks back to malloc when a thread that cached any exits. Touched only
-// when a list goes from empty to one block, so the common path never checks its guard.
+std::atomic<std::size_t> reaped_blocks{0};
+
+// Gives the cached blocks back to malloc when a thread that cached any exits. Touched once per
+// thread, on its first free (`mode`): a thread_local with a destructor is reached through
+// __tls_get_addr and a guard, two calls per access.
 struct node_cache_reaper {
     bool armed = false;
     node_cache_reaper() = default;
@@ -151,19 +159,22 @@ struct node_cache_reaper {
     node_cache_reaper& operator=(const node_cache_reaper&) = delete;
     ~node_cache_reaper() {
         node_cache& c = tls_node_cache;
-        c.reaped = true;
-        for (unsigned k = 0; k < pool_classes; ++k) {
+        c.mode = node_cache::reaped;
+        std::size_t freed = 0;
+        for (std::size_t k = 0; k < node_classes; ++k) {
             while (free_block* b = c.head[k]) {
                 c.head[k] = b->next;
                 ::operator delete(b);
+                ++freed;
             }
             c.count[k] = 0;
         }
+        reaped_blocks.fetch_add(freed, std::memory_order_relaxed);
     }
 };
 thread_local node_cache_reaper tls_node_cache_reaper;
 
-// At most this many blocks per type per thread (about 56 KiB of the largest).
+// At most this many blocks per size class per thread (64 KiB of the 256-byte class).
 constexpr std::uint32_t node_cache_cap = 256;
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -172,25 +183,35 @@ constexpr bool node_cache_enabled = false;
 constexpr bool node_cache_enabled = true;
 #endif
 
-void* alloc_block(pool_class k, std::size_t size) {
+// The class of a block of `size` bytes: blocks of class k are (k + 1) * 16 bytes; a class of
+// node_classes or more is not cached.
+constexpr std::size_t node_class_of(std::size_t size) noexcept {
+    return (size + node_class_size - 1) / node_class_size - 1;
+}
+
+inline void* alloc_block(std::size_t k, std::size_t size) {
     if constexpr (node_cache_enabled) {
-        node_cache& c = tls_node_cache;
-        if (free_block* b = c.head[k]) {
-            c.head[k] = b->next;
-            --c.count[k];
-            return b;
+        if (k < node_classes) {
+            node_cache& c = tls_node_cache;
+            if (free_block* b = c.head[k]) {
+                c.head[k] = b->next;
+                --c.count[k];
+                return b;
+            }
+            return ::operator new((k + 1) * node_class_size);
         }
     }
     return ::operator new(size);
 }
 
-void free_block_of(pool_class k, void* p) noexcept {
-    if constexpr (node_cache_enabled) {
-        node_cache& c = tls_node_cache;
-        if (c.count[k] < node_cache_cap && !c.reaped) {
-            if (c.count[k] == 0) {
-                tls_node_cache_reaper.armed = true; // registers its destructor on first use
-            }
+// The first free of a thread (arms the reaper, then caches the block), or one the cache
+// can't take.
+[[gnu::noinline]] void free_block_slow(void* p, std::size_t k) noexcept {
+    node_cache& c = tls_node_cache;
+    if (c.mode == node_cache::unarmed) {
+        c.mode = node_cache::armed;
+        tls_node_cache_reaper.armed = true; // registers its destructor on first use
+        if (k < node_classes && c.count[k] < node_cache_cap) {
             auto* b = static_cast<free_block*>(p);
             b->next = c.head[k];
             c.head[k] = b;
@@ -201,34 +222,83 @@ void free_block_of(pool_class k, void* p) noexcept {
     ::operator delete(p);
 }
 
-template <class T>
-constexpr pool_class pool_class_of() {
-    if constexpr (std::is_same_v<T, detail::deadline_state>) {
-        return pool_deadline;
-    } else if constexpr (std::is_same_v<T, detail::cancel_state>) {
-        return pool_cancel;
+inline void free_to_cache(void* p, std::size_t k) noexcept {
+    if constexpr (node_cache_enabled) {
+        node_cache& c = tls_node_cache;
+        if (k < node_classes && c.count[k] < node_cache_cap && c.mode == node_cache::armed)
+            [[likely]] {
+            auto* b = static_cast<free_block*>(p);
+            b->next = c.head[k];
+            c.head[k] = b;
+            ++c.count[k];
+            return;
+        }
+        free_block_slow(p, k);
     } else {
-        static_assert(std::is_same_v<T, detail::node>);
-        return pool_node;
+        ::operator delete(p);
     }
 }
 
-// Makes a T (value-initialized, as `new T` would) in a recycled block.
+// Makes a T (default-initialized, as `new T` would) in a cached block. Inside this file,
+// nodes are made and freed through these rather than through node's operator new and
+// delete, which call the exported allocate_node() and deallocate_node() through the PLT.
 template <class T>
 T* new_node() {
     static_assert(sizeof(T) >= sizeof(free_block) && alignof(T) <= alignof(std::max_align_t));
-    return ::new (alloc_block(pool_class_of<T>(), sizeof(T))) T;
+    return ::new (alloc_block(node_class_of(sizeof(T)), sizeof(T))) T;
 }
 
 template <class T>
 void delete_node(T* n) noexcept {
     n->~T();
-    free_block_of(pool_class_of<T>(), n);
+    free_to_cache(n, node_class_of(sizeof(T)));
 }
 
 } // namespace
 
+namespace detail {
+
+void* allocate_node(std::size_t size) {
+    return alloc_block(node_class_of(size), size);
+}
+
+void deallocate_node(void* p, std::size_t size) noexcept {
+    free_to_cache(p, node_class_of(size));
+}
+
+std::size_t cached_node_blocks() noexcept {
+    std::size_t n = 0;
+    for (std::uint32_t k : tls_node_cache.count) {
+        n += k;
+    }
+    return n;
+}
+
+std::size_t reaped_node_blocks() noexcept {
+    return reaped_blocks.load(std::memory_order_relaxed);
+}
+
+} // namespace detail
+
 // ---- nodes -----------------------------------------------------------------------------
+
+namespace {
+
+// link_child(), inline here: exported, it is called through the PLT.
+inline void link_to_parent(detail::node& child, const context& parent) noexcept {
+    detail::node* p = parent.node();
+    child.parent = p;
+    if (p != nullptr) {
+        p->add_ref();
+        child.canceler = p->canceler;
+        child.clk = p->clk;
+        child.deadline = p->deadline;
+    } else {
+        child.clk = &real_clock();
+    }
+}
+
+} // namespace
 
 namespace detail {
 
@@ -314,11 +384,31 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         // Someone else canceled first, maybe the parent, which may still be propagating into
         // this node on another thread without holding a reference to it. Our caller may drop
         // the last reference as soon as we return, so wait until the parent is done with us.
-        if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
-            parent->canceler->remove_callback(&parent_link);
+        if (remove_from_parent) {
+            unlink_from_parent();
         }
         return;
     }
+    err = e;
+    cause = c ? c : e;
+    state.store(1, std::memory_order_release);
+    if (head != nullptr) {
+        cancel_subtree(remove_from_parent);
+        return;
+    }
+    // Nothing registered, the common case: no loop, no deferred work.
+    bool armed = std::exchange(timer_armed, false);
+    lock.unlock();
+    // Only a deadline_state's timer is ever armed; its reference is never our caller's last.
+    if (armed && clk->unschedule(static_cast<deadline_state*>(this)->timer)) {
+        release();
+    }
+    if (remove_from_parent) {
+        unlink_from_parent();
+    }
+}
+
+[[gnu::noinline]] void cancel_state::cancel_subtree(bool remove_from_parent) noexcept {
     // Cancel this node, then its subtree depth first, in a loop rather than by recursion, so
     // that a chain of any depth is canceled in constant stack. `top` is the node whose
     // callbacks are being run, with its lock held at the top of the loop. A child is reached
@@ -331,9 +421,6 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     // Made on first use, it ends when this function returns, after everything below.
     std::optional<deferred_scope> scope;
     cancel_state* top = this;
-    top->err = e;
-    top->cause = c ? c : e;
-    top->state.store(1, std::memory_order_release);
     while (top != nullptr) {
         callback_node* cb = top->head;
         if (cb == nullptr) {
@@ -342,11 +429,14 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
             top->lock.unlock();
             cancel_state* up = top == this ? nullptr : top->parent->canceler;
             // Only a deadline_state's timer is ever armed. The timer's reference is never
-            // top's last: its owner holds one, or waits on up->running for us.
+            // top's last: its owner holds one, and waits on up->running or top->unlinked for
+            // us.
             if (armed && top->clk->unschedule(static_cast<deadline_state*>(top)->timer)) {
                 top->release();
             }
             if (up != nullptr) {
+                // Our last touch of the child: from here its owner may free it.
+                top->unlinked.store(true, std::memory_order_release);
                 up->lock.lock();
                 up->running.store(nullptr, std::memory_order_release);
             }
@@ -376,6 +466,7 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         child->lock.lock();
         if (child->state.load(std::memory_order_relaxed) != 0) {
             child->lock.unlock();
+            child->unlinked.store(true, std::memory_order_release); // our last touch of it
             top->lock.lock();
             top->running.store(nullptr, std::memory_order_release);
             continue;
@@ -385,22 +476,21 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         child->state.store(1, std::memory_order_release);
         top = child;
     }
-    if (remove_from_parent && parent != nullptr && parent->canceler != nullptr) {
-        parent->canceler->remove_callback(&parent_link);
+    if (remove_from_parent) {
+        unlink_from_parent();
     }
 }
 
-void link_child(node& child, const context& parent) noexcept {
-    node* p = parent.node();
-    child.parent = p;
-    if (p != nullptr) {
-        p->add_ref();
-        child.canceler = p->canceler;
-        child.clk = p->clk;
-        child.deadline = p->deadline;
-    } else {
-        child.clk = &real_clock();
+void cancel_state::unlink_from_parent() noexcept {
+    if (unlinked.load(std::memory_order_acquire)) {
+        return; // the common case of a handle called, then destroyed: no lock to take
     }
+    parent->canceler->remove_callback(&parent_link);
+    unlinked.store(true, std::memory_order_release);
+}
+
+void link_child(node& child, const context& parent) noexcept {
+    link_to_parent(child, parent);
 }
 
 std::uint32_t registration_count(const context& ctx) noexcept {
@@ -548,7 +638,7 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
     n->refs.store(2, std::memory_order_relaxed);
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_state<State>;
-    detail::link_child(*n, parent);
+    link_to_parent(*n, parent);
     detail::cancel_state* pc = n->canceler; // the parent's
     n->canceler = n;
     if constexpr (std::is_same_v<State, detail::deadline_state>) {
@@ -564,7 +654,10 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
     }
     n->parent_link.fn = nullptr; // marks a child's link: the parent's cancel descends into n
     n->parent_link.data = n;
-    if (pc != nullptr && !pc->add_callback(&n->parent_link)) {
+    if (pc == nullptr) {
+        n->unlinked.store(true, std::memory_order_relaxed); // nothing to unlink from
+    } else if (!pc->add_callback(&n->parent_link)) {
+        n->unlinked.store(true, std::memory_order_relaxed);
         n->cancel(pc->err, pc->cause, false);
     }
     return n;
@@ -583,21 +676,24 @@ detail::cancel_state* done_canceler(const context& parent) noexcept {
 
 // The target of the handles of children born done: done, immortal, and with no parent, so
 // canceling it does nothing.
-detail::cancel_state* inert_state() noexcept {
+[[gnu::noinline]] detail::cancel_state* make_inert_state() noexcept {
     static detail::cancel_state s;
-    static const bool init = [] {
-        s.kind = detail::node_kind::cancel;
-        s.immortal = true;
-        s.canceler = &s;
-        s.clk = &real_clock();
-        s.destroy = &destroy_state<detail::cancel_state>;
-        s.err = errc::canceled;
-        s.cause = errc::canceled;
-        s.state.store(1, std::memory_order_release);
-        return true;
-    }();
-    (void)init;
+    s.kind = detail::node_kind::cancel;
+    s.immortal = true;
+    s.canceler = &s;
+    s.clk = &real_clock();
+    s.destroy = &destroy_state<detail::cancel_state>;
+    s.err = errc::canceled;
+    s.cause = errc::canceled;
+    s.unlinked.store(true, std::memory_order_relaxed); // no parent
+    s.state.store(1, std::memory_order_release);
     return &s;
+}
+
+// Small enough to inline: a child born done costs one guard check, not a call.
+inline detail::cancel_state* inert_state() noexcept {
+    static detail::cancel_state* const s = make_inert_state();
+    return s;
 }
 
 // Makes a child of a parent that is already done. Such a child is born done with the
@@ -609,7 +705,7 @@ std::pair<context, cancel_handle> make_done_child(const context& parent, time_po
     auto* n = new_node<detail::node>();
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_plain;
-    detail::link_child(*n, parent); // canceler: the parent's, done
+    link_to_parent(*n, parent); // canceler: the parent's, done
     if (deadline <= n->deadline && deadline != time_point::max()) {
         n->kind = detail::node_kind::deadline; // prints as WithDeadline, as Go's timerCtx
         n->deadline = deadline;
@@ -626,10 +722,22 @@ void cancel_handle::cancel(std::error_code c) const noexcept {
 }
 
 void cancel_handle::reset() noexcept {
-    if (s_ != nullptr) {
-        s_->cancel(errc::canceled, {}, true);
-        std::exchange(s_, nullptr)->release();
+    detail::cancel_state* s = std::exchange(s_, nullptr);
+    if (s == nullptr || s->immortal) {
+        return; // inert_state(), the handle of a child born done: nothing to cancel
     }
+    if (s->refs.load(std::memory_order_acquire) == 1) {
+        // The handle holds the last reference: no context, child, registration or timer
+        // refers to the node any more (each holds a reference), so canceling it could change
+        // nothing anyone can observe. Only the parent's cancel may still reach it, through
+        // its link on the parent: unlink it (or wait for that cancel), and free it, without
+        // taking its own lock. Go's cancel of a context nobody holds is as invisible.
+        s->unlink_from_parent();
+        s->release_slow();
+        return;
+    }
+    s->cancel(errc::canceled, {}, true);
+    s->release();
 }
 
 namespace detail {
@@ -735,7 +843,7 @@ context without_cancel(const context& parent) {
     auto* n = new_node<detail::node>();
     n->kind = detail::node_kind::without_cancel;
     n->destroy = &destroy_plain;
-    detail::link_child(*n, parent);
+    link_to_parent(*n, parent);
     n->canceler = nullptr;
     n->deadline = time_point::max();
     return context::adopt(n);

@@ -5,7 +5,9 @@
 #include "context/detail/spin_lock.hpp"
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -17,6 +19,20 @@ struct cancel_state;
 // `deadline`: a cancel node with a deadline of its own (Go's timerCtx), even one equal to its
 // parent's; `cancel`: one whose deadline, if any, is inherited.
 enum class node_kind : std::uint8_t { background, todo, cancel, deadline, value, without_cancel };
+
+/// Returns a block of at least `size` bytes for a node, from the calling thread's cache of
+/// freed node blocks when it has one of that size, else from `::operator new`.
+///
+/// Errors: throws std::bad_alloc.
+void* allocate_node(std::size_t size);
+/// Gives back a block that `allocate_node(size)` returned, on any thread: it joins the calling
+/// thread's cache, or goes back to `::operator delete` when the cache is full.
+void deallocate_node(void* p, std::size_t size) noexcept;
+/// Returns how many freed node blocks the calling thread keeps for reuse (tests).
+std::size_t cached_node_blocks() noexcept;
+/// Returns how many cached blocks threads have given back to `::operator delete` when they
+/// exited, since the process started (tests).
+std::size_t reaped_node_blocks() noexcept;
 
 /// One link of a context chain. Every derived context is one allocation of a type
 /// derived from `node`; the chain is immutable once built, except for the cancel state.
@@ -52,6 +68,18 @@ struct node {
                refs.fetch_sub(1, std::memory_order_acq_rel) == 1;
     }
     void release_slow() noexcept;
+
+    // Every node type (value nodes too) comes from the per-thread cache of node blocks: a
+    // context made and dropped costs no malloc once the thread has dropped one like it.
+    static void* operator new(std::size_t size) { return allocate_node(size); }
+    static void operator delete(void* p, std::size_t size) noexcept { deallocate_node(p, size); }
+    // Over-aligned values bypass the cache.
+    static void* operator new(std::size_t size, std::align_val_t al) {
+        return ::operator new(size, al);
+    }
+    static void operator delete(void* p, std::size_t size, std::align_val_t al) noexcept {
+        ::operator delete(p, size, al);
+    }
 };
 
 /// A registration on a cancel state: linked in its list until canceled or removed.
@@ -77,7 +105,11 @@ struct callback_node {
 struct cancel_state : node {
     std::atomic<std::uint8_t> state{0}; // 0 active, 1 done
     spin_lock lock;
-    bool timer_armed = false;    // a deadline_state whose timer is scheduled
+    bool timer_armed = false; // a deadline_state whose timer is scheduled
+    // Set (release) once the parent's cancel state will never touch this node again: it was
+    // never linked there, it was unlinked, or the parent's cancel has finished with it. Its
+    // owner may then free it without asking the parent (remove_callback takes its lock).
+    std::atomic<bool> unlinked{false};
     std::uint32_t callbacks = 0; // registrations currently linked (children included)
     std::error_code err;         // written before state becomes 1
     std::error_code cause;
@@ -101,6 +133,12 @@ struct cancel_state : node {
     /// waits while the parent is propagating into it on another thread: once this returns,
     /// the parent no longer refers to this node, so the caller may drop its reference.
     void cancel(std::error_code e, std::error_code c, bool remove_from_parent) noexcept;
+    /// The rest of `cancel()` for a node with registrations: called with the lock held and
+    /// the node just made done, runs them and cancels the subtree.
+    void cancel_subtree(bool remove_from_parent) noexcept;
+    /// Makes sure the parent's cancel state no longer refers to this node: unlinks it, or
+    /// waits while the parent's cancel, on another thread, is still propagating into it.
+    void unlink_from_parent() noexcept;
 };
 
 /// A cancel state with a deadline of its own (with_deadline, with_timeout): the timer that

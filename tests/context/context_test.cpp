@@ -511,6 +511,8 @@ TEST_CASE("a thread reuses the memory of the contexts it dropped, wherever they 
     }
     CHECK(allocations_of([] { auto p = tether::with_cancel(tether::background()); }) == 0);
     CHECK(allocations_of([] { auto p = tether::with_timeout(tether::background(), 1h); }) == 0);
+    (void)tether::with_value(tether::background(), int_key, 1);
+    CHECK(allocations_of([] { (void)tether::with_value(tether::background(), int_key, 2); }) == 0);
     // Made on another thread, dropped here (the last reference), reused here.
     std::optional<std::pair<tether::context, tether::cancel_handle>> made;
     std::thread([&] { made = tether::with_cancel(tether::background()); }).join();
@@ -541,7 +543,7 @@ TEST_CASE("every derived context costs at most one allocation") {
     CHECK(allocations_of([&] { p = tether::with_timeout(root, 1s); }) <= 1);
     CHECK(allocations_of([&] { p = tether::with_deadline(root, clk.now() + 1s); }) <= 1);
     CHECK(allocations_of([&] { p = tether::with_timeout(root, -1s); }) <= 1);
-    CHECK(allocations_of([&] { c = tether::with_value(root, int_key, 3); }) == 1);
+    CHECK(allocations_of([&] { c = tether::with_value(root, int_key, 3); }) <= 1);
     CHECK(allocations_of([&] { c = tether::without_cancel(root); }) <= 1);
     tether::context copy;
     CHECK(allocations_of([&] { copy = c.value(); }) == 0);
