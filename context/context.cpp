@@ -381,9 +381,14 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
     }
     if (done) {
-        // Someone else canceled first, maybe the parent, which may still be propagating into
-        // this node on another thread without holding a reference to it. Our caller may drop
-        // the last reference as soon as we return, so wait until the parent is done with us.
+        // Someone else canceled first. As in Go, where a cancel holds the mutex while it
+        // cancels the children, return only once the whole subtree is done.
+        if (propagating.load(std::memory_order_acquire)) {
+            wait_propagation();
+        }
+        // The canceler may be the parent, which may still be propagating into this node on
+        // another thread without holding a reference to it. Our caller may drop the last
+        // reference as soon as we return, so wait until the parent is done with us.
         if (remove_from_parent) {
             unlink_from_parent();
         }
@@ -391,11 +396,15 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     }
     err = e;
     cause = c ? c : e;
-    state.store(1, std::memory_order_release);
     if (head != nullptr) {
+        // Before the state: whoever sees this node done sees it propagating too.
+        propagating.store(true, std::memory_order_relaxed);
+        running_thread = std::this_thread::get_id();
+        state.store(1, std::memory_order_release);
         cancel_subtree(remove_from_parent);
         return;
     }
+    state.store(1, std::memory_order_release);
     // Nothing registered, the common case: no loop, no deferred work.
     bool armed = std::exchange(timer_armed, false);
     lock.unlock();
@@ -426,6 +435,7 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         if (cb == nullptr) {
             // top and its subtree are done: release its timer, go back up to its parent.
             bool armed = std::exchange(top->timer_armed, false);
+            top->propagating.store(false, std::memory_order_release);
             top->lock.unlock();
             cancel_state* up = top == this ? nullptr : top->parent->canceler;
             // Only a deadline_state's timer is ever armed. The timer's reference is never
@@ -473,6 +483,9 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
         child->err = top->err;
         child->cause = top->cause;
+        // Before the state: whoever sees the child done sees it propagating too.
+        child->propagating.store(true, std::memory_order_relaxed);
+        child->running_thread = std::this_thread::get_id();
         child->state.store(1, std::memory_order_release);
         top = child;
     }
@@ -481,10 +494,25 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     }
 }
 
-void cancel_state::unlink_from_parent() noexcept {
-    if (unlinked.load(std::memory_order_acquire)) {
-        return; // the common case of a handle called, then destroyed: no lock to take
+void cancel_state::wait_propagation() noexcept {
+    // running_thread names the propagating thread from the moment propagating is set, under
+    // the lock. A callback run by that cancel may cancel this node again: it must not wait
+    // for itself.
+    lock.lock();
+    bool mine = running_thread == std::this_thread::get_id();
+    lock.unlock();
+    if (mine) {
+        return;
     }
+    // Callbacks are short (they post a wakeup), so yielding beats parking here.
+    while (propagating.load(std::memory_order_acquire)) {
+        std::this_thread::yield();
+    }
+}
+
+void cancel_state::unlink_from_parent_slow() noexcept {
+    // Not unlinked yet (once it is, the common case of a handle called and then destroyed,
+    // unlink_from_parent() takes no lock).
     parent->canceler->remove_callback(&parent_link);
     unlinked.store(true, std::memory_order_release);
 }

@@ -110,6 +110,10 @@ struct cancel_state : node {
     // never linked there, it was unlinked, or the parent's cancel has finished with it. Its
     // owner may then free it without asking the parent (remove_callback takes its lock).
     std::atomic<bool> unlinked{false};
+    // Set with the state, under the lock, while a cancel runs the node's callbacks and
+    // cancels its subtree (running_thread is that cancel's thread); a concurrent cancel waits
+    // until it is clear.
+    std::atomic<bool> propagating{false};
     std::uint32_t callbacks = 0; // registrations currently linked (children included)
     std::error_code err;         // written before state becomes 1
     std::error_code cause;
@@ -138,7 +142,14 @@ struct cancel_state : node {
     void cancel_subtree(bool remove_from_parent) noexcept;
     /// Makes sure the parent's cancel state no longer refers to this node: unlinks it, or
     /// waits while the parent's cancel, on another thread, is still propagating into it.
-    void unlink_from_parent() noexcept;
+    void unlink_from_parent() noexcept {
+        if (!unlinked.load(std::memory_order_acquire)) {
+            unlink_from_parent_slow();
+        }
+    }
+    void unlink_from_parent_slow() noexcept;
+    /// Waits until the cancel propagating through this node on another thread is done.
+    void wait_propagation() noexcept;
 };
 
 /// A cancel state with a deadline of its own (with_deadline, with_timeout): the timer that

@@ -12,6 +12,16 @@ namespace tether::detail {
 class spin_lock {
 public:
     void lock() noexcept {
+        if (!locked_.exchange(true, std::memory_order_acquire)) [[likely]] {
+            return;
+        }
+        lock_contended();
+    }
+    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+private:
+    // Out of line, so that a caller's fast path saves no registers for the spin loop.
+    [[gnu::noinline]] void lock_contended() noexcept {
         for (int spins = 0;; ++spins) {
             if (!locked_.exchange(true, std::memory_order_acquire)) {
                 return;
@@ -23,9 +33,7 @@ public:
             }
         }
     }
-    void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
-private:
     std::atomic<bool> locked_{false};
 };
 
