@@ -56,12 +56,11 @@ void chain_cancel(waiter* w) noexcept {
 } // namespace
 
 await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
-    if (await_chain* ch = owner->chain) {
+    if (await_chain* ch = owner->chain()) {
         return ch->bound == c && ch->w.lp == tls_loop ? ch : nullptr;
     }
-    if (!owner->awaited) {
-        // A task that waits once (a sleeper, a one-shot read) never pays for a chain.
-        owner->awaited = true;
+    if (owner->state + 1 < chain_owner::chain_after) {
+        ++owner->state; // a task that waits a few times never pays for a chain
         return nullptr;
     }
     loop* lp = tls_loop;
@@ -78,12 +77,14 @@ await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
         delete ch; // already done: the await fails on its own
         return nullptr;
     }
-    owner->chain = ch;
+    static_assert(alignof(await_chain) >= chain_owner::chain_after);
+    owner->state = reinterpret_cast<std::uintptr_t>(ch);
     return ch;
 }
 
 void await_chain::end(chain_owner* owner) noexcept {
-    if (await_chain* ch = std::exchange(owner->chain, nullptr)) {
+    if (await_chain* ch = owner->chain()) {
+        owner->state = chain_owner::chain_after - 1; // the next await makes a new one
         assert(ch->current == nullptr);
         // Disarms (waiting for a callback running on another thread) and leaves the loop's
         // remote queue: nothing refers to the chain afterwards.
@@ -94,7 +95,7 @@ void await_chain::end(chain_owner* owner) noexcept {
 
 void waiter::leave_chain() noexcept {
     on_chain = false;
-    await_chain* ch = owner->chain;
+    await_chain* ch = owner->chain();
     assert(ch != nullptr && ch->current == this);
     ch->current = nullptr;
 }

@@ -1,6 +1,7 @@
 // The shared cancel registration of a spawned task's awaits (detail::await_chain): made at
-// the second await, cancel still reaches whatever the task waits on (same loop, another
-// thread, after switch_to, in awaited tasks, under other contexts), and nothing outlives it.
+// the chain_after-th armed await, cancel still reaches whatever the task waits on (same loop,
+// another thread, after switch_to, in awaited tasks, under other contexts), and nothing outlives
+// it.
 
 #include "context/with_cancel.hpp"
 #include "runtime/channel.hpp"
@@ -77,26 +78,27 @@ task<bool> sleep_steps(loop* l, std::atomic<int>* steps) {
 
 } // namespace
 
-TEST_CASE("a spawned task's awaits share one registration from the second on") {
+constexpr std::size_t chain_after = detail::chain_owner::chain_after;
+
+TEST_CASE("a spawned task's awaits share one registration from the chain_after-th on") {
     loop l;
     l.block_on([]() -> task<void> {
         const context& parent = co_await detail::context_ref_reader{};
         channel<int> ch;
         std::vector<std::uint32_t> regs;
         auto h = co_await spawn(receive_loop(&ch, &regs));
-        for (int i = 0; i < 4; ++i) {
+        for (std::size_t i = 0; i < chain_after + 2; ++i) {
             co_await sleep_for(1ms); // the task waits in its receive when the value comes
-            REQUIRE(co_await ch.send(i));
+            REQUIRE(co_await ch.send(static_cast<int>(i)));
         }
         co_await sleep_for(1ms); // it takes the last value and waits again
-        // After the first receive the task holds nothing between awaits; from the second on,
-        // the chain's registration stays.
-        REQUIRE(regs.size() == 4);
-        CHECK(regs[0] == 0);
-        CHECK(regs[1] == 1);
-        CHECK(regs[2] == 1);
-        CHECK(regs[3] == 1);
-        h.cancel(); // suspended in its fifth receive, which the chain's registration cancels
+        // Before the chain the task holds nothing between awaits; from the chain_after-th
+        // receive on, the chain's registration stays.
+        REQUIRE(regs.size() == chain_after + 2);
+        for (std::size_t i = 0; i < chain_after + 2; ++i) {
+            CHECK(regs[i] == (i + 1 < chain_after ? 0U : 1U));
+        }
+        h.cancel(); // suspended in its next receive, which the chain's registration cancels
         result<bool> canceled = co_await h;
         CHECK(canceled.value());
         // The task's context left its parent, chain and all.
@@ -110,12 +112,12 @@ TEST_CASE("a cancel reaches an await in a task the spawned task awaits") {
         channel<int> ch;
         int received = 0;
         auto h = co_await spawn(receive_nested(&ch, &received));
-        for (int i = 0; i < 5; ++i) {
+        for (std::size_t i = 0; i < chain_after + 2; ++i) {
             co_await sleep_for(1ms);
-            REQUIRE(co_await ch.send(i));
+            REQUIRE(co_await ch.send(static_cast<int>(i)));
         }
         co_await sleep_for(1ms);
-        CHECK(received == 5);
+        CHECK(static_cast<std::size_t>(received) == chain_after + 2);
         h.cancel();
         result<bool> canceled = co_await h;
         CHECK(canceled.value());
@@ -128,14 +130,15 @@ TEST_CASE("a task canceled while it runs fails at its next await under the chain
         channel<int> ch;
         std::vector<std::uint32_t> regs;
         auto h = co_await spawn(receive_loop(&ch, &regs));
-        for (int i = 0; i < 3; ++i) {
+        for (std::size_t i = 0; i < chain_after + 1; ++i) {
             co_await sleep_for(1ms);
-            REQUIRE(co_await ch.send(i)); // hands the value to the waiting task
+            REQUIRE(co_await ch.send(static_cast<int>(i))); // hands the value to the waiting task
         }
         h.cancel(); // the task is queued to run, between two of its awaits
         result<bool> canceled = co_await h;
         CHECK(canceled.value());
-        CHECK(regs.size() == 3); // it took the last value, then failed at its next receive
+        // It took the last value, then failed at its next receive.
+        CHECK(regs.size() == chain_after + 1);
     }());
 }
 
@@ -143,9 +146,10 @@ TEST_CASE("an await under another context inside a chained task uses its own reg
     loop l;
     l.block_on([]() -> task<void> {
         auto h = co_await spawn([]() -> task<bool> {
-            // Two sleeps make the chain on the task's context.
-            (void)co_await sleep_for(1ms);
-            (void)co_await sleep_for(1ms);
+            // These sleeps make the chain on the task's context.
+            for (std::size_t i = 0; i < chain_after; ++i) {
+                (void)co_await sleep_for(1ms);
+            }
             // A deadline of a child context still ends an await.
             result<void> r = co_await tether::with_timeout(2ms, sleep_long());
             if (r || r.error() != errc::deadline_exceeded) {
@@ -191,11 +195,11 @@ TEST_CASE("a chained task that switches loops is canceled on the loop it waits o
         std::atomic<int> steps{0};
         auto h = co_await spawn([](runtime* r, std::atomic<int>* n) -> task<bool> {
             // A chain on loop 0, then on loop 1, then back.
-            for (int i = 0; i < 3; ++i) {
+            for (std::size_t i = 0; i < chain_after; ++i) {
                 (void)co_await sleep_for(1ms);
             }
             co_await switch_to(r->loop(1));
-            for (int i = 0; i < 3; ++i) {
+            for (std::size_t i = 0; i < chain_after; ++i) {
                 (void)co_await sleep_for(1ms);
             }
             co_await switch_to(r->loop(0));
@@ -211,8 +215,9 @@ TEST_CASE("a chained task that switches loops is canceled on the loop it waits o
         // Canceled while it waits on loop 1, with a chain made there.
         std::atomic<int> there{0};
         auto h2 = co_await spawn([](runtime* r, std::atomic<int>* n) -> task<bool> {
-            (void)co_await sleep_for(1ms);
-            (void)co_await sleep_for(1ms);
+            for (std::size_t i = 0; i < chain_after; ++i) {
+                (void)co_await sleep_for(1ms);
+            }
             co_await switch_to(r->loop(1));
             co_return co_await sleep_steps(&r->loop(1), n);
         }(&rt, &there));
@@ -236,14 +241,14 @@ TEST_CASE("when_all children waiting together each keep their own chain") {
         bool canceled_b = false;
         auto h = co_await spawn(
             when_all(receive_into(&a, &ra, &canceled_a), receive_into(&b, &rb, &canceled_b)));
-        for (int i = 0; i < 3; ++i) {
+        for (std::size_t i = 0; i < chain_after + 1; ++i) {
             co_await sleep_for(1ms); // both wait in their receives
-            REQUIRE(co_await a.send(i));
-            REQUIRE(co_await b.send(i));
+            REQUIRE(co_await a.send(static_cast<int>(i)));
+            REQUIRE(co_await b.send(static_cast<int>(i)));
         }
         co_await sleep_for(1ms);
-        CHECK(ra.size() == 3);
-        CHECK(rb.size() == 3);
+        CHECK(ra.size() == chain_after + 1);
+        CHECK(rb.size() == chain_after + 1);
         h.cancel(); // both are suspended at once: each chain cancels its own await
         (void)co_await h;
         CHECK(canceled_a);
