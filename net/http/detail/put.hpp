@@ -10,32 +10,29 @@
 
 namespace tether::http::detail {
 
+/// Copies n bytes, W <= n <= 2W, as two possibly overlapping W-byte moves: the first and
+/// the last W bytes, each loaded before it is stored.
+template <std::size_t W>
+inline void copy_ends(char* p, const char* q, std::size_t n) noexcept {
+    char a[W];
+    char b[W];
+    std::memcpy(a, q, W);
+    std::memcpy(b, q + n - W, W);
+    std::memcpy(p, a, W);
+    std::memcpy(p + n - W, b, W);
+}
+
 /// Copies `s` to `p` and returns the end. Up to 32 bytes (names, values, IDs, addresses)
 /// take two overlapping loads and stores instead of a call to memcpy.
 inline char* put_short(char* p, std::string_view s) noexcept {
     const char* q = s.data();
     const std::size_t n = s.size();
     if (n >= 16 && n <= 32) {
-        char a[16];
-        char b[16];
-        std::memcpy(a, q, 16);
-        std::memcpy(b, q + n - 16, 16);
-        std::memcpy(p, a, 16);
-        std::memcpy(p + n - 16, b, 16);
+        copy_ends<16>(p, q, n);
     } else if (n >= 8 && n < 16) {
-        std::uint64_t a;
-        std::uint64_t b;
-        std::memcpy(&a, q, 8);
-        std::memcpy(&b, q + n - 8, 8);
-        std::memcpy(p, &a, 8);
-        std::memcpy(p + n - 8, &b, 8);
+        copy_ends<8>(p, q, n);
     } else if (n >= 4 && n < 8) {
-        std::uint32_t a;
-        std::uint32_t b;
-        std::memcpy(&a, q, 4);
-        std::memcpy(&b, q + n - 4, 4);
-        std::memcpy(p, &a, 4);
-        std::memcpy(p + n - 4, &b, 4);
+        copy_ends<4>(p, q, n);
     } else if (n > 0 && n < 4) {
         p[0] = q[0];
         p[n / 2] = q[n / 2];
