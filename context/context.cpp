@@ -315,6 +315,163 @@ void node::release_slow() noexcept {
     }
 }
 
+// ---- foreign timers ----------------------------------------------------------------------
+//
+// A deadline node's timer is on the node's clock: the clock of the loop (or thread) that made
+// it. A loop whose task waits under it from another thread adds a timer of its own
+// (arm_foreign_deadline), so that the wait ends on time even while the node's clock's thread
+// is busy, blocked or gone, and without a wake from that thread. Each foreign timer holds a
+// reference on the node, and is on the node's `foreign` list while scheduled. Whoever takes
+// it out of its clock's heap owns it: the node's cancel, which unschedules them all under the
+// node's lock (lock order: the node's lock, then a clock's); its own firing, which unlinks it
+// under that lock (or finds that a cancel has taken it from the list, and is done with it);
+// or its loop's destruction, likewise.
+
+namespace {
+
+std::atomic<std::size_t> live_foreign_timers{0};
+
+void unlink_foreign(deadline_state* d, foreign_timer* e) noexcept {
+    if (e->prev != nullptr) {
+        e->prev->next = e->next;
+    } else {
+        d->foreign = e->next;
+    }
+    if (e->next != nullptr) {
+        e->next->prev = e->prev;
+    }
+    e->linked = false;
+}
+
+void delete_foreign(foreign_timer* e) noexcept {
+    deadline_state* d = e->owner;
+    delete e;
+    live_foreign_timers.fetch_sub(1, std::memory_order_relaxed);
+    d->release();
+}
+
+[[gnu::noinline]] foreign_timer* take_foreign_timers_slow(deadline_state* d) noexcept {
+    // Under d's lock, with d just made done. A timer we can't unschedule is firing on its
+    // loop: that firing owns it, once it has our lock (it sees it unlinked).
+    foreign_timer* unscheduled = nullptr;
+    foreign_timer* e = std::exchange(d->foreign, nullptr);
+    while (e != nullptr) {
+        foreign_timer* next = e->next;
+        e->linked = false;
+        if (e->clk->unschedule(e->timer)) {
+            e->next = unscheduled;
+            unscheduled = e;
+        }
+        e = next;
+    }
+    return unscheduled;
+}
+
+// Under s's lock, once it is done and its timer was armed (so it is a deadline_state):
+// unschedules its foreign timers, and returns those it took, for free_foreign_timers() once
+// the lock is released.
+inline foreign_timer* take_foreign_timers(cancel_state* s) noexcept {
+    auto* d = static_cast<deadline_state*>(s);
+    return d->foreign != nullptr ? take_foreign_timers_slow(d) : nullptr;
+}
+
+[[gnu::noinline]] void free_foreign_timers(foreign_timer* e) noexcept {
+    while (e != nullptr) {
+        foreign_timer* next = e->next;
+        delete_foreign(e); // never the node's last reference (see the callers)
+        e = next;
+    }
+}
+
+void on_foreign_deadline(timer_node* t) noexcept {
+    auto* e = static_cast<foreign_timer*>(t->data);
+    deadline_state* d = e->owner;
+    d->lock.lock();
+    if (e->linked) {
+        unlink_foreign(d, e);
+    }
+    d->lock.unlock();
+    // From here e is ours alone. As the node's own timer does (on_deadline).
+    d->cancel(errc::deadline_exceeded, d->deadline_cause, true);
+    delete_foreign(e); // may be the node's last reference
+}
+
+} // namespace
+
+void arm_foreign_deadline(cancel_state* c, tether::clock& clk) noexcept {
+    // The deadline is its nearest deadline node's: the cancel nodes between inherit it.
+    cancel_state* s = c;
+    while (s->kind != node_kind::deadline) {
+        s = s->parent != nullptr ? s->parent->canceler : nullptr;
+        if (s == nullptr) {
+            return;
+        }
+    }
+    auto* d = static_cast<deadline_state*>(s);
+    if (d->deadline != c->deadline || d->is_done()) {
+        return;
+    }
+    d->lock.lock();
+    if (d->state.load(std::memory_order_relaxed) != 0 || !d->timer_armed) {
+        d->lock.unlock();
+        return;
+    }
+    for (foreign_timer* e = d->foreign; e != nullptr; e = e->next) {
+        if (e->clk == &clk) {
+            d->lock.unlock();
+            return; // this clock fires it already
+        }
+    }
+    auto* e = new (std::nothrow) foreign_timer;
+    if (e == nullptr) {
+        d->lock.unlock();
+        return;
+    }
+    e->timer.when = d->deadline;
+    e->timer.fire = &on_foreign_deadline;
+    e->timer.data = e;
+    e->owner = d;
+    e->clk = &clk;
+    e->next = d->foreign;
+    if (d->foreign != nullptr) {
+        d->foreign->prev = e;
+    }
+    d->foreign = e;
+    e->linked = true;
+    d->add_ref(); // held by e
+    live_foreign_timers.fetch_add(1, std::memory_order_relaxed);
+    try {
+        // Under the lock, as with_deadline schedules the node's own timer: a cancel can't
+        // unschedule it before it is scheduled. The clock never fires inside schedule().
+        clk.schedule(e->timer);
+    } catch (...) {
+        unlink_foreign(d, e);
+        d->lock.unlock();
+        delete_foreign(e); // the caller's context holds the node too
+        return;
+    }
+    d->lock.unlock();
+}
+
+bool is_foreign_timer(const timer_node* t) noexcept {
+    return t->fire == &on_foreign_deadline;
+}
+
+void drop_foreign_timer(timer_node* t) noexcept {
+    auto* e = static_cast<foreign_timer*>(t->data);
+    deadline_state* d = e->owner;
+    d->lock.lock();
+    if (e->linked) {
+        unlink_foreign(d, e);
+    }
+    d->lock.unlock();
+    delete_foreign(e);
+}
+
+std::size_t foreign_timer_count() noexcept {
+    return live_foreign_timers.load(std::memory_order_relaxed);
+}
+
 bool cancel_state::add_callback(callback_node* cb) noexcept {
     if (is_done()) {
         return false; // done is final: no need to lock to know it
@@ -407,10 +564,14 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     state.store(1, std::memory_order_release);
     // Nothing registered, the common case: no loop, no deferred work.
     bool armed = std::exchange(timer_armed, false);
+    foreign_timer* dropped = armed ? take_foreign_timers(this) : nullptr;
     lock.unlock();
     // Only a deadline_state's timer is ever armed; its reference is never our caller's last.
     if (armed && clk->unschedule(static_cast<deadline_state*>(this)->timer)) {
         release();
+    }
+    if (dropped != nullptr) {
+        free_foreign_timers(dropped);
     }
     if (remove_from_parent) {
         unlink_from_parent();
@@ -435,14 +596,18 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         if (cb == nullptr) {
             // top and its subtree are done: release its timer, go back up to its parent.
             bool armed = std::exchange(top->timer_armed, false);
+            foreign_timer* dropped = armed ? take_foreign_timers(top) : nullptr;
             top->propagating.store(false, std::memory_order_release);
             top->lock.unlock();
             cancel_state* up = top == this ? nullptr : top->parent->canceler;
             // Only a deadline_state's timer is ever armed. The timer's reference is never
             // top's last: its owner holds one, and waits on up->running or top->unlinked for
-            // us.
+            // us. Nor are its foreign timers'.
             if (armed && top->clk->unschedule(static_cast<deadline_state*>(top)->timer)) {
                 top->release();
+            }
+            if (dropped != nullptr) {
+                free_foreign_timers(dropped);
             }
             if (up != nullptr) {
                 // Our last touch of the child: from here its owner may free it.

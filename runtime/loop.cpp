@@ -45,6 +45,31 @@ void on_ctx_done(void* p) noexcept {
     }
 }
 
+// The clock whose time `c` tells: a loop's clock tells its source's, or the real clock's.
+const clock* time_base_of(const clock* c) noexcept {
+    if (const auto* lc = dynamic_cast<const loop_clock*>(c)) {
+        return &lc->time_base();
+    }
+    return c;
+}
+
+[[gnu::noinline]] void watch_foreign_deadline(cancel_state* c, loop_impl& l) noexcept {
+    loop_clock& mine = l.ctx_clock_impl();
+    if (time_base_of(c->clk) == &mine.time_base()) {
+        arm_foreign_deadline(c, mine);
+    }
+}
+
+// Called once an await of loop `lp` is armed under `c`: if c's deadline belongs to another
+// clock (another loop's, or the real clock's thread), makes sure that lp's clock fires it
+// too, so that the await times out on its own loop, on time, with no wake from another
+// thread. A deadline of lp's own clock costs the first compare.
+inline void watch_deadline(cancel_state* c, loop* lp) noexcept {
+    if (c->clk != &lp->impl().ctx_clock() && c->deadline != time_point::max()) [[unlikely]] {
+        watch_foreign_deadline(c, lp->impl());
+    }
+}
+
 void chain_cancel(waiter* w) noexcept {
     // The chain's cancel state is done: cancel the await suspended under it, if any (a task
     // that is running sees the state done at its next await).
@@ -77,6 +102,9 @@ await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
         delete ch; // already done: the await fails on its own
         return nullptr;
     }
+    // Once for every await the chain serves (an await that arms its own registration checks
+    // each time).
+    watch_deadline(c, lp);
     static_assert(alignof(await_chain) >= chain_owner::chain_after);
     owner->state = reinterpret_cast<std::uintptr_t>(ch);
     return ch;
@@ -130,13 +158,20 @@ bool waiter::arm(const context& c) noexcept {
         error = c.err();
         return false;
     }
+    watch_deadline(cs, lp);
     return true;
 }
 
 bool waiter::arm_on(cancel_state* c) noexcept {
     completed = false;
     cancel_requested = false;
-    return reg.arm(c, &on_ctx_done, this);
+    if (!reg.arm(c, &on_ctx_done, this)) {
+        return false;
+    }
+    if (c != nullptr) {
+        watch_deadline(c, lp);
+    }
+    return true;
 }
 
 bool waiter::finish_quietly(std::error_code e) noexcept {
@@ -321,6 +356,24 @@ time_point loop_clock::next() const {
     return heap_.next();
 }
 
+const clock& loop_clock::time_base() const noexcept {
+    return source_ != nullptr ? *source_ : real_clock();
+}
+
+void loop_clock::drop_foreign_timers() noexcept {
+    std::vector<timer_node*> foreign;
+    {
+        std::lock_guard lk(mu_);
+        heap_.take_if([](const timer_node* t) { return is_foreign_timer(t); }, foreign);
+        size_.store(heap_.size(), std::memory_order_relaxed);
+    }
+    // Without our lock: dropping one takes its node's lock, which a cancel holds while it
+    // unschedules from us.
+    for (timer_node* t : foreign) {
+        drop_foreign_timer(t);
+    }
+}
+
 // ---- loop_impl ---------------------------------------------------------------------------
 
 loop_impl::loop_impl(loop& owner, loop::options opts)
@@ -377,6 +430,7 @@ loop_impl::loop_impl(loop& owner, loop::options opts)
 }
 
 loop_impl::~loop_impl() {
+    clock_.drop_foreign_timers(); // before the clock goes: cancels on other threads use it
     while (!services_.empty()) {
         services_.pop_back(); // newest first: a service may use an older one
     }

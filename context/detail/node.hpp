@@ -152,12 +152,48 @@ struct cancel_state : node {
     void wait_propagation() noexcept;
 };
 
+struct deadline_state;
+
+/// A second timer for a deadline, on the clock of a loop that waits under it: that loop
+/// fires the deadline on its own thread, whatever the thread of the node's clock is doing
+/// (see arm_foreign_deadline).
+///
+/// Owned by whoever takes it out of its clock's heap: the cancel that unschedules it (under
+/// the owner's lock), its own firing, or the loop that drops it on destruction.
+struct foreign_timer {
+    timer_node timer;
+    deadline_state* owner = nullptr; // holds a reference on it
+    tether::clock* clk = nullptr;    // where `timer` is scheduled
+    foreign_timer* prev = nullptr;   // on owner->foreign, under the owner's lock
+    foreign_timer* next = nullptr;
+    bool linked = false;
+};
+
 /// A cancel state with a deadline of its own (with_deadline, with_timeout): the timer that
 /// fires it, armed while `timer_armed`.
 struct deadline_state : cancel_state {
     timer_node timer;
     std::error_code deadline_cause; // cause reported when the deadline fires
+    // Timers of loops that wait under this deadline on other clocks (under `lock`; only
+    // while `timer_armed`, so that the cancel of a node without one doesn't look).
+    foreign_timer* foreign = nullptr;
 };
+
+/// Makes sure that `clk`, a loop's clock with the time base of `c`'s clock, fires `c`'s
+/// deadline too: schedules one foreign_timer per deadline node and clock, unless there is
+/// one already, or the node is done. When it fires it cancels the node as the node's own
+/// timer would (errc::deadline_exceeded, the deadline's cause); whichever fires first wins.
+/// `c` must have a deadline. Out of memory, it does nothing: the node's own timer remains.
+///
+/// Thread safety: any thread, but the clock fires the timer on its loop's thread.
+void arm_foreign_deadline(cancel_state* c, tether::clock& clk) noexcept;
+/// Returns true if `t` is a foreign_timer's.
+bool is_foreign_timer(const timer_node* t) noexcept;
+/// Releases the foreign timer `t`, which its clock has taken out of its heap without firing
+/// it (its loop is being destroyed).
+void drop_foreign_timer(timer_node* t) noexcept;
+/// Returns how many foreign timers exist (tests).
+std::size_t foreign_timer_count() noexcept;
 
 inline node* ancestor_canceler_node(node* n) noexcept {
     return n ? n->canceler : nullptr;

@@ -23,6 +23,26 @@ public:
     /// Returns the earliest time, or time_point::max() when empty.
     time_point next() const noexcept { return v_.empty() ? time_point::max() : v_[0]->when; }
     std::size_t size() const noexcept { return v_.size(); }
+    /// Removes every timer for which `pred(t)` is true, appending them to `out`; O(n).
+    template <class Pred>
+    void take_if(Pred pred, std::vector<timer_node*>& out) {
+        std::size_t kept = 0;
+        for (timer_node* t : v_) {
+            if (pred(t)) {
+                t->heap_index = npos;
+                out.push_back(t);
+            } else {
+                v_[kept++] = t;
+            }
+        }
+        v_.resize(kept);
+        for (std::size_t i = 0; i < kept; ++i) {
+            v_[i]->heap_index = i;
+        }
+        for (std::size_t i = kept / 2; i-- > 0;) {
+            sift_down(i);
+        }
+    }
     bool empty() const noexcept { return v_.empty(); }
 
 private:

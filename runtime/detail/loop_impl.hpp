@@ -39,6 +39,11 @@ public:
     /// Returns true if no timer is scheduled (read without the lock: a timer scheduled from
     /// another thread meanwhile also posts to the loop if it is the earliest).
     bool empty() const noexcept { return size_.load(std::memory_order_relaxed) == 0; }
+    /// Returns the clock whose time this one tells: its source, or the real clock.
+    const clock& time_base() const noexcept;
+    /// Releases the foreign deadline timers still scheduled here (see arm_foreign_deadline):
+    /// the loop is being destroyed.
+    void drop_foreign_timers() noexcept;
 
 private:
     loop_impl& loop_;
@@ -108,6 +113,7 @@ public:
 
     int notify_fd();
     clock& ctx_clock() noexcept { return clock_; }
+    loop_clock& ctx_clock_impl() noexcept { return clock_; }
     const context& background() const noexcept { return background_; }
     time_point now() const noexcept { return clock_.now(); }
     std::uint32_t flags() const noexcept { return ring_flags_; }
