@@ -318,14 +318,17 @@ TEST_CASE("a loop destroyed with a foreign timer scheduled releases it; the dead
 
 TEST_CASE("cross-loop deadlines race completions and cancels thousands of times") {
     // Loop 0 makes a short deadline, loop 1 waits under it (a sleep or a channel receive)
-    // about as long, and loop 0 sometimes cancels or sends first: whichever comes first wins,
-    // each waiter resumes once, on its own loop, and every foreign timer is freed.
+    // about as long, and loop 0 or a foreign thread sometimes cancels, or loop 0 sends:
+    // whichever comes first wins, each waiter resumes once, on its own loop, and every
+    // foreign timer is freed.
     runtime rt(runtime::options{.loops = 2});
     std::size_t deadlines = 0;
     std::size_t other = 0;
     rt.block_on([&]() -> task<void> {
         channel<int> ch(1);
-        for (std::size_t i = 0; i < iterations(3000); ++i) {
+        // Thousands of rounds under TSan too (a round costs it about a millisecond).
+        std::size_t rounds = under_tsan() ? 3000 : 5000;
+        for (std::size_t i = 0; i < rounds; ++i) {
             auto d = std::chrono::microseconds(i % 97);
             auto [ctx, cancel] = with_timeout_cause(co_await this_coro::context, d, timeout_cause);
             bool use_channel = i % 2 == 1;
@@ -351,8 +354,11 @@ TEST_CASE("cross-loop deadlines race completions and cancels thousands of times"
                 co_return e == errc::canceled ? 2 : -2;
             };
             auto h = co_await with_context(ctx, spawn_on(rt.loop(1), waiter()));
+            std::jthread canceler;
             if (i % 5 == 2) {
                 cancel.cancel();
+            } else if (i % 7 == 3) {
+                canceler = std::jthread([&cancel] { cancel.cancel(); }); // a foreign thread's
             }
             if (use_channel && i % 3 == 0) {
                 co_await ch.send(static_cast<int>(i));
@@ -373,7 +379,32 @@ TEST_CASE("cross-loop deadlines race completions and cancels thousands of times"
             }
         }
     }());
+    MESSAGE("deadline_exceeded: " << deadlines << ", completed or canceled: " << other);
     CHECK(deadlines > 0);
     CHECK(other > 0);
     CHECK(foreign_timers_drain());
+}
+
+TEST_CASE("a loop destroyed while another thread cancels the deadline: each timer freed once") {
+    for (std::size_t round = 0; round < iterations(500); ++round) {
+        loop a; // never runs
+        auto [ctx, cancel] = with_timeout(a.background(), 1h);
+        std::optional<loop> b(std::in_place);
+        {
+            std::optional<result<void>> r;
+            auto s = start(*b, ctx, await_into(&r, sleep_long()));
+            b->run_until_idle();
+            REQUIRE(foreign_timers() == 1);
+        } // the task is canceled on its own; b's timer for the deadline stays
+        REQUIRE(foreign_timers() == 1);
+        run_together(2, [&](std::size_t i) {
+            if (i == 0) {
+                b.reset();
+            } else {
+                cancel.cancel();
+            }
+        });
+        REQUIRE(foreign_timers() == 0);
+        REQUIRE(ctx.err() == errc::canceled);
+    }
 }
