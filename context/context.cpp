@@ -350,36 +350,27 @@ void delete_foreign(foreign_timer* e) noexcept {
     d->release();
 }
 
-[[gnu::noinline]] foreign_timer* take_foreign_timers_slow(deadline_state* d) noexcept {
-    // Under d's lock, with d just made done. A timer we can't unschedule is firing on its
-    // loop: that firing owns it, once it has our lock (it sees it unlinked).
-    foreign_timer* unscheduled = nullptr;
+// Under d's lock, with d just made done and its timer armed: unschedules d's foreign timers
+// and frees them (their references are never d's last: see the callers). A timer we can't
+// unschedule is firing on its loop: that firing owns it, once it has our lock (it finds it
+// unlinked). Out of line: a node with foreign timers is the exception, and the common cancel
+// pays a load and a branch for it.
+[[gnu::noinline, gnu::cold]] void drop_foreign_timers_locked(deadline_state* d) noexcept {
     foreign_timer* e = std::exchange(d->foreign, nullptr);
     while (e != nullptr) {
         foreign_timer* next = e->next;
         e->linked = false;
         if (e->clk->unschedule(e->timer)) {
-            e->next = unscheduled;
-            unscheduled = e;
+            delete_foreign(e);
         }
         e = next;
     }
-    return unscheduled;
 }
 
-// Under s's lock, once it is done and its timer was armed (so it is a deadline_state):
-// unschedules its foreign timers, and returns those it took, for free_foreign_timers() once
-// the lock is released.
-inline foreign_timer* take_foreign_timers(cancel_state* s) noexcept {
-    auto* d = static_cast<deadline_state*>(s);
-    return d->foreign != nullptr ? take_foreign_timers_slow(d) : nullptr;
-}
-
-[[gnu::noinline]] void free_foreign_timers(foreign_timer* e) noexcept {
-    while (e != nullptr) {
-        foreign_timer* next = e->next;
-        delete_foreign(e); // never the node's last reference (see the callers)
-        e = next;
+// Under s's lock, once it is done, if its timer was armed (so it is a deadline_state).
+inline void drop_foreign_timers(cancel_state* s, bool armed) noexcept {
+    if (armed && static_cast<deadline_state*>(s)->foreign != nullptr) [[unlikely]] {
+        drop_foreign_timers_locked(static_cast<deadline_state*>(s));
     }
 }
 
@@ -564,14 +555,11 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
     state.store(1, std::memory_order_release);
     // Nothing registered, the common case: no loop, no deferred work.
     bool armed = std::exchange(timer_armed, false);
-    foreign_timer* dropped = armed ? take_foreign_timers(this) : nullptr;
+    drop_foreign_timers(this, armed);
     lock.unlock();
     // Only a deadline_state's timer is ever armed; its reference is never our caller's last.
     if (armed && clk->unschedule(static_cast<deadline_state*>(this)->timer)) {
         release();
-    }
-    if (dropped != nullptr) {
-        free_foreign_timers(dropped);
     }
     if (remove_from_parent) {
         unlink_from_parent();
@@ -596,18 +584,15 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         if (cb == nullptr) {
             // top and its subtree are done: release its timer, go back up to its parent.
             bool armed = std::exchange(top->timer_armed, false);
-            foreign_timer* dropped = armed ? take_foreign_timers(top) : nullptr;
+            drop_foreign_timers(top, armed);
             top->propagating.store(false, std::memory_order_release);
             top->lock.unlock();
             cancel_state* up = top == this ? nullptr : top->parent->canceler;
             // Only a deadline_state's timer is ever armed. The timer's reference is never
             // top's last: its owner holds one, and waits on up->running or top->unlinked for
-            // us. Nor are its foreign timers'.
+            // us.
             if (armed && top->clk->unschedule(static_cast<deadline_state*>(top)->timer)) {
                 top->release();
-            }
-            if (dropped != nullptr) {
-                free_foreign_timers(dropped);
             }
             if (up != nullptr) {
                 // Our last touch of the child: from here its owner may free it.
