@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <iterator>
 #include <random>
@@ -145,39 +146,6 @@ struct swap_context {
     const context* await_resume() const noexcept { return old; }
 };
 
-struct request_id_mw {
-    handler next;
-    // What run_with does, in this frame rather than a second one (it runs per request).
-    task<void> operator()(request& req, response_writer& w) const {
-        std::string_view id = req.header("x-request-id");
-        char generated[32];
-        if (!acceptable_id(id)) {
-            new_request_id(generated);
-            id = std::string_view(generated, sizeof generated);
-        }
-        // The context's copy and the response's: the same bytes.
-        context ctx = with_value(req.ctx(), request_id_key, id);
-        w.headers().set("X-Request-ID", id);
-        // Exchanged, not copied: each copy of a context is an atomic increment.
-        context saved = std::exchange(req.ctx_, ctx);
-        swap_context enter{&ctx};
-        const context* outer = co_await enter;
-        std::exception_ptr failed;
-        try {
-            co_await next(req, w);
-        } catch (...) {
-            failed = std::current_exception();
-        }
-        // Back under the context we came with before `ctx` goes out of scope.
-        swap_context leave{outer};
-        (void)co_await leave;
-        req.ctx_ = std::move(saved);
-        if (failed) {
-            std::rethrow_exception(failed);
-        }
-    }
-};
-
 // Appends the text of `a` to `out`: an IP address and port, or what to_string gives.
 void append_peer(std::string& out, const net::address& a) {
     if (a.native_family() == AF_INET || a.native_family() == AF_INET6) {
@@ -211,18 +179,24 @@ struct function_batch final : detail::log_batch {
 // A thread's gathered lines are written once they reach this size, whatever the turn.
 constexpr std::size_t log_flush_bytes = 32 * 1024;
 
-// Appends one access-log line (and '\n' if `newline`) to `out`: what the format string
-// "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives, written piece by piece in place
-// (sized first, the numbers at their longest): no allocation once `out` has grown, and no
-// format-string work.
-void append_line(std::string& out, std::string_view peer, const request& req, int status,
+// The most bytes write_line() writes for these fields.
+std::size_t line_bound(std::string_view peer, const request& req, std::string_view id) noexcept {
+    return peer.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 32;
+}
+
+// Copies the literal `s` (its size known at compile time) to `p`; returns the end.
+template <std::size_t N>
+char* put_lit(char* p, const char (&s)[N]) noexcept {
+    std::memcpy(p, s, N - 1);
+    return p + (N - 1);
+}
+
+// Writes one access-log line (and '\n' if `newline`) at `p`, which has room for
+// line_bound() bytes, and returns its end: what the format string
+// "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives, written piece by piece in place (no
+// allocation, no format-string work).
+char* write_line(char* p, std::string_view peer, const request& req, int status,
                  std::uint64_t bytes, std::uint64_t us, std::string_view id, bool newline) {
-    const std::size_t need =
-        peer.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 32;
-    const std::size_t old = out.size();
-    out.resize(old + need);
-    char* const begin = out.data() + old;
-    char* p = begin;
     auto put = [&p](std::string_view v) { p = detail::put_short(p, v); };
     auto put_int = [&p](std::uint64_t v) { p = detail::put_uint(p, v); };
     auto put_signed = [&p](int v) {
@@ -233,13 +207,13 @@ void append_line(std::string& out, std::string_view peer, const request& req, in
                                       : static_cast<std::uint64_t>(v));
     };
     put(peer);
-    put(" \"");
+    p = put_lit(p, " \"");
     put(req.method());
-    put(" ");
+    *p++ = ' ';
     put(req.target());
-    put(" HTTP/1.");
+    p = put_lit(p, " HTTP/1.");
     put_signed(req.head.version_minor);
-    put("\" ");
+    p = put_lit(p, "\" ");
     put_signed(status);
     *p++ = ' ';
     put_int(bytes);
@@ -249,34 +223,45 @@ void append_line(std::string& out, std::string_view peer, const request& req, in
     *p++ = static_cast<char>('0' + us % 1000 / 100);
     *p++ = static_cast<char>('0' + us % 100 / 10);
     *p++ = static_cast<char>('0' + us % 10);
-    put("ms id=");
+    p = put_lit(p, "ms id=");
     put(id);
     if (newline) {
         *p++ = '\n';
     }
-    out.resize(old + static_cast<std::size_t>(p - begin));
+    return p;
 }
 
-struct access_log_mw {
-    handler next;
+// Appends one access-log line (and '\n' if `newline`) to `out`.
+void append_line(std::string& out, std::string_view peer, const request& req, int status,
+                 std::uint64_t bytes, std::uint64_t us, std::string_view id, bool newline) {
+    const std::size_t old = out.size();
+    out.resize(old + line_bound(peer, req, id));
+    char* const begin = out.data() + old;
+    char* const end = write_line(begin, peer, req, status, bytes, us, id, newline);
+    out.resize(old + static_cast<std::size_t>(end - begin));
+}
+
+// The monotonic clock in nanoseconds, read straight from clock_gettime (vDSO), without
+// steady_clock::now()'s call into libstdc++.
+std::int64_t now_ns() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Where access_log() writes its lines, and how.
+struct log_sink {
     std::function<void(std::string_view)> sink; // a line at a time, or:
     std::shared_ptr<detail::log_batch> batch;   // lines gathered per connection turn
-    task<void> operator()(request& req, response_writer& w) const {
-        auto start = std::chrono::steady_clock::now();
-        std::exception_ptr failed;
-        try {
-            co_await next(req, w);
-        } catch (...) {
-            failed = std::current_exception();
-        }
+
+    // Writes the line of `req`, whose handler ran from `start` (now_ns()) until now, and
+    // failed if `failed`; `id` is its request ID (empty: none).
+    void record(const request& req, response_writer& w, std::int64_t start, bool failed,
+                std::string_view id) const {
         // Milliseconds with three decimals, from whole microseconds (rounded): integers
         // format at a fraction of the cost of a double.
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                      std::chrono::steady_clock::now() - start)
-                      .count();
+        const std::int64_t ns = now_ns() - start;
         std::uint64_t us = (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
-        // Spelled as request_id() sets it: names compare without case, equal bytes fastest.
-        std::string_view id = w.headers().get("X-Request-ID").value_or(std::string_view{});
         if (id.empty()) {
             id = "-";
         }
@@ -296,8 +281,10 @@ struct access_log_mw {
                     lines.flush(); // another log's lines
                     lines.to = batch;
                 }
-                append_line(lines.lines, log.peer, req, status, w.bytes_written(), us, id, true);
-                if (lines.lines.size() >= log_flush_bytes) {
+                char* at = lines.room(line_bound(log.peer, req, id));
+                lines.commit(
+                    write_line(at, log.peer, req, status, w.bytes_written(), us, id, true));
+                if (lines.used >= log_flush_bytes) {
                     lines.flush();
                 }
             } else {
@@ -316,6 +303,69 @@ struct access_log_mw {
                 sink(line);
             }
         }
+    }
+};
+
+struct access_log_mw {
+    handler next;
+    log_sink log;
+    task<void> operator()(request& req, response_writer& w) const {
+        const std::int64_t start = now_ns();
+        std::exception_ptr failed;
+        try {
+            co_await next(req, w);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        // What request_id() put in the context, when it runs outside this one (as it usually
+        // does); else what it set in the response, when it runs inside.
+        std::string_view id = request_id_of(req.ctx());
+        if (id.empty()) {
+            id = w.headers().get("X-Request-ID").value_or(std::string_view{});
+        }
+        log.record(req, w, start, failed != nullptr, id);
+        if (failed) {
+            std::rethrow_exception(failed);
+        }
+    }
+};
+
+// request_id(), and when the handler it wraps is access_log()'s, that too: the two in one
+// frame (`log` set), as they run per request.
+struct request_id_mw {
+    handler next;
+    std::optional<log_sink> log; // access_log()'s, taken from the handler it wrapped
+    // What run_with does, in this frame rather than a second one.
+    task<void> operator()(request& req, response_writer& w) const {
+        std::string_view id = req.header("x-request-id");
+        char generated[32];
+        if (!acceptable_id(id)) {
+            new_request_id(generated);
+            id = std::string_view(generated, sizeof generated);
+        }
+        // The context's copy and the response's: the same bytes.
+        context ctx = with_value(req.ctx(), request_id_key, id);
+        w.headers().set("X-Request-ID", id);
+        // Moved, not copied: each copy of a context is an atomic increment (and its release
+        // a decrement). The handlers run under req.ctx_ itself.
+        context saved = std::exchange(req.ctx_, std::move(ctx));
+        swap_context enter{&req.ctx_};
+        const context* outer = co_await enter;
+        const std::int64_t start = log ? now_ns() : 0;
+        std::exception_ptr failed;
+        try {
+            task<void> t = next(req, w);
+            co_await std::move(t);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        if (log) {
+            log->record(req, w, start, failed != nullptr, id);
+        }
+        // Back under the context we came with before req.ctx_ is restored.
+        swap_context leave{outer};
+        (void)co_await leave;
+        req.ctx_ = std::move(saved);
         if (failed) {
             std::rethrow_exception(failed);
         }
@@ -401,24 +451,30 @@ const identity* identity_of(const context& ctx) noexcept {
 }
 
 middleware request_id() {
-    return [](handler next) -> handler { return request_id_mw{std::move(next)}; };
+    return [](handler next) -> handler {
+        if (auto* log = next.target<access_log_mw>()) {
+            // access_log() right inside: its work is done in request_id()'s frame.
+            return request_id_mw{std::move(log->next), std::move(log->log)};
+        }
+        return request_id_mw{std::move(next), std::nullopt};
+    };
 }
 
 middleware access_log(std::function<void(std::string_view)> sink) {
     if (!sink) {
         return access_log(stderr);
     }
-    return [sink](handler next) -> handler { return access_log_mw{std::move(next), sink, {}}; };
+    return [sink](handler next) -> handler { return access_log_mw{std::move(next), {sink, {}}}; };
 }
 
 middleware access_log(std::FILE* out) {
     std::shared_ptr<detail::log_batch> batch = std::make_shared<file_batch>(out);
-    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {}, batch}; };
+    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {{}, batch}}; };
 }
 
 middleware access_log_batched(std::function<void(std::string_view)> sink) {
     std::shared_ptr<detail::log_batch> batch = std::make_shared<function_batch>(std::move(sink));
-    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {}, batch}; };
+    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {{}, batch}}; };
 }
 
 middleware recover(std::function<void(std::string_view)> sink) {

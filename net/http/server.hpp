@@ -15,6 +15,7 @@
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -40,14 +41,27 @@ public:
 /// The access-log lines a thread's connections gathered and not yet written: one buffer per
 /// thread (it stays in cache however many connections there are), written by the next
 /// connection that writes its responses, or ends.
+///
+/// The buffer keeps its size: lines are written in place past `used` (`room`, then
+/// `commit`), so that a line costs no zero-filling resize.
 struct log_lines {
-    std::string lines;             ///< not yet handed to `to`
-    std::shared_ptr<log_batch> to; ///< where `lines` go
-    /// Hands `lines` to `to`.
+    std::string buf;               ///< [0, used) not yet handed to `to`; the rest is room
+    std::size_t used = 0;          ///< bytes of lines in `buf`
+    std::shared_ptr<log_batch> to; ///< where the lines go
+    /// Returns where `n` more bytes may be written.
+    char* room(std::size_t n) {
+        if (buf.size() - used < n) {
+            buf.resize(std::max(used + n, 2 * buf.size()));
+        }
+        return buf.data() + used;
+    }
+    /// Makes the bytes written at `room()` up to `end` lines.
+    void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - buf.data()); }
+    /// Hands the lines to `to`.
     void flush() noexcept {
-        if (!lines.empty()) {
-            to->write(lines);
-            lines.clear();
+        if (used != 0) {
+            to->write(std::string_view(buf.data(), used));
+            used = 0;
         }
     }
 };

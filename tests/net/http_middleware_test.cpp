@@ -101,6 +101,46 @@ TEST_CASE("access_log writes one line with the request ID, status and bytes") {
     CHECK_MESSAGE(std::regex_match(lines[0], whole), lines[0]);
 }
 
+TEST_CASE("access_log outside request_id still logs the request ID") {
+    // request_id() inside: the ID is read back from the response, as the context the log
+    // runs under has none.
+    std::vector<std::string> lines;
+    auto h =
+        http::chain(show_id, {http::access_log([&](std::string_view l) { lines.emplace_back(l); }),
+                              http::request_id()});
+    std::string got = roundtrip(
+        h, "GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: in-1\r\nConnection: close\r\n\r\n");
+    CHECK(got.find("id=in-1") != std::string::npos);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].ends_with(" id=in-1"));
+}
+
+TEST_CASE("request_id with access_log: a handler's exception is logged as 500 and rethrown") {
+    // request_id() right outside access_log() does both in one frame: the line says 500, the
+    // exception still reaches recover(), and the handler ran under the request ID.
+    std::vector<std::string> lines;
+    std::vector<std::string> panics;
+    std::string seen;
+    auto h = http::chain(
+        [&](request&, response_writer& w) -> task<void> {
+            context ctx = co_await this_coro::context;
+            seen = std::string(http::request_id_of(ctx));
+            w.write("partial");
+            throw std::runtime_error("boom");
+        },
+        {http::recover([&](std::string_view l) { panics.emplace_back(l); }), http::request_id(),
+         http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
+    std::string got = roundtrip(
+        h, "GET /t HTTP/1.1\r\nHost: x\r\nX-Request-ID: ex-1\r\nConnection: close\r\n\r\n");
+    CHECK(got.starts_with("HTTP/1.1 500 "));
+    CHECK(seen == "ex-1");
+    REQUIRE(panics.size() == 1);
+    CHECK(panics[0].find("boom") != std::string::npos);
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].find("\"GET /t HTTP/1.1\" 500 ") != std::string::npos);
+    CHECK(lines[0].ends_with(" id=ex-1"));
+}
+
 TEST_CASE("recover turns an exception into a 500 and the server keeps serving") {
     std::vector<std::string> lines;
     auto h = http::chain(
