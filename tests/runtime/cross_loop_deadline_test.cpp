@@ -154,6 +154,22 @@ TEST_CASE("a deadline of a loop that never runs ends a read on another loop in t
     CHECK(pipe_bytes(p.r) == 2); // the canceled read took nothing
 }
 
+TEST_CASE("co_await done() of another loop's deadline ends when that loop never runs") {
+    loop a;
+    auto [parent, stop] = with_cancel(a.background());
+    watchdog guard(stop, 30s);
+    auto [target, cancel] = with_timeout_cause(parent, 30ms, timeout_cause);
+    loop b;
+    // b's own context has no deadline: the signal it waits for is target's.
+    result<void> r =
+        b.block_on([](context t) -> task<result<void>> { co_return co_await t.done(); }(target));
+    CHECK(r.has_value());
+    CHECK(target.err() == errc::deadline_exceeded);
+    CHECK(cause(target) == timeout_cause);
+    CHECK_FALSE(parent.err());
+    CHECK(foreign_timers() == 0);
+}
+
 TEST_CASE("a deadline made on a loop whose thread is blocked ends a wait on another loop") {
     runtime rt(runtime::options{.loops = 2});
     std::mutex mu;
