@@ -80,10 +80,10 @@ void chain_cancel(waiter* w) noexcept {
 }
 } // namespace
 
-await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
-    if (await_chain* ch = owner->chain()) {
-        return ch->bound == c && ch->w.lp == tls_loop ? ch : nullptr;
-    }
+namespace {
+// Counts an armed await of `owner`, and makes its chain at the chain_after-th: the part of
+// await_chain::of() that runs a few times per task, kept out of its path.
+[[gnu::noinline]] await_chain* make_chain(chain_owner* owner, cancel_state* c) noexcept {
     if (owner->state + 1 < chain_owner::chain_after) {
         ++owner->state; // a task that waits a few times never pays for a chain
         return nullptr;
@@ -109,6 +109,14 @@ await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
     owner->state = reinterpret_cast<std::uintptr_t>(ch);
     return ch;
 }
+} // namespace
+
+await_chain* await_chain::of(chain_owner* owner, cancel_state* c) noexcept {
+    if (await_chain* ch = owner->chain()) {
+        return ch->bound == c && ch->w.lp == tls_loop ? ch : nullptr;
+    }
+    return make_chain(owner, c);
+}
 
 void await_chain::end(chain_owner* owner) noexcept {
     if (await_chain* ch = owner->chain()) {
@@ -128,38 +136,57 @@ void waiter::leave_chain() noexcept {
     ch->current = nullptr;
 }
 
+namespace {
+// Everything waiter::arm() does but its common case.
+[[gnu::noinline]] bool arm_slow(waiter* w, const context& c) noexcept {
+    if (w->on_chain) {
+        w->leave_chain(); // armed again without finishing
+    }
+    cancel_state* cs = c.node() ? c.node()->canceler : nullptr;
+    if (cs == nullptr) {
+        w->reg.disarm();
+        return true; // never done
+    }
+    if (w->owner != nullptr) {
+        if (await_chain* ch = await_chain::of(w->owner, cs)) {
+            w->reg.disarm(); // from an earlier arm() that was not finished
+            if (cs->is_done()) {
+                w->error = c.err();
+                return false;
+            }
+            ch->current = w;
+            w->on_chain = true;
+            return true;
+        }
+    }
+    // Borrowed: `c` is the awaiting coroutine's context, alive until the await ends (and
+    // `ctx` points at it for that long already).
+    if (!w->reg.arm_borrowed(c, &on_ctx_done, w)) {
+        w->error = c.err();
+        return false;
+    }
+    watch_deadline(cs, w->lp);
+    return true;
+}
+} // namespace
+
 bool waiter::arm(const context& c) noexcept {
     ctx = &c;
     completed = false;
     cancel_requested = false;
-    if (on_chain) {
-        leave_chain(); // armed again without finishing
-    }
-    cancel_state* cs = c.node() ? c.node()->canceler : nullptr;
-    if (cs == nullptr) {
-        reg.disarm();
-        return true; // never done
-    }
-    if (owner != nullptr) {
-        if (await_chain* ch = await_chain::of(owner, cs)) {
-            reg.disarm(); // from an earlier arm() that was not finished
-            if (cs->is_done()) {
-                error = c.err();
-                return false;
-            }
+    // The common case, in a function without a frame: another await of a task whose chain
+    // is armed on this context's cancel state (a connection's reads and writes), on its loop.
+    const detail::node* n = c.node();
+    if (owner != nullptr && n != nullptr && !on_chain && !reg.is_armed()) {
+        cancel_state* cs = n->canceler;
+        if (await_chain* ch = owner->chain(); ch != nullptr && cs != nullptr && ch->bound == cs &&
+                                              ch->w.lp == tls_loop && !cs->is_done()) {
             ch->current = this;
             on_chain = true;
             return true;
         }
     }
-    // Borrowed: `c` is the awaiting coroutine's context, alive until the await ends (and
-    // `ctx` below points at it for that long already).
-    if (!reg.arm_borrowed(c, &on_ctx_done, this)) {
-        error = c.err();
-        return false;
-    }
-    watch_deadline(cs, lp);
-    return true;
+    return arm_slow(this, c);
 }
 
 bool waiter::arm_on(cancel_state* c) noexcept {
@@ -192,10 +219,28 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
     return true;
 }
 
-void waiter::finish(std::error_code e) noexcept {
-    if (finish_quietly(e)) {
-        lp->schedule(handle);
+namespace {
+[[gnu::noinline]] void finish_slow(waiter* w, std::error_code e) noexcept {
+    if (w->finish_quietly(e)) {
+        w->lp->impl().schedule(w->handle);
     }
+}
+} // namespace
+
+void waiter::finish(std::error_code e) noexcept {
+    // The common case, in a function without a frame: no registration of its own to disarm
+    // (none, or its task's chain), nothing queued from another thread.
+    if (completed || reg.is_armed() || remote_queued) {
+        finish_slow(this, e);
+        return;
+    }
+    completed = true;
+    error = e;
+    if (on_chain) {
+        on_chain = false;
+        owner->chain()->current = nullptr;
+    }
+    lp->impl().schedule(handle);
 }
 
 std::error_code waiter::cancel_error() const noexcept {
@@ -280,11 +325,14 @@ void uring_op_cancel(waiter* w) noexcept {
     ++l.submitted_cancels;
 }
 
+// Success, made once: a std::error_code made on the spot calls std::system_category().
+const std::error_code no_error{};
+
 void uring_op_complete(completion* c, int res, std::uint32_t flags) noexcept {
     auto* op = static_cast<uring_op*>(c);
     op->res = res;
     op->cqe_flags = flags;
-    op->finish({});
+    op->finish(no_error);
 }
 
 } // namespace
@@ -656,7 +704,7 @@ bool loop_impl::drain_remote() {
     return true;
 }
 
-io_uring_sqe* loop_impl::get_sqe() {
+io_uring_sqe* loop_impl::get_sqe_slow() {
     for (;;) {
         if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
             return sqe;
@@ -720,8 +768,7 @@ bool loop_impl::run_ready() {
     // `ready_budget` resumes (tokio's scheduler polls its driver every 61 ticks).
     std::size_t n = std::max(ready_.size(), ready_budget);
     for (std::size_t i = 0; i < n && !ready_.empty(); ++i) {
-        std::coroutine_handle<> h = ready_.front();
-        ready_.pop_front();
+        std::coroutine_handle<> h = ready_.pop_front();
         h.resume();
         if (wake_queued_ && i + 1 < n) {
             // A wake for another loop (a MSG_RING SQE) leaves now, not after the rest of the
@@ -761,23 +808,43 @@ void loop_impl::dispatch(std::uint64_t user_data, int res, std::uint32_t flags) 
 int loop_impl::reap() {
     int total = 0;
     for (;;) {
-        batch_.clear();
-        batch_.swap(stash_);
-        io_uring_cqe* cqe;
-        unsigned head;
-        unsigned n = 0;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-            batch_.push_back({cqe->user_data, cqe->res, cqe->flags});
+        if (!stash_.empty()) {
+            // Completions moved aside while the SQ was full go first: they are older than
+            // what the CQ holds now (a multishot recv's bytes stay in order).
+            batch_.clear();
+            batch_.swap(stash_);
+            for (const stashed& s : batch_) {
+                dispatch(s.user_data, s.res, s.flags);
+            }
+            total += static_cast<int>(batch_.size());
+            continue;
+        }
+        // Straight from the CQ, one CQE at a time: each leaves the ring before its handler
+        // runs, so that a handler whose get_sqe() moves the rest to the stash (a full SQ)
+        // moves only CQEs not handled yet; the stash then goes first.
+        io_uring_cq& cq = ring_.cq;
+        unsigned head = *cq.khead;
+        unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+        int n = 0;
+        while (head != tail) {
+            const io_uring_cqe& cqe = cq.cqes[io_uring_cqe_index(&ring_, head, cq.ring_mask)];
+            std::uint64_t user_data = cqe.user_data;
+            int res = cqe.res;
+            std::uint32_t flags = cqe.flags;
+            io_uring_smp_store_release(cq.khead, ++head);
+            dispatch(user_data, res, flags);
             ++n;
+            if (!stash_.empty()) {
+                break;
+            }
+            if (head == tail) {
+                tail = io_uring_smp_load_acquire(cq.ktail); // what arrived meanwhile
+            }
         }
-        io_uring_cq_advance(&ring_, n);
-        if (batch_.empty()) {
-            return total;
+        total += n;
+        if (!stash_.empty()) {
+            continue;
         }
-        for (const stashed& s : batch_) {
-            dispatch(s.user_data, s.res, s.flags);
-        }
-        total += static_cast<int>(batch_.size());
         if (!io_uring_cq_has_overflow(&ring_)) {
             return total;
         }

@@ -35,6 +35,9 @@ constexpr std::size_t max_queued = 16;
 
 const char pool_key = 0;
 
+// Success, made once: a std::error_code made on the spot calls std::system_category().
+const std::error_code no_error{};
+
 } // namespace
 
 struct buffer_pool final : tether::detail::loop_service {
@@ -262,7 +265,7 @@ struct recv_state final : completion, orphan {
         if (ring_read* r = reader) {
             if (satisfy(*r)) {
                 reader = nullptr;
-                r->finish({});
+                r->finish(no_error);
             } else if (!in_flight()) {
                 arm();
             }
@@ -287,6 +290,26 @@ struct recv_state final : completion, orphan {
 
     static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
         auto* rs = static_cast<recv_state*>(c);
+        ring_read* r = rs->reader;
+        if (res > 0 && (flags & IORING_CQE_F_MORE) != 0 && r != nullptr &&
+            r->m == ring_read::mode::lease && rs->open && rs->queue.empty()) {
+            // The common case, in a function without a frame: a receive is waiting, nothing
+            // is queued before these bytes, and the multishot recv stays armed. The buffer
+            // goes straight to the reader (what satisfy() would do after the queue).
+            auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+            rs->reader = nullptr;
+            r->pool = rs->pool;
+            r->bid = bid;
+            r->data = rs->pool->buffer(bid);
+            r->len = static_cast<std::uint32_t>(res);
+            r->finish(no_error);
+            return;
+        }
+        on_other_cqe(rs, res, flags);
+    }
+
+    [[gnu::noinline]] static void on_other_cqe(recv_state* rs, int res,
+                                               std::uint32_t flags) noexcept {
         bool more = (flags & IORING_CQE_F_MORE) != 0;
         if (!more) {
             rs->armed = false;
@@ -305,7 +328,7 @@ struct recv_state final : completion, orphan {
                     r->bid = bid;
                     r->data = rs->pool->buffer(bid);
                     r->len = static_cast<std::uint32_t>(res);
-                    r->finish({});
+                    r->finish(no_error);
                     return;
                 }
                 rs->received(chunk{rs->pool->buffer(bid), static_cast<std::uint32_t>(res), 0, bid});
@@ -346,8 +369,34 @@ struct recv_state final : completion, orphan {
     }
 };
 
+namespace {
+void on_read_cancel(tether::detail::waiter* w) noexcept {
+    auto* me = static_cast<ring_read*>(w);
+    me->rs->reader = nullptr;
+    // The multishot recv belongs to the stream and stays armed: bytes that arrive later
+    // wait in the queue for the next read. Nothing of this read is in the kernel.
+    me->finish(me->cancel_error());
+}
+} // namespace
+
 bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
                        std::coroutine_handle<> h) noexcept {
+    if (recv_state* s = rs;
+        s != nullptr && r.m == ring_read::mode::lease && s->armed && s->queue.empty() && !s->end) {
+        // The common case of a connection's receive loop: nothing queued, the multishot recv
+        // armed. arm() fails the read under a context that is done, as the check below does.
+        assert(s->lp == tether::detail::current_loop() && "a stream receives on one loop");
+        assert(s->reader == nullptr && "one read at a time");
+        r.rs = s;
+        r.lp = s->lp;
+        r.handle = h;
+        r.on_cancel = &on_read_cancel;
+        if (!r.arm(c)) {
+            return false;
+        }
+        s->reader = &r;
+        return true;
+    }
     if (std::error_code e = c.err()) {
         r.error = e; // sticky: a done context takes nothing from the queue
         return false;
@@ -368,13 +417,7 @@ bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
     }
     r.lp = l;
     r.handle = h;
-    r.on_cancel = [](tether::detail::waiter* w) noexcept {
-        auto* me = static_cast<ring_read*>(w);
-        me->rs->reader = nullptr;
-        // The multishot recv belongs to the stream and stays armed: bytes that arrive later
-        // wait in the queue for the next read. Nothing of this read is in the kernel.
-        me->finish(me->cancel_error());
-    };
+    r.on_cancel = &on_read_cancel;
     if (!r.arm(c)) {
         return false;
     }

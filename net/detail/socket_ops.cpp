@@ -51,26 +51,34 @@ void advance_iov(msghdr& m, std::size_t n) noexcept {
     }
 }
 
+// Success, made once: a std::error_code made on the spot calls std::system_category().
+const std::error_code no_error{};
+
+// The rest of a short transfer goes out from the CQE handler, without a trip through the
+// coroutine.
+[[gnu::noinline]] void resubmit(transfer_op* op, int res) noexcept {
+    if (op->k == transfer_op::kind::sendmsg) {
+        advance_iov(*op->msg, static_cast<std::size_t>(res));
+    }
+    io_uring_sqe* sqe = op->lp->impl().get_sqe();
+    prep_transfer(op, sqe);
+    io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(op));
+}
+
 void transfer_complete(tether::detail::completion* c, int res, std::uint32_t flags) noexcept {
     auto* op = static_cast<transfer_op*>(c);
     op->res = res;
     op->cqe_flags = flags;
     if (res > 0 && op->k != transfer_op::kind::connect) {
         op->done += static_cast<std::size_t>(res);
-        // The rest of a short transfer goes out from here, without a trip through the
-        // coroutine; a cancel already requested stops it (cancel_requested is set on this
+        // A cancel already requested stops a short transfer (cancel_requested is set on this
         // thread before the cancel SQE is queued, so a resubmitted op is always the target).
         if (op->all && op->done < op->size && !op->cancel_requested) {
-            if (op->k == transfer_op::kind::sendmsg) {
-                advance_iov(*op->msg, static_cast<std::size_t>(res));
-            }
-            io_uring_sqe* sqe = op->lp->impl().get_sqe();
-            prep_transfer(op, sqe);
-            io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(op));
+            resubmit(op, res);
             return;
         }
     }
-    op->finish({});
+    op->finish(no_error);
 }
 
 } // namespace

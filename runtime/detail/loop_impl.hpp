@@ -13,7 +13,6 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -55,6 +54,45 @@ private:
     std::atomic<std::size_t> size_{0};
 };
 
+/// The loop's ready queue: a ring of coroutine handles that doubles when full. A push and a
+/// pop cost a few instructions (a deque's cost several times that), and a queue that has grown
+/// never allocates again.
+class handle_ring {
+public:
+    bool empty() const noexcept { return head_ == tail_; }
+    std::size_t size() const noexcept { return tail_ - head_; }
+    void push_back(std::coroutine_handle<> h) {
+        if (tail_ - head_ == cap_) {
+            grow_and_push(h); // a tail call: the common case needs no frame
+            return;
+        }
+        buf_[tail_++ & (cap_ - 1)] = h;
+    }
+    /// Removes and returns the oldest handle; the queue must not be empty.
+    std::coroutine_handle<> pop_front() noexcept { return buf_[head_++ & (cap_ - 1)]; }
+
+private:
+    [[gnu::noinline]] void grow_and_push(std::coroutine_handle<> h) {
+        grow();
+        buf_[tail_++ & (cap_ - 1)] = h;
+    }
+    void grow() {
+        std::size_t cap = cap_ == 0 ? 64 : cap_ * 2;
+        auto buf = std::make_unique<std::coroutine_handle<>[]>(cap);
+        for (std::size_t i = head_; i != tail_; ++i) {
+            buf[i - head_] = buf_[i & (cap_ - 1)];
+        }
+        tail_ -= head_;
+        head_ = 0;
+        cap_ = cap;
+        buf_ = std::move(buf);
+    }
+    std::unique_ptr<std::coroutine_handle<>[]> buf_;
+    std::size_t cap_ = 0; // a power of two
+    std::size_t head_ = 0;
+    std::size_t tail_ = 0;
+};
+
 /// State another part of tether keeps per loop (net's buffer ring, listeners waiting for
 /// their last CQE): created on first use, destroyed with the loop, before its ring.
 struct loop_service {
@@ -76,7 +114,12 @@ public:
     void clear_stop() noexcept { stop_.store(false, std::memory_order_release); }
 
     /// Returns an SQE, submitting (and stashing completions) when the SQ is full.
-    io_uring_sqe* get_sqe();
+    io_uring_sqe* get_sqe() {
+        if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+            return sqe;
+        }
+        return get_sqe_slow();
+    }
     /// IOSQE_CQE_SKIP_SUCCESS where the kernel has it (for SQEs whose success needs no CQE),
     /// else 0.
     std::uint8_t skip_success_flag() const noexcept { return skip_success_; }
@@ -133,6 +176,8 @@ public:
     }
 
 private:
+    /// get_sqe() when the SQ is full.
+    [[gnu::noinline]] io_uring_sqe* get_sqe_slow();
     void setup_ring(const loop::options& o);
     void arm_wake_read();
     /// Queues a MSG_RING SQE on this ring that posts a wake CQE to `target`.
@@ -160,7 +205,7 @@ private:
     std::uint32_t ring_flags_ = 0;
     bool enabled_ = false;
     bool single_issuer_ = false;
-    std::deque<std::coroutine_handle<>> ready_;
+    handle_ring ready_;
     static constexpr int max_turns_without_enter = 61;
     // Resumes per run_ready() beyond the batch it started with (see run_ready).
     static constexpr std::size_t ready_budget = 32;
