@@ -77,6 +77,11 @@ struct waiter {
     ///
     /// With `owner` set, an await under the cancel state its chain is armed on arms
     /// nothing: it becomes the chain's current await (see await_chain).
+    ///
+    /// If c's deadline is another clock's (another loop's, or the real clock's thread), `lp`'s
+    /// clock gets a timer for it too (arm_foreign_deadline), so that the wait times out on
+    /// its own loop; a deadline of lp's own clock costs a pointer compare. A chain does this
+    /// once, when it is made.
     bool arm(const context& c) noexcept;
     /// Arms on the cancel state behind a done signal (not the task's own context).
     bool arm_on(cancel_state* c) noexcept;
