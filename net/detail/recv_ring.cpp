@@ -379,24 +379,11 @@ void on_read_cancel(tether::detail::waiter* w) noexcept {
 }
 } // namespace
 
-bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
-                       std::coroutine_handle<> h) noexcept {
-    if (recv_state* s = rs;
-        s != nullptr && r.m == ring_read::mode::lease && s->armed && s->queue.empty() && !s->end) {
-        // The common case of a connection's receive loop: nothing queued, the multishot recv
-        // armed. arm() fails the read under a context that is done, as the check below does.
-        assert(s->lp == tether::detail::current_loop() && "a stream receives on one loop");
-        assert(s->reader == nullptr && "one read at a time");
-        r.rs = s;
-        r.lp = s->lp;
-        r.handle = h;
-        r.on_cancel = &on_read_cancel;
-        if (!r.arm(c)) {
-            return false;
-        }
-        s->reader = &r;
-        return true;
-    }
+namespace {
+// ring_read_suspend() but for its common case.
+[[gnu::noinline]] bool ring_read_suspend_slow(recv_state*& rs, int fd, ring_read& r,
+                                              const context& c,
+                                              std::coroutine_handle<> h) noexcept {
     if (std::error_code e = c.err()) {
         r.error = e; // sticky: a done context takes nothing from the queue
         return false;
@@ -424,6 +411,30 @@ bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
     rs->reader = &r;
     rs->arm();
     return true;
+}
+
+} // namespace
+
+bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
+                       std::coroutine_handle<> h) noexcept {
+    if (recv_state* s = rs;
+        s != nullptr && r.m == ring_read::mode::lease && s->armed && s->queue.empty() && !s->end) {
+        // The common case of a connection's receive loop, in a small frame: nothing queued,
+        // the multishot recv armed. arm() fails the read under a context that is done, as
+        // the slow path's check does.
+        assert(s->lp == tether::detail::current_loop() && "a stream receives on one loop");
+        assert(s->reader == nullptr && "one read at a time");
+        r.rs = s;
+        r.lp = s->lp;
+        r.handle = h;
+        r.on_cancel = &on_read_cancel;
+        if (!r.arm(c)) {
+            return false;
+        }
+        s->reader = &r;
+        return true;
+    }
+    return ring_read_suspend_slow(rs, fd, r, c, h);
 }
 
 bool ring_active(const recv_state* rs) noexcept {
