@@ -125,7 +125,7 @@ struct deferred_scope {
 namespace {
 
 constexpr std::size_t node_class_size = 16;
-constexpr std::size_t node_classes = 16; // blocks up to 256 bytes; larger ones skip the cache
+constexpr std::size_t node_classes = 17; // blocks up to 264 bytes; larger ones skip the cache
 
 struct free_block {
     free_block* next;
@@ -174,7 +174,7 @@ struct node_cache_reaper {
 };
 thread_local node_cache_reaper tls_node_cache_reaper;
 
-// At most this many blocks per size class per thread (64 KiB of the 256-byte class).
+// At most this many blocks per size class per thread (66 KiB of the 264-byte class).
 constexpr std::uint32_t node_cache_cap = 256;
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -183,11 +183,18 @@ constexpr bool node_cache_enabled = false;
 constexpr bool node_cache_enabled = true;
 #endif
 
-// The class of a block of `size` bytes: blocks of class k are (k + 1) * 16 bytes; a class of
-// node_classes or more is not cached.
-constexpr std::size_t node_class_of(std::size_t size) noexcept {
-    return (size + node_class_size - 1) / node_class_size - 1;
+// The class of a block of `size` bytes: blocks of class k are 16k + 8 bytes, which with
+// malloc's 8-byte header fill a 16-byte-aligned chunk exactly (a 168-byte cancel state takes
+// a 176-byte chunk, not the 192 a 176-byte block would); a class of node_classes or more is
+// not cached.
+constexpr std::size_t node_block_size(std::size_t k) noexcept {
+    return k * node_class_size + 8;
 }
+constexpr std::size_t node_class_of(std::size_t size) noexcept {
+    return (size + node_class_size - 9) / node_class_size;
+}
+static_assert(node_block_size(node_class_of(168)) == 168 && node_class_of(169) == 11 &&
+              node_class_of(64) == 4 && node_block_size(4) >= 64);
 
 inline void* alloc_block(std::size_t k, std::size_t size) {
     if constexpr (node_cache_enabled) {
@@ -198,7 +205,7 @@ inline void* alloc_block(std::size_t k, std::size_t size) {
                 --c.count[k];
                 return b;
             }
-            return ::operator new((k + 1) * node_class_size);
+            return ::operator new(node_block_size(k));
         }
     }
     return ::operator new(size);
@@ -257,6 +264,17 @@ void delete_node(T* n) noexcept {
 } // namespace
 
 namespace detail {
+
+std::uint32_t thread_tag() noexcept {
+    static std::atomic<std::uint32_t> next{0};
+    [[gnu::tls_model("initial-exec")]] static constinit thread_local std::uint32_t tag = 0;
+    if (tag == 0) [[unlikely]] {
+        do {
+            tag = next.fetch_add(1, std::memory_order_relaxed) + 1;
+        } while (tag == 0);
+    }
+    return tag;
+}
 
 void* allocate_node(std::size_t size) {
     return alloc_block(node_class_of(size), size);
@@ -500,8 +518,7 @@ void cancel_state::remove_callback(callback_node* cb) noexcept {
         lock.unlock();
         return;
     }
-    if (running.load(std::memory_order_relaxed) == cb &&
-        running_thread != std::this_thread::get_id()) {
+    if (running.load(std::memory_order_relaxed) == cb && running_thread != thread_tag()) {
         lock.unlock();
         // Running on another thread: wait until it has returned. The canceler never touches
         // cb after its callback returns, and cb can't run again (the state is done), so once
@@ -542,19 +559,20 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
         return;
     }
-    err = e;
+    assert(e == errc::canceled || e == errc::deadline_exceeded);
+    deadline_err = e == errc::deadline_exceeded;
     cause = c ? c : e;
     if (head != nullptr) {
         // Before the state: whoever sees this node done sees it propagating too.
         propagating.store(true, std::memory_order_relaxed);
-        running_thread = std::this_thread::get_id();
+        running_thread = thread_tag();
         state.store(1, std::memory_order_release);
         cancel_subtree(remove_from_parent);
         return;
     }
     state.store(1, std::memory_order_release);
     // Nothing registered, the common case: no loop, no deferred work.
-    bool armed = std::exchange(timer_armed, false);
+    bool armed = take_timer();
     drop_foreign_timers(this, armed);
     lock.unlock();
     // Only a deadline_state's timer is ever armed; its reference is never our caller's last.
@@ -583,7 +601,7 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         callback_node* cb = top->head;
         if (cb == nullptr) {
             // top and its subtree are done: release its timer, go back up to its parent.
-            bool armed = std::exchange(top->timer_armed, false);
+            bool armed = top->take_timer();
             drop_foreign_timers(top, armed);
             top->propagating.store(false, std::memory_order_release);
             top->lock.unlock();
@@ -609,7 +627,7 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
         }
         cb->linked = false;
         --top->callbacks;
-        top->running_thread = std::this_thread::get_id();
+        top->running_thread = thread_tag();
         top->running.store(cb, std::memory_order_relaxed);
         top->lock.unlock();
         if (cb->fn != nullptr) {
@@ -631,11 +649,11 @@ void cancel_state::cancel(std::error_code e, std::error_code c, bool remove_from
             top->running.store(nullptr, std::memory_order_release);
             continue;
         }
-        child->err = top->err;
+        child->deadline_err = top->deadline_err;
         child->cause = top->cause;
         // Before the state: whoever sees the child done sees it propagating too.
         child->propagating.store(true, std::memory_order_relaxed);
-        child->running_thread = std::this_thread::get_id();
+        child->running_thread = thread_tag();
         child->state.store(1, std::memory_order_release);
         top = child;
     }
@@ -649,7 +667,7 @@ void cancel_state::wait_propagation() noexcept {
     // the lock. A callback run by that cancel may cancel this node again: it must not wait
     // for itself.
     lock.lock();
-    bool mine = running_thread == std::this_thread::get_id();
+    bool mine = running_thread == thread_tag();
     lock.unlock();
     if (mine) {
         return;
@@ -736,8 +754,10 @@ std::error_code cause(const context& ctx) noexcept {
 void cancel_registration::trampoline(detail::callback_node* cb) noexcept {
     // owner_ belongs to the thread that owns the registration: the canceler must not write
     // it, and disarm() must still ask the cancel state, which waits while we run.
-    auto* self = static_cast<cancel_registration*>(cb->data);
-    self->fn_(self->data_);
+    // node_ is our first member (standard layout), so its address is ours; its data is the
+    // caller's, which saves a field (every suspended await holds a registration).
+    static_assert(std::is_standard_layout_v<cancel_registration>);
+    static_cast<cancel_registration*>(static_cast<void*>(cb))->fn_(cb->data);
 }
 
 bool cancel_registration::arm(const context& ctx, function fn, void* data) noexcept {
@@ -763,9 +783,8 @@ bool cancel_registration::link(detail::cancel_state* c, function fn, void* data,
         return true;
     }
     fn_ = fn;
-    data_ = data;
     node_.fn = &trampoline;
-    node_.data = this;
+    node_.data = data;
     if (!c->add_callback(&node_)) {
         return false;
     }
@@ -836,7 +855,7 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
         n->unlinked.store(true, std::memory_order_relaxed); // nothing to unlink from
     } else if (!pc->add_callback(&n->parent_link)) {
         n->unlinked.store(true, std::memory_order_relaxed);
-        n->cancel(pc->err, pc->cause, false);
+        n->cancel(pc->error(), pc->cause, false);
     }
     return n;
 }
@@ -861,7 +880,6 @@ detail::cancel_state* done_canceler(const context& parent) noexcept {
     s.canceler = &s;
     s.clk = &real_clock();
     s.destroy = &destroy_state<detail::cancel_state>;
-    s.err = errc::canceled;
     s.cause = errc::canceled;
     s.unlinked.store(true, std::memory_order_relaxed); // no parent
     s.state.store(1, std::memory_order_release);

@@ -80,7 +80,7 @@ public:
         if (c == nullptr || !c->is_done()) {
             return {};
         }
-        return c->err;
+        return c->error();
     }
 
     /// Returns true if the context is done (canceled or past its deadline).
@@ -213,8 +213,7 @@ private:
     bool link(detail::cancel_state* c, function fn, void* data, bool hold) noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
-    function fn_ = nullptr;
-    void* data_ = nullptr;
+    function fn_ = nullptr; // called with node_.data
 };
 
 /// Runs `f` once when a context is done, like `std::stop_callback`; unregistered on

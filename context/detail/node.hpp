@@ -3,6 +3,7 @@
 
 #include "context/clock.hpp"
 #include "context/detail/spin_lock.hpp"
+#include "context/errc.hpp"
 
 #include <atomic>
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 namespace tether::detail {
 
@@ -25,6 +27,9 @@ enum class node_kind : std::uint8_t { background, todo, cancel, deadline, value,
 ///
 /// Errors: throws std::bad_alloc.
 void* allocate_node(std::size_t size);
+/// Returns a nonzero number naming the calling thread among the threads alive (numbers are
+/// handed out in order, wrapping after 2^32 - 1 threads).
+std::uint32_t thread_tag() noexcept;
 /// Gives back a block that `allocate_node(size)` returned, on any thread: it joins the calling
 /// thread's cache, or goes back to `::operator delete` when the cache is full.
 void deallocate_node(void* p, std::size_t size) noexcept;
@@ -94,7 +99,7 @@ struct callback_node {
     void* data = nullptr; // what fn works on
     bool linked = false;
     // A cancel_registration's: it holds a reference on the cancel state (not arm_borrowed).
-    // Here, in the padding after `linked`, so that the registration stays 64 bytes.
+    // Here, in the padding after `linked`, so that the registration stays 56 bytes.
     bool holds_ref = false;
 };
 
@@ -105,7 +110,6 @@ struct callback_node {
 struct cancel_state : node {
     std::atomic<std::uint8_t> state{0}; // 0 active, 1 done
     spin_lock lock;
-    bool timer_armed = false; // a deadline_state whose timer is scheduled
     // Set (release) once the parent's cancel state will never touch this node again: it was
     // never linked there, it was unlinked, or the parent's cancel has finished with it. Its
     // owner may then free it without asking the parent (remove_callback takes its lock).
@@ -114,17 +118,26 @@ struct cancel_state : node {
     // cancels its subtree (running_thread is that cancel's thread); a concurrent cancel waits
     // until it is clear.
     std::atomic<bool> propagating{false};
+    // err(), written before state becomes 1: deadline_exceeded if set, else canceled (a
+    // context's error is one of those two, as in Go): a byte where an error_code takes 16.
+    bool deadline_err = false;
     std::uint32_t callbacks = 0; // registrations currently linked (children included)
-    std::error_code err;         // written before state becomes 1
+    // The thread running the cancel (thread_tag(), not std::thread::id: 4 bytes, in what
+    // would be padding, keep the state in a smaller malloc chunk).
+    std::uint32_t running_thread = 0;
     std::error_code cause;
     callback_node* head = nullptr;
     // The callback being run by the canceler; written under `lock`, and read without it by
     // remove_callback() waiting for that callback to return.
     std::atomic<callback_node*> running{nullptr};
-    std::thread::id running_thread;
     callback_node parent_link; // our registration on parent->canceler
 
     bool is_done() const noexcept { return state.load(std::memory_order_acquire) != 0; }
+    /// The error of a done state (read after is_done()).
+    std::error_code error() const noexcept {
+        return deadline_err ? make_error_code(errc::deadline_exceeded)
+                            : make_error_code(errc::canceled);
+    }
 
     /// Links `cb`; returns false (and links nothing) if already done.
     bool add_callback(callback_node* cb) noexcept;
@@ -150,6 +163,9 @@ struct cancel_state : node {
     void unlink_from_parent_slow() noexcept;
     /// Waits until the cancel propagating through this node on another thread is done.
     void wait_propagation() noexcept;
+    /// Called under `lock` by the cancel that made the node done: returns true if it is a
+    /// deadline_state whose timer was scheduled, and marks that timer no longer armed.
+    inline bool take_timer() noexcept;
 };
 
 struct deadline_state;
@@ -177,7 +193,15 @@ struct deadline_state : cancel_state {
     // Timers of loops that wait under this deadline on other clocks (under `lock`; only
     // while `timer_armed`, so that the cancel of a node without one doesn't look).
     foreign_timer* foreign = nullptr;
+    // The timer is scheduled; written under `lock`. Here and not in cancel_state, which it
+    // would push into the next size class (every spawned task has a cancel_state).
+    bool timer_armed = false;
 };
+
+inline bool cancel_state::take_timer() noexcept {
+    return kind == node_kind::deadline &&
+           std::exchange(static_cast<deadline_state*>(this)->timer_armed, false);
+}
 
 /// Makes sure that `clk`, a loop's clock with the time base of `c`'s clock, fires `c`'s
 /// deadline too: schedules one foreign_timer per deadline node and clock, unless there is
