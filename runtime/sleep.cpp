@@ -12,7 +12,7 @@ bool sleep_awaiter::suspend(const context& c, std::coroutine_handle<> h) noexcep
         return false;
     }
     loop_impl& li = l->impl();
-    time_point when = relative_ ? li.now() + d_ : t_;
+    time_point when = relative_ ? li.now() + duration(ticks_) : time_point(duration(ticks_));
     if (when <= li.now()) {
         return false;
     }

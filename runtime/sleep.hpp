@@ -13,8 +13,9 @@ namespace tether {
 namespace detail {
 class sleep_awaiter {
 public:
-    sleep_awaiter(bool relative, duration d, time_point t) noexcept
-        : relative_(relative), d_(d), t_(t) {}
+    explicit sleep_awaiter(duration d) noexcept : relative_(true), ticks_(d.count()) {}
+    explicit sleep_awaiter(time_point t) noexcept
+        : relative_(false), ticks_(t.time_since_epoch().count()) {}
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
@@ -27,9 +28,10 @@ private:
     bool suspend(const context& c, std::coroutine_handle<> h) noexcept;
     static void fire(timer_node* t) noexcept;
     static void cancel(waiter* w) noexcept;
+    // sleep_for's duration or sleep_until's time point, in the clock's ticks: one field,
+    // which keeps a sleeping task's frame 8 bytes smaller.
     bool relative_;
-    duration d_;
-    time_point t_;
+    duration::rep ticks_;
     timer_node timer_;
     waiter w_;
 };
@@ -47,12 +49,12 @@ private:
 ///
 ///     if (auto r = co_await tether::sleep_for(100ms); !r) { co_return r.error(); }
 [[nodiscard]] inline detail::sleep_awaiter sleep_for(duration d) noexcept {
-    return {true, d, {}};
+    return detail::sleep_awaiter{d};
 }
 
 /// Suspends the running task until `t` on its loop's clock; as `sleep_for`.
 [[nodiscard]] inline detail::sleep_awaiter sleep_until(time_point t) noexcept {
-    return {false, {}, t};
+    return detail::sleep_awaiter{t};
 }
 
 } // namespace tether
