@@ -114,7 +114,14 @@ public:
             w.handle = h;
             w.data = static_cast<detail::promise_base*>(&task.promise());
             w.on_cancel = [](detail::waiter* me) noexcept {
-                static_cast<detail::promise_base*>(me->data)->continuation_ = nullptr;
+                auto* p = static_cast<detail::promise_base*>(me->data);
+                if (p->spawned()->done) {
+                    // The task's end has queued us already (a task that ended on another
+                    // loop: its end came home and scheduled its continuation, which has
+                    // not run yet). Queueing again would resume us twice.
+                    return;
+                }
+                p->continuation_ = nullptr;
                 me->finish(me->cancel_error());
             };
             w.owner = detail::owner_of(h);

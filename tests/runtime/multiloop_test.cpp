@@ -1,5 +1,6 @@
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
+#include "context/without_cancel.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/detail/loop_impl.hpp"
 #include "runtime/loop.hpp"
@@ -15,6 +16,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
+#include <coroutine>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -203,6 +206,74 @@ TEST_CASE("canceling a task on another loop resumes it there and the joiner at h
             REQUIRE(ok);
             REQUIRE(*ok);
             REQUIRE(co_await this_coro::loop == &rt.loop(0));
+        }
+    }());
+}
+
+namespace {
+
+// Queues the awaiting coroutine at the back of its loop's ready queue.
+struct requeue {
+    loop* l;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) const { l->schedule(h); }
+    void await_resume() const noexcept {}
+};
+
+task<int> when_told(const std::atomic<bool>* go, loop* l) {
+    while (!go->load(std::memory_order_acquire)) {
+        co_await requeue{l};
+    }
+    co_return 7;
+}
+
+task<void> nap(std::chrono::nanoseconds d) {
+    (void)co_await sleep_for(d);
+}
+
+// Joins `h`, then sleeps `d` out of reach of its own context's cancel: a second resume of
+// this coroutine would end that sleep early.
+task<void> join_then_nap(join_handle<int>* h, std::chrono::nanoseconds d, result<int>* got,
+                         std::chrono::nanoseconds* napped) {
+    *got = co_await *h;
+    auto t0 = std::chrono::steady_clock::now();
+    context calm = without_cancel(co_await this_coro::context);
+    co_await with_context(calm, nap(d));
+    *napped = std::chrono::steady_clock::now() - t0;
+}
+
+// Lets the task on the other loop finish, and once its end has come home, cancels the
+// joiner's context before the joiner (queued by that end) has run.
+task<void> cancel_once_done(join_handle<int>* h, std::atomic<bool>* go, cancel_handle* c, loop* l) {
+    go->store(true, std::memory_order_release);
+    while (!h->done()) {
+        co_await requeue{l};
+    }
+    (*c)();
+}
+
+} // namespace
+
+TEST_CASE("a joiner canceled after the task's end came home resumes once, with the value") {
+    runtime rt(runtime::options{.loops = 2});
+    rt.block_on([&]() -> task<void> {
+        loop* home = co_await this_coro::loop;
+        context here = co_await this_coro::context;
+        for (std::size_t i = 0; i < iterations(200); ++i) {
+            std::atomic<bool> go{false};
+            auto h = co_await spawn_on(rt.loop(1), when_told(&go, &rt.loop(1)));
+            auto [jctx, jcancel] = with_cancel(here);
+            result<int> got = 0;
+            std::chrono::nanoseconds napped{};
+            auto joiner = spawn(jctx, join_then_nap(&h, 2ms, &got, &napped));
+            auto canceler = spawn(here, cancel_once_done(&h, &go, &jcancel, home));
+            result<void> j = co_await joiner;
+            result<void> c = co_await canceler;
+            REQUIRE(j);
+            REQUIRE(c);
+            // The task finished before the cancel: its value is not lost.
+            REQUIRE(got.value() == 7);
+            REQUIRE(napped >= 2ms);
         }
     }());
 }
