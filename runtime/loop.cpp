@@ -174,16 +174,22 @@ bool waiter::arm(const context& c) noexcept {
     ctx = &c;
     completed = false;
     cancel_requested = false;
-    // The common case, in a function without a frame: another await of a task whose chain
-    // is armed on this context's cancel state (a connection's reads and writes), on its loop.
+    // The common cases, in a function without a frame: an await under a context that is
+    // never done, and another await of a task whose chain is armed on this context's cancel
+    // state (a connection's reads and writes), on its loop.
     const detail::node* n = c.node();
-    if (owner != nullptr && n != nullptr && !on_chain && !reg.is_armed()) {
-        cancel_state* cs = n->canceler;
-        if (await_chain* ch = owner->chain(); ch != nullptr && cs != nullptr && ch->bound == cs &&
-                                              ch->w.lp == tls_loop && !cs->is_done()) {
-            ch->current = this;
-            on_chain = true;
-            return true;
+    if (!on_chain && !reg.is_armed()) {
+        cancel_state* cs = n != nullptr ? n->canceler : nullptr;
+        if (cs == nullptr) {
+            return true; // a context that is never done (background()): nothing to arm
+        }
+        if (owner != nullptr) {
+            if (await_chain* ch = owner->chain();
+                ch != nullptr && ch->bound == cs && ch->w.lp == tls_loop && !cs->is_done()) {
+                ch->current = this;
+                on_chain = true;
+                return true;
+            }
         }
     }
     return arm_slow(this, c);
