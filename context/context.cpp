@@ -392,7 +392,9 @@ inline void drop_foreign_timers(cancel_state* s, bool armed) noexcept {
     }
 }
 
-void on_foreign_deadline(timer_node* t) noexcept {
+// Takes the foreign timer of `t`, which its clock has taken out of its heap, off its owner's
+// list: from then on it is the caller's alone. Returns its owner.
+deadline_state* take_foreign(timer_node* t) noexcept {
     auto* e = static_cast<foreign_timer*>(t->data);
     deadline_state* d = e->owner;
     d->lock.lock();
@@ -400,9 +402,14 @@ void on_foreign_deadline(timer_node* t) noexcept {
         unlink_foreign(d, e);
     }
     d->lock.unlock();
-    // From here e is ours alone. As the node's own timer does (on_deadline).
+    return d;
+}
+
+void on_foreign_deadline(timer_node* t) noexcept {
+    deadline_state* d = take_foreign(t);
+    // As the node's own timer does (on_deadline).
     d->cancel(errc::deadline_exceeded, d->deadline_cause, true);
-    delete_foreign(e); // may be the node's last reference
+    delete_foreign(static_cast<foreign_timer*>(t->data)); // may be the node's last reference
 }
 
 } // namespace
@@ -467,14 +474,8 @@ bool is_foreign_timer(const timer_node* t) noexcept {
 }
 
 void drop_foreign_timer(timer_node* t) noexcept {
-    auto* e = static_cast<foreign_timer*>(t->data);
-    deadline_state* d = e->owner;
-    d->lock.lock();
-    if (e->linked) {
-        unlink_foreign(d, e);
-    }
-    d->lock.unlock();
-    delete_foreign(e);
+    take_foreign(t);
+    delete_foreign(static_cast<foreign_timer*>(t->data));
 }
 
 std::size_t foreign_timer_count() noexcept {

@@ -288,6 +288,16 @@ struct recv_state final : completion, orphan {
         }
     }
 
+    // Gives buffer `bid`, holding `res` bytes, straight to the waiting receive `r`.
+    static void hand_over(recv_state* rs, ring_read* r, std::uint16_t bid, int res) noexcept {
+        rs->reader = nullptr;
+        r->pool = rs->pool;
+        r->bid = bid;
+        r->data = rs->pool->buffer(bid);
+        r->len = static_cast<std::uint32_t>(res);
+        r->finish(no_error);
+    }
+
     static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
         auto* rs = static_cast<recv_state*>(c);
         ring_read* r = rs->reader;
@@ -296,13 +306,7 @@ struct recv_state final : completion, orphan {
             // The common case, in a function without a frame: a receive is waiting, nothing
             // is queued before these bytes, and the multishot recv stays armed. The buffer
             // goes straight to the reader (what satisfy() would do after the queue).
-            auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-            rs->reader = nullptr;
-            r->pool = rs->pool;
-            r->bid = bid;
-            r->data = rs->pool->buffer(bid);
-            r->len = static_cast<std::uint32_t>(res);
-            r->finish(no_error);
+            hand_over(rs, r, static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT), res);
             return;
         }
         on_other_cqe(rs, res, flags);
@@ -323,12 +327,7 @@ struct recv_state final : completion, orphan {
                     // A receive is waiting and nothing is queued before these bytes: hand the
                     // buffer straight over (what satisfy() would do after a trip through the
                     // queue). The multishot recv stays armed if the kernel said so.
-                    rs->reader = nullptr;
-                    r->pool = rs->pool;
-                    r->bid = bid;
-                    r->data = rs->pool->buffer(bid);
-                    r->len = static_cast<std::uint32_t>(res);
-                    r->finish(no_error);
+                    hand_over(rs, r, bid, res);
                     return;
                 }
                 rs->received(chunk{rs->pool->buffer(bid), static_cast<std::uint32_t>(res), 0, bid});

@@ -12,6 +12,7 @@
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
 #include "tests/runtime/sync_support.hpp"
+#include "tests/support/pipe_fds.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -76,18 +77,6 @@ private:
     std::condition_variable cv_;
     bool disarmed_ = false;
     std::jthread t_; // last: joined first
-};
-
-struct pipe_fds {
-    int r = -1;
-    int w = -1;
-    pipe_fds() { REQUIRE(::pipe2(&r, O_CLOEXEC) == 0); }
-    ~pipe_fds() {
-        ::close(r);
-        ::close(w);
-    }
-    pipe_fds(const pipe_fds&) = delete;
-    pipe_fds& operator=(const pipe_fds&) = delete;
 };
 
 int pipe_bytes(int fd) {

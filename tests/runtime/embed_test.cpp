@@ -8,6 +8,7 @@
 #include "runtime/runtime.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
+#include "tests/support/pipe_fds.hpp"
 
 #include <liburing.h>
 
@@ -24,19 +25,9 @@
 using namespace tether;
 using namespace std::chrono_literals;
 
-namespace {
+using tether::test::pipe_fds;
 
-struct pipe_fds {
-    int r = -1;
-    int w = -1;
-    pipe_fds() { REQUIRE(::pipe2(&r, O_CLOEXEC) == 0); }
-    ~pipe_fds() {
-        ::close(r);
-        ::close(w);
-    }
-    pipe_fds(const pipe_fds&) = delete;
-    pipe_fds& operator=(const pipe_fds&) = delete;
-};
+namespace {
 
 // Waits up to `limit` for `fd` to be readable. The limit only bounds a failing test: every
 // wait here is for an event that is due.

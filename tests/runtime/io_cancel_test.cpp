@@ -7,6 +7,7 @@
 #include "runtime/io.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/spawn.hpp"
+#include "tests/support/pipe_fds.hpp"
 #include "tests/support/test_util.hpp"
 
 #include <doctest/doctest.h>
@@ -24,19 +25,9 @@
 using namespace tether;
 using namespace std::chrono_literals;
 
-namespace {
+using tether::test::pipe_fds;
 
-struct pipe_fds {
-    int r = -1;
-    int w = -1;
-    pipe_fds() { REQUIRE(::pipe2(&r, O_CLOEXEC) == 0); }
-    ~pipe_fds() {
-        ::close(r);
-        ::close(w);
-    }
-    pipe_fds(const pipe_fds&) = delete;
-    pipe_fds& operator=(const pipe_fds&) = delete;
-};
+namespace {
 
 // Bytes waiting in the pipe: a canceled read must have left them there.
 int available(int fd) {

@@ -1,5 +1,6 @@
 #include "runtime/io.hpp"
 #include "runtime/loop.hpp"
+#include "tests/support/pipe_fds.hpp"
 
 #include <doctest/doctest.h>
 
@@ -13,19 +14,9 @@
 
 using namespace tether;
 
-namespace {
+using tether::test::pipe_fds;
 
-struct pipe_fds {
-    int r = -1;
-    int w = -1;
-    pipe_fds() { REQUIRE(::pipe2(&r, O_CLOEXEC) == 0); }
-    ~pipe_fds() {
-        ::close(r);
-        ::close(w);
-    }
-    pipe_fds(const pipe_fds&) = delete;
-    pipe_fds& operator=(const pipe_fds&) = delete;
-};
+namespace {
 
 std::span<const std::byte> bytes(std::string_view s) {
     return std::as_bytes(std::span(s));
