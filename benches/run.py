@@ -21,11 +21,14 @@ Areas, each printed as one table with tether and every peer side by side:
 
 Method: each server runs pinned to CPU 0 (as `taskset -c 0` would) in its own process group,
 the load client pinned to CPU 1. Every case runs A B A B...: round after round, every server
-once per round, so that the drift of a shared machine hits them alike; tables show medians
-and the spread (min..max). Server CPU is utime+stime of the server's process group (summed from
-/proc/PID/task/*/schedstat, in nanoseconds; /proc/PID/stat's clock ticks where schedstat is
-missing), sampled around the measured load, divided by the requests served. The
-machine (CPU, cores, kernel, load) and the date head the report.
+once per round (each round starts one server later, so no server always runs first), so
+that the drift of a shared machine hits them alike; tables show medians and the spread
+(min..max). A ratio between two servers (the tables' "tether ÷ it" columns and the targets)
+is the median over the rounds of the ratio within a round, where the two ran close together
+in time, not the ratio of the medians. Server CPU is utime+stime of the server's process
+group (summed from /proc/PID/task/*/schedstat, in nanoseconds; /proc/PID/stat's clock ticks
+where schedstat is missing), sampled around the measured load, divided by the requests
+served. The machine (CPU, cores, kernel, load) and the date head the report.
 
 --json FILE writes every result (medians and each round's sample) as JSON, and FILE with
 .svg instead of .json: a chart of throughput and p99 latency per server. Without --json
@@ -442,13 +445,31 @@ def ratio(a, b):
     return None if not a or not b else a / b
 
 
+def rotated(servers, rnd):
+    """The servers in round `rnd`'s order: each round starts one server later."""
+    k = rnd % len(servers) if servers else 0
+    return servers[k:] + servers[:k]
+
+
+def paired(a, b, key):
+    """a's `key` ÷ b's: the median of the ratios of the rounds both ran (a shared machine
+    drifts between rounds more than within one); the ratio of the medians where no round
+    has both."""
+    if not a or not b:
+        return None
+    theirs = {s.get("round"): s.get(key) for s in b.get("samples", [])}
+    rs = [s[key] / theirs[s.get("round")] for s in a.get("samples", [])
+          if s.get(key) and theirs.get(s.get("round"))]
+    return statistics.median(rs) if rs else ratio(a.get(key), b.get(key))
+
+
 def add_ratios(results):
     """Each row's `vs_tether`: tether's throughput ÷ the row's, and tether's CPU per request
-    ÷ the row's (under 1: tether is slower / uses less CPU)."""
+    ÷ the row's (under 1: tether is slower / uses less CPU), paired by round."""
     base = results.get("tether")
     for r in results.values():
-        r["tether_rps_ratio"] = ratio(base and base["rps"], r["rps"])
-        r["tether_cpu_ratio"] = ratio(base and base["cpu_us_per_req"], r["cpu_us_per_req"])
+        r["tether_rps_ratio"] = paired(base, r, "rps")
+        r["tether_cpu_ratio"] = paired(base, r, "cpu_us_per_req")
 
 
 def print_summary(cases, unit, extra=None):
@@ -512,7 +533,7 @@ def echo_area(build, opts, go_binary):
         name = f"{opts.conns} conns, " + (f"{size} B" if size < 1024 else f"{size // 1024} KiB")
         samples = {s.name: [] for s in servers}
         for rnd in range(opts.rounds):
-            for spec in servers:
+            for spec in rotated(servers, rnd):
                 try:
                     srv = spec.start(server_cpu)
                 except (RuntimeError, OSError) as e:
@@ -536,7 +557,8 @@ def echo_area(build, opts, go_binary):
                     continue
                 n = kv.get("samples", 0)
                 samples[spec.name].append({
-                    "rps": kv["rps"], "p50_us": kv["p50_us"], "p99_us": kv["p99_us"],
+                    "round": rnd, "rps": kv["rps"], "p50_us": kv["p50_us"],
+                    "p99_us": kv["p99_us"],
                     "errors": int(kv.get("errors", 0)), "cpu_pct": 100 * cpu / wall,
                     "cpu_us_per_req": 1e6 * cpu / n if n else None})
         results = {k: summarize(v) for k, v in samples.items() if v}
@@ -586,22 +608,21 @@ def check(lines, ok, text):
 
 
 def echo_targets(area):
-    """Issue 4's targets, checked against the medians."""
+    """Issue 4's targets, checked against the ratios paired by round."""
     lines = []
     for case in area.get("cases", []):
         res = case["results"]
         t, raw = res.get("tether"), res.get("raw-uring")
-        if t and raw and t["rps"] and raw["rps"]:
-            check(lines, t["rps"] >= 0.97 * raw["rps"],
-                  f"{case['name']}: tether {t['rps'] / raw['rps']:.2f}x raw-uring's round "
-                  f"trips/s (target >= 0.97)")
-        if t and raw and t["cpu_us_per_req"] and raw["cpu_us_per_req"]:
-            check(lines, t["cpu_us_per_req"] <= raw["cpu_us_per_req"],
-                  f"{case['name']}: tether {t['cpu_us_per_req'] / raw['cpu_us_per_req']:.2f}x "
-                  f"raw-uring's server CPU per round trip (target <= 1)")
+        if (q := paired(t, raw, "rps")) is not None:
+            check(lines, q >= 0.97,
+                  f"{case['name']}: tether {q:.2f}x raw-uring's round trips/s (target >= 0.97)")
+        if (q := paired(t, raw, "cpu_us_per_req")) is not None:
+            check(lines, q <= 1,
+                  f"{case['name']}: tether {q:.2f}x raw-uring's server CPU per round trip "
+                  f"(target <= 1)")
         if t and t["rps"]:
             others = [n for n, r in res.items() if n not in ("tether", "raw-uring") and r["rps"]
-                      and r["rps"] > t["rps"]]
+                      and (paired(t, r, "rps") or 0) < 1]
             check(lines, not others, f"{case['name']}: tether ahead of every other peer"
                   + (f" (behind {', '.join(others)})" if others else ""))
     t = (area.get("idle") or {}).get("tether")
@@ -612,7 +633,7 @@ def echo_targets(area):
 
 
 def http_targets(area):
-    """Issue 5's targets, checked against the medians."""
+    """Issue 5's targets, checked against the ratios paired by round."""
     lines = []
     for case in area.get("cases", []):
         res = case["results"]
@@ -620,35 +641,26 @@ def http_targets(area):
         if not t or not t["rps"]:
             continue
         n = res.get("nginx")
-        if n and n["rps"]:
-            check(lines, t["rps"] >= n["rps"],
-                  f"{case['name']}: tether {t['rps'] / n['rps']:.2f}x nginx's req/s (>= 1)")
-            if t["cpu_us_per_req"] and n["cpu_us_per_req"]:
-                check(lines, t["cpu_us_per_req"] < n["cpu_us_per_req"],
-                      f"{case['name']}: tether {t['cpu_us_per_req'] / n['cpu_us_per_req']:.2f}x "
-                      f"nginx's CPU per request (< 1)")
-        g = res.get("go")
-        if g and g["rps"]:
-            check(lines, t["rps"] >= 2 * g["rps"],
-                  f"{case['name']}: tether {t['rps'] / g['rps']:.2f}x Go's req/s (>= 2)")
+        if (q := paired(t, n, "rps")) is not None:
+            check(lines, q >= 1, f"{case['name']}: tether {q:.2f}x nginx's req/s (>= 1)")
+        if (q := paired(t, n, "cpu_us_per_req")) is not None:
+            check(lines, q < 1, f"{case['name']}: tether {q:.2f}x nginx's CPU per request (< 1)")
+        if (q := paired(t, res.get("go"), "rps")) is not None:
+            check(lines, q >= 2, f"{case['name']}: tether {q:.2f}x Go's req/s (>= 2)")
         raw = res.get("raw-uring")
-        if raw and raw["rps"]:
-            check(lines, t["rps"] >= 0.9 * raw["rps"],
-                  f"{case['name']}: tether {t['rps'] / raw['rps']:.2f}x raw-uring's req/s "
-                  f"(>= 0.90)")
-            mw = res.get("tether+mw")
-            if mw and mw["rps"]:
-                check(lines, mw["rps"] >= 0.85 * raw["rps"],
-                      f"{case['name']}: tether with middleware {mw['rps'] / raw['rps']:.2f}x "
-                      f"raw-uring's req/s (>= 0.85)")
+        if (q := paired(t, raw, "rps")) is not None:
+            check(lines, q >= 0.9, f"{case['name']}: tether {q:.2f}x raw-uring's req/s (>= 0.90)")
+        if (q := paired(res.get("tether+mw"), raw, "rps")) is not None:
+            check(lines, q >= 0.85,
+                  f"{case['name']}: tether with middleware {q:.2f}x raw-uring's req/s (>= 0.85)")
     return lines
 
 
 def print_targets(title, lines):
     if not lines:
         return
-    say(f"{title} (medians; on a two-core machine the load client may be the ceiling, so "
-        f"read CPU per request too):")
+    say(f"{title} (ratios paired by round; on a two-core machine the load client may be the "
+        f"ceiling, so read CPU per request too):")
     for line in lines:
         say(f"  {line}")
     say()
@@ -730,7 +742,7 @@ def http_area(build, opts, go_binary, multiloop=False):
         name = f"{conns} conns" + (f", pipelined {depth}" if depth > 1 else "")
         samples = {s.name: [] for s in servers}
         for rnd in range(opts.rounds):
-            for spec in servers:
+            for spec in rotated(servers, rnd):
                 try:
                     srv = spec.start(server_cpu)
                 except (RuntimeError, OSError) as e:
@@ -760,7 +772,8 @@ def http_area(build, opts, go_binary, multiloop=False):
                     w["p50_us"] = w["p99_us"] = None
                 n = w.get("requests") or 0
                 samples[spec.name].append({
-                    "rps": w["rps"], "p50_us": w.get("p50_us"), "p99_us": w.get("p99_us"),
+                    "round": rnd, "rps": w["rps"], "p50_us": w.get("p50_us"),
+                    "p99_us": w.get("p99_us"),
                     "errors": w["errors"], "cpu_pct": 100 * cpu / wall,
                     "cpu_us_per_req": 1e6 * cpu / n if n else None})
         results = {k: summarize(v) for k, v in samples.items() if v}
@@ -783,12 +796,11 @@ def multiloop_http_targets(area):
     """Issue 6's target: the 2-loop HTTP server ahead of nginx with 2 workers."""
     lines = []
     for case in area.get("cases", []):
-        t = case["results"].get("tether")
-        n = case["results"].get("nginx")
-        if t and n and t["rps"] and n["rps"]:
-            check(lines, t["rps"] >= n["rps"],
-                  f"{case['name']}: tether on 2 loops {t['rps'] / n['rps']:.2f}x the req/s of "
-                  f"nginx with 2 workers (>= 1)")
+        q = paired(case["results"].get("tether"), case["results"].get("nginx"), "rps")
+        if q is not None:
+            check(lines, q >= 1,
+                  f"{case['name']}: tether on 2 loops {q:.2f}x the req/s of nginx with 2 "
+                  f"workers (>= 1)")
     return lines
 
 
