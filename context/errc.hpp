@@ -24,6 +24,13 @@ inline std::error_code make_error_code(errc e) noexcept {
     return {static_cast<int>(e), tether_category()};
 }
 
+namespace detail {
+/// Success, made once. `std::error_code{}` calls the out-of-line `std::system_category()`
+/// every time; hot paths copy this instead. (Zero until static initialization has run, which
+/// reads as success too.)
+inline const std::error_code no_error{};
+} // namespace detail
+
 } // namespace tether
 
 template <>

@@ -60,15 +60,15 @@ struct select_core;
 /// A channel operation queued on a channel until a counterpart, `close()` or its context
 /// ends it (Go's sudog): a lone `send`/`receive`, or one case of a `select`.
 struct chan_node : list_hook {
-    wait_list* queue = nullptr;     // the channel queue it waits in
-    spin_lock* lock = nullptr;      // the channel's lock, which guards `queue`
-    waiter* single = nullptr;       // a lone operation: finished directly
-    select_core* sel = nullptr;     // or a select case: the select decides
-    int index = 0;                  // the case's index in its select
-    void* item = nullptr;           // a send's T, or a receive's std::optional<T>
-    std::error_code outcome;        // carried to the waiter's loop by a remote complete
-    chan_node* done_next = nullptr; // close(): the claimed nodes it completes
-    void* chan = nullptr;           // a select case: its channel, for `ready_now`
+    wait_list* queue = nullptr;         // the channel queue it waits in
+    spin_lock* lock = nullptr;          // the channel's lock, which guards `queue`
+    waiter* single = nullptr;           // a lone operation: finished directly
+    select_core* sel = nullptr;         // or a select case: the select decides
+    int index = 0;                      // the case's index in its select
+    void* item = nullptr;               // a send's T, or a receive's std::optional<T>
+    std::error_code outcome = no_error; // carried to the waiter's loop by a remote complete
+    chan_node* done_next = nullptr;     // close(): the claimed nodes it completes
+    void* chan = nullptr;               // a select case: its channel, for `ready_now`
     /// A select case: whether its operation could proceed now (the channel's lock held).
     bool (*ready_now)(const chan_node& self) noexcept = nullptr;
 
@@ -163,7 +163,7 @@ bool try_or_park(Attempt attempt, void* item, chan_node& n, waiter& w, wait_list
         }
     }
     if (served != nullptr) {
-        served->complete({});
+        served->complete(detail::no_error);
     }
     if (o == chan_outcome::closed) {
         w.error = make_error_code(channel_errc::closed);
@@ -353,7 +353,7 @@ public:
             o = send_locked(v, served);
         }
         if (served != nullptr) {
-            served->complete({});
+            served->complete(detail::no_error);
         }
         return o;
     }
@@ -367,7 +367,7 @@ public:
             o = receive_locked(out, served);
         }
         if (served != nullptr) {
-            served->complete({});
+            served->complete(detail::no_error);
         }
         return o;
     }

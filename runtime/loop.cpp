@@ -331,9 +331,6 @@ void uring_op_cancel(waiter* w) noexcept {
     ++l.submitted_cancels;
 }
 
-// Success, made once: a std::error_code made on the spot calls std::system_category().
-const std::error_code no_error{};
-
 void uring_op_complete(completion* c, int res, std::uint32_t flags) noexcept {
     auto* op = static_cast<uring_op*>(c);
     op->res = res;

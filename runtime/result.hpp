@@ -63,7 +63,7 @@ public:
     /// Returns the error, or an empty code if the result holds a value.
     std::error_code error() const noexcept {
         const std::error_code* e = std::get_if<1>(&v_);
-        return e ? *e : std::error_code{};
+        return e ? *e : detail::no_error;
     }
 
     /// Returns the value, or `alt` if the result holds an error.
@@ -102,7 +102,7 @@ public:
     std::error_code error() const noexcept { return e_; }
 
 private:
-    std::error_code e_;
+    std::error_code e_ = detail::no_error;
 };
 
 /// Returns a result holding the error of `errno`-style value `err` (positive) in the system

@@ -35,9 +35,6 @@ constexpr std::size_t max_queued = 16;
 
 const char pool_key = 0;
 
-// Success, made once: a std::error_code made on the spot calls std::system_category().
-const std::error_code no_error{};
-
 } // namespace
 
 struct buffer_pool final : tether::detail::loop_service {
@@ -265,7 +262,7 @@ struct recv_state final : completion, orphan {
         if (ring_read* r = reader) {
             if (satisfy(*r)) {
                 reader = nullptr;
-                r->finish(no_error);
+                r->finish(tether::detail::no_error);
             } else if (!in_flight()) {
                 arm();
             }
@@ -295,7 +292,7 @@ struct recv_state final : completion, orphan {
         r->bid = bid;
         r->data = rs->pool->buffer(bid);
         r->len = static_cast<std::uint32_t>(res);
-        r->finish(no_error);
+        r->finish(tether::detail::no_error);
     }
 
     static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {

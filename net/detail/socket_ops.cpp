@@ -51,9 +51,6 @@ void advance_iov(msghdr& m, std::size_t n) noexcept {
     }
 }
 
-// Success, made once: a std::error_code made on the spot calls std::system_category().
-const std::error_code no_error{};
-
 // The rest of a short transfer goes out from the CQE handler, without a trip through the
 // coroutine.
 [[gnu::noinline]] void resubmit(transfer_op* op, int res) noexcept {
@@ -78,7 +75,7 @@ void transfer_complete(tether::detail::completion* c, int res, std::uint32_t fla
             return;
         }
     }
-    op->finish(no_error);
+    op->finish(tether::detail::no_error);
 }
 
 } // namespace

@@ -23,7 +23,7 @@ bool list_waiter::enqueue(wait_list& l, const context& c, std::coroutine_handle<
 }
 
 void list_waiter::grant_remote() noexcept {
-    w.lp->impl().post_call([](void* p) noexcept { static_cast<waiter*>(p)->finish({}); }, &w);
+    w.lp->impl().post_call([](void* p) noexcept { static_cast<waiter*>(p)->finish(no_error); }, &w);
 }
 
 void list_waiter::canceled(waiter* w) noexcept {

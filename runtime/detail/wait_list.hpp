@@ -118,7 +118,7 @@ struct list_waiter : list_hook {
             list->remove(this);
         }
         if (w.lp == current_loop()) {
-            w.finish({});
+            w.finish(no_error);
         } else {
             grant_remote();
         }

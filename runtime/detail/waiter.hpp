@@ -48,7 +48,7 @@ struct chain_owner {
 struct waiter {
     loop* lp = nullptr;
     std::coroutine_handle<> handle;
-    std::error_code error;
+    std::error_code error = no_error;
     const context* ctx = nullptr;
     void (*on_cancel)(waiter*) noexcept = nullptr;
     void* data = nullptr; // for on_cancel
