@@ -51,9 +51,7 @@ runtime::runtime(options opts) {
             threads_.emplace_back([l = loops_[i].get(), b = barrier_.get()] {
                 // Not loop::run(): it clears a stop that may already have been asked for.
                 detail::loop_impl& impl = l->impl();
-                while (!impl.stopping()) {
-                    impl.run_once(std::nullopt);
-                }
+                impl.run_until_stopped();
                 // Run, a few times in step with the other loops, what they posted here while
                 // stopping (a spawned task's end, a resumption), so that no frame is leaked
                 // in a queue. Each ring stays with its own thread.

@@ -108,6 +108,10 @@ public:
     void post(std::function<void()> fn) override;
 
     bool run_once(std::optional<duration> timeout);
+    /// Runs turns until stop() (loop::run(), a runtime's threads): each turn that finds
+    /// nothing left to run waits in the kernel, and posters need not wake the loop between
+    /// its turns.
+    void run_until_stopped();
     void run_until_idle();
     void stop() noexcept;
     bool stopping() const noexcept { return stop_.load(std::memory_order_acquire); }
@@ -189,11 +193,15 @@ private:
     int reap();
     void dispatch(std::uint64_t user_data, int res, std::uint32_t flags);
     void enter(bool wait, std::optional<duration> timeout);
+    /// One turn. `running`: the loop runs turn after turn (run_until_stopped), and nothing
+    /// else on its thread needs it to return after doing some work.
+    bool turn(std::optional<duration> timeout, bool running);
     /// Moves the CQEs in the CQ to the stash (processed at the next reap); returns how many.
     unsigned stash_completions();
     void flush_for_embedder();
-    /// Spins up to spin_ waiting for posted work; returns true if some arrived.
-    bool spin_for_remote();
+    /// Spins up to spin_ (and up to `timeout`) waiting for posted work; returns true if some
+    /// arrived.
+    bool spin_for_remote(std::optional<duration> timeout);
     /// Returns true if the kernel flagged completions for this thread (TASKRUN_FLAG).
     bool completions_pending() const noexcept;
     /// Returns true if a poster must wake the loop: it is asleep in the kernel or between

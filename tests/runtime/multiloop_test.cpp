@@ -363,6 +363,75 @@ TEST_CASE("loops that spin before sleeping work the same, and need fewer wakes")
     CHECK(v == 200 * 199 / 2 + 2);
 }
 
+TEST_CASE("a loop that spins takes posts from another thread and stops when asked mid-spin") {
+    // A spin far longer than the test: only the posts and stop() can end it (or the spin's
+    // own preemption check, on a loaded machine, after which the loop sleeps in the kernel
+    // and the pipe wakes it: the same outcome).
+    loop::options o;
+    o.spin = 60s;
+    loop l(o);
+    std::atomic<int> ran{0};
+    std::thread t([&] { l.run(); });
+    constexpr int posts = 200;
+    for (int i = 0; i < posts; ++i) {
+        l.post([&] { ran.fetch_add(1, std::memory_order_relaxed); });
+        if (i % 50 == 0) {
+            std::this_thread::sleep_for(2ms); // let it go idle and spin again
+        }
+    }
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (ran.load() < posts && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(ran.load() == posts);
+    std::this_thread::sleep_for(5ms); // idle: spinning again
+    auto t0 = std::chrono::steady_clock::now();
+    l.stop();
+    t.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+}
+
+TEST_CASE("a spinning loop's run_once(timeout) returns after the timeout, and poll() never spins") {
+    loop::options o;
+    o.spin = 60s;
+    loop l(o);
+    auto t0 = std::chrono::steady_clock::now();
+    l.run_once(10ms);
+    CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 10; ++i) {
+        CHECK_FALSE(l.poll());
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+    // Posted work still runs through poll().
+    bool ran = false;
+    std::thread([&] { l.post([&] { ran = true; }); }).join();
+    CHECK(l.poll());
+    CHECK(ran);
+}
+
+TEST_CASE("a running loop takes every post from another thread between its turns") {
+    // loop::run() keeps the loop awake between turns (posters skip the wake then): nothing
+    // posted in that window may be left behind.
+    loop l;
+    std::atomic<int> ran{0};
+    std::thread t([&] { l.run(); });
+    const int posts = static_cast<int>(iterations(20000));
+    for (int i = 0; i < posts; ++i) {
+        l.post([&] { ran.fetch_add(1, std::memory_order_relaxed); });
+        if (i % 1000 == 0) {
+            std::this_thread::sleep_for(1ms); // and some while it sleeps
+        }
+    }
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (ran.load() < posts && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(ran.load() == posts);
+    l.stop();
+    t.join();
+}
+
 TEST_CASE("a runtime starts and stops repeatedly, idle or right after work") {
     for (int i = 0; i < 20; ++i) {
         runtime rt(runtime::options{.loops = 2});
