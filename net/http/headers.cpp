@@ -165,6 +165,7 @@ std::string_view http_date() noexcept {
     // from the thread pointer instead of through __tls_get_addr (once per response).
     [[gnu::tls_model("initial-exec")]] constinit thread_local std::time_t last = 0;
     [[gnu::tls_model("initial-exec")]] constinit thread_local char buf[32] = {};
+    [[gnu::tls_model("initial-exec")]] constinit thread_local std::size_t len = 0; // no strlen
     std::time_t now = std::time(nullptr);
     if (now != last) {
         last = now;
@@ -174,11 +175,12 @@ std::string_view http_date() noexcept {
         static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
         static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-        std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
-                      tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                      tm.tm_sec);
+        const int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                                    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+                                    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        len = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), sizeof buf - 1);
     }
-    return buf;
+    return std::string_view(buf, len);
 }
 
 } // namespace tether::http

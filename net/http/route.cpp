@@ -1,6 +1,8 @@
 #include "net/http/route.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 namespace tether::http {
@@ -27,6 +29,39 @@ std::vector<std::string_view> split_path(std::string_view path) {
     std::vector<std::string_view> out;
     split_path(path, out);
     return out;
+}
+
+// Returns true if `a` and `b` hold the same bytes. Methods and paths are short: up to 16
+// bytes take two overlapping word compares instead of a call to memcmp.
+bool same_bytes(std::string_view a, std::string_view b) noexcept {
+    const std::size_t n = a.size();
+    if (n != b.size()) {
+        return false;
+    }
+    auto differ = [](const char* p, const char* q, auto word) noexcept {
+        decltype(word) x;
+        decltype(word) y;
+        std::memcpy(&x, p, sizeof x);
+        std::memcpy(&y, q, sizeof y);
+        return x != y;
+    };
+    const char* p = a.data();
+    const char* q = b.data();
+    if (n >= 8 && n <= 16) {
+        return !differ(p, q, std::uint64_t{}) && !differ(p + n - 8, q + n - 8, std::uint64_t{});
+    }
+    if (n >= 4 && n < 8) {
+        return !differ(p, q, std::uint32_t{}) && !differ(p + n - 4, q + n - 4, std::uint32_t{});
+    }
+    if (n < 4) {
+        for (std::size_t i = 0; i < n; ++i) {
+            if (p[i] != q[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+    return std::memcmp(p, q, n) == 0;
 }
 
 int hex_value(char c) noexcept {
@@ -149,7 +184,49 @@ std::size_t route_table::add(std::string_view pattern) {
         }
     }
     routes_.push_back(std::move(r));
+    remember_exact();
     return routes_.size() - 1;
+}
+
+void route_table::remember_exact() {
+    exact_.clear();
+    auto plain = [](const route& r) {
+        return std::none_of(r.segs.begin(), r.segs.end(), [](const segment& s) {
+            return s.k == segment::kind::wildcard || s.k == segment::kind::rest;
+        });
+    };
+    path_params scratch;
+    for (const route& r : routes_) {
+        if (r.subtree || !plain(r)) {
+            continue;
+        }
+        // The path a client sends for it: "/a/b", "/a/" for "/a/{$}", "/" for "/{$}".
+        std::string path;
+        for (const segment& s : r.segs) {
+            path += '/';
+            if (s.k == segment::kind::literal) {
+                path += s.text;
+            }
+        }
+        if (path.empty()) {
+            continue;
+        }
+        for (std::string_view method :
+             {std::string_view("GET"), std::string_view("HEAD"), std::string_view(r.method)}) {
+            if (exact_.size() == max_exact) {
+                return;
+            }
+            if (method.empty() || std::any_of(exact_.begin(), exact_.end(), [&](const auto& e) {
+                    return e.method == method && e.path == path;
+                })) {
+                continue;
+            }
+            route_match m = match_slow(method, path, scratch);
+            if (m.result == route_match::kind::found && plain(routes_[m.index])) {
+                exact_.push_back({std::string(method), path, m.index});
+            }
+        }
+    }
 }
 
 bool route_table::matches(const route& r, std::string_view path,
@@ -218,6 +295,20 @@ int route_table::compare(const route& a, const route& b) {
 
 route_match route_table::match(std::string_view method, std::string_view path,
                                path_params& params) const {
+    for (const exact_match& e : exact_) {
+        if (same_bytes(e.path, path) && same_bytes(e.method, method)) {
+            params.clear();
+            route_match m;
+            m.result = route_match::kind::found;
+            m.index = e.index;
+            return m;
+        }
+    }
+    return match_slow(method, path, params);
+}
+
+route_match route_table::match_slow(std::string_view method, std::string_view path,
+                                    path_params& params) const {
     route_match m;
     const route* best = nullptr;
     std::vector<std::string> allowed;

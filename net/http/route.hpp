@@ -83,7 +83,24 @@ private:
     static bool matches(const route& r, std::string_view path,
                         const std::vector<std::string_view>& parts, path_params* params);
     static int compare(const route& a, const route& b); // >0: a more specific
+    // The walk over every pattern that match() does when `exact_` has no answer.
+    route_match match_slow(std::string_view method, std::string_view path,
+                           path_params& params) const;
+    // Rebuilds `exact_` (after a pattern was added).
+    void remember_exact();
+    // Answers match() knows without a walk: for the paths of the patterns without wildcards
+    // (each as the bytes a client would send for it), GET, HEAD and the pattern's own method,
+    // what match_slow() gives, when it finds a pattern without wildcards (no params to fill
+    // in). A request whose method and path are one of these, byte for byte, gets the answer
+    // a walk would give: it is one.
+    struct exact_match {
+        std::string method;
+        std::string path;
+        std::size_t index;
+    };
+    static constexpr std::size_t max_exact = 32; // a scan of more would cost as much as a walk
     std::vector<route> routes_;
+    std::vector<exact_match> exact_;
 };
 
 } // namespace tether::http

@@ -136,3 +136,27 @@ TEST_CASE("path_unescape decodes %XX and leaves malformed input alone") {
     CHECK(path_unescape("a%g1") == "a%g1");
     CHECK(path_unescape("%") == "%");
 }
+
+TEST_CASE("a literal path's answer follows every later pattern (the exact-path shortcut)") {
+    fixture f;
+    auto any = f.t.add("/x");
+    CHECK(f.find("GET", "/x") == static_cast<long>(any));
+    CHECK(f.find("HEAD", "/x") == static_cast<long>(any));
+    auto get = f.t.add("GET /x");
+    CHECK(f.find("GET", "/x") == static_cast<long>(get));
+    CHECK(f.find("HEAD", "/x") == static_cast<long>(get));
+    CHECK(f.find("POST", "/x") == static_cast<long>(any));
+    // A match with a wildcard fills in its value; the next one, by the shortcut, clears it.
+    auto rest = f.t.add("GET /z/{r...}");
+    CHECK(f.find("GET", "/z/a/b") == static_cast<long>(rest));
+    CHECK(f.p.get("r") == "a/b");
+    CHECK(f.find("GET", "/x") == static_cast<long>(get));
+    CHECK(f.p.size() == 0); // a match without wildcards leaves no values from the last one
+    // Escaped bytes and paths that differ by a byte take the walk.
+    CHECK(f.find("GET", "/%78") == static_cast<long>(get));
+    CHECK(f.find("GET", "/y") == -404);
+    CHECK(f.find("GET", "/xx") == -404);
+    auto end = f.t.add("GET /{$}");
+    CHECK(f.find("GET", "/") == static_cast<long>(end));
+    CHECK(f.find("DELETE", "/") == -405);
+}
