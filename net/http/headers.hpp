@@ -14,6 +14,42 @@
 
 namespace tether::http {
 
+namespace detail {
+/// Copies n bytes, W <= n <= 2W, as two possibly overlapping W-byte moves: the first and
+/// the last W bytes, each loaded before it is stored.
+template <std::size_t W>
+inline void copy_ends(char* p, const char* q, std::size_t n) noexcept {
+    char a[W];
+    char b[W];
+    std::memcpy(a, q, W);
+    std::memcpy(b, q + n - W, W);
+    std::memcpy(p, a, W);
+    std::memcpy(p + n - W, b, W);
+}
+
+/// Copies `s` to `p` and returns the end. Up to 32 bytes (names, values, IDs, addresses)
+/// take two overlapping loads and stores instead of a call to memcpy.
+inline char* put_short(char* p, std::string_view s) noexcept {
+    const char* q = s.data();
+    const std::size_t n = s.size();
+    if (n >= 16 && n <= 32) {
+        copy_ends<16>(p, q, n);
+    } else if (n >= 8 && n < 16) {
+        copy_ends<8>(p, q, n);
+    } else if (n >= 4 && n < 8) {
+        copy_ends<4>(p, q, n);
+    } else if (n > 0 && n < 4) {
+        p[0] = q[0];
+        p[n / 2] = q[n / 2];
+        p[n - 1] = q[n - 1];
+    } else if (n > 32) {
+        std::memcpy(p, q, n);
+    }
+    return p + n;
+}
+
+} // namespace detail
+
 /// Header fields in insertion order; names compare without case, values are kept as given.
 ///
 /// The fields are kept as they go on the wire, `Name: value\r\n` after one another in one
@@ -178,17 +214,11 @@ private:
         }
         fields_.push_back(entry{size_, static_cast<std::uint32_t>(name.size()),
                                 static_cast<std::uint32_t>(value.size())});
-        char* p = buf_.get() + size_;
-        if (!name.empty()) { // an empty view may have no data
-            std::memcpy(p, name.data(), name.size());
-        }
-        p += name.size();
+        // Names and values are short: copied without calls to memcpy.
+        char* p = detail::put_short(buf_.get() + size_, name);
         std::memcpy(p, ": ", 2);
-        p += 2;
-        if (!value.empty()) {
-            std::memcpy(p, value.data(), value.size());
-        }
-        std::memcpy(p + value.size(), "\r\n", 2);
+        p = detail::put_short(p + 2, value);
+        std::memcpy(p, "\r\n", 2);
         size_ += static_cast<std::uint32_t>(need);
         names_ |= name_bit(name);
     }

@@ -31,7 +31,7 @@ struct request_id_value {
     static constexpr std::size_t max_size = 128;
     explicit request_id_value(std::string_view v) noexcept
         : size(static_cast<std::uint8_t>(v.size())) {
-        std::memcpy(data, v.data(), v.size());
+        detail::put_short(data, v); // no call to memcpy
     }
     std::string_view view() const noexcept { return {data, size}; }
     std::uint8_t size;
@@ -218,11 +218,17 @@ char* write_line(char* p, std::string_view peer, const request& req, int status,
     *p++ = ' ';
     put_int(bytes);
     *p++ = ' ';
-    put_int(us / 1000);
-    *p++ = '.';
-    *p++ = static_cast<char>('0' + us % 1000 / 100);
-    *p++ = static_cast<char>('0' + us % 100 / 10);
-    *p++ = static_cast<char>('0' + us % 10);
+    // One division for the milliseconds, then the fraction's three digits from a small
+    // number (multiplications by constants, no 64-bit division).
+    const std::uint64_t ms = us / 1000;
+    const auto frac = static_cast<unsigned>(us - ms * 1000);
+    const unsigned rest = frac % 100;
+    put_int(ms);
+    p[0] = '.';
+    p[1] = static_cast<char>('0' + frac / 100);
+    p[2] = static_cast<char>('0' + rest / 10);
+    p[3] = static_cast<char>('0' + rest % 10);
+    p += 4;
     p = put_lit(p, "ms id=");
     put(id);
     if (newline) {
