@@ -29,7 +29,7 @@ inline void copy_ends(char* p, const char* q, std::size_t n) noexcept {
 
 /// Copies `s` to `p` and returns the end. Up to 32 bytes (names, values, IDs, addresses)
 /// take two overlapping loads and stores instead of a call to memcpy.
-inline char* put_short(char* p, std::string_view s) noexcept {
+[[gnu::always_inline]] inline char* put_short(char* p, std::string_view s) noexcept {
     const char* q = s.data();
     const std::size_t n = s.size();
     if (n >= 16 && n <= 32) {

@@ -29,6 +29,38 @@ constexpr std::uint64_t drain_limit = 256 * 1024;
 constexpr std::chrono::seconds linger_time{1};
 constexpr std::size_t linger_bytes = 1 << 20;
 
+// The bytes a connection has queued to send. The buffer keeps its size: bytes are written in
+// place past `used` (`room`, then `commit`), so that a response head costs no zero-filling
+// resize, and short pieces are copied without calls to memcpy.
+struct out_buffer {
+    using value_type = char; // for std::back_inserter
+    std::string buf;         ///< [0, used) queued; the rest is room
+    std::size_t used = 0;
+
+    /// Returns where `n` more bytes may be written.
+    char* room(std::size_t n) {
+        if (buf.size() - used < n) {
+            buf.resize(std::max({used + n, 2 * buf.size(), std::size_t{256}}));
+        }
+        return buf.data() + used;
+    }
+    /// Makes the bytes written at `room()` up to `end` part of what is queued.
+    void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - buf.data()); }
+    void append(std::string_view s) { commit(put_short(room(s.size()), s)); }
+    out_buffer& operator+=(std::string_view s) {
+        append(s);
+        return *this;
+    }
+    void push_back(char ch) {
+        *room(1) = ch;
+        ++used;
+    }
+    std::string_view view() const noexcept { return {buf.data(), used}; }
+    bool empty() const noexcept { return used == 0; }
+    std::size_t size() const noexcept { return used; }
+    void clear() noexcept { used = 0; }
+};
+
 struct conn {
     server_state* srv = nullptr;
     net::tcp_stream sock;
@@ -39,7 +71,7 @@ struct conn {
     std::vector<char> in;
     std::size_t in_start = 0;
     std::size_t in_end = 0;
-    std::string out;
+    out_buffer out;
     bool idle = true;
     bool close_after = false;
     bool read_eof = false; // the last read_more() failed because the client shut down its side
@@ -233,7 +265,7 @@ task<result<void>> server_state::write_out(conn* c) {
     if (c->out.empty()) {
         co_return result<void>{};
     }
-    auto [n, err] = co_await c->sock.write_all(std::string_view(c->out));
+    auto [n, err] = co_await c->sock.write_all(c->out.view());
     c->out.clear();
     if (err) {
         co_return err;
@@ -255,10 +287,10 @@ char* put(char* p, std::string_view s) noexcept {
     return p + s.size();
 }
 
-// Appends a response head. By hand rather than with fmt, sized once and written in place:
-// it runs once per response and was the largest user-space cost of a small one.
-void append_head(std::string& out, int status, const header_map& h,
-                 std::optional<std::uint64_t> len, bool chunked, bool close) {
+// Appends a response head, then `body`. By hand rather than with fmt, sized once and written
+// in place: it runs once per response and was the largest user-space cost of a small one.
+void append_head(out_buffer& out, int status, const header_map& h, std::optional<std::uint64_t> len,
+                 bool chunked, bool close, std::string_view body = {}) {
     constexpr std::size_t http_date_size = 29; // "Sun, 06 Nov 1994 08:49:37 GMT"
     std::string_view reason = status == 200 ? std::string_view("OK") : status_text(status);
     const bool has_date = h.has("date");
@@ -266,11 +298,9 @@ void append_head(std::string& out, int status, const header_map& h,
     const std::string_view fields = h.wire();
     // "HTTP/1.1 " status SP reason CRLF, Date, the fields, Transfer-Encoding or
     // Content-Length, Connection, CRLF: the fixed parts at their longest.
-    const std::size_t need = 9 + 20 + 1 + reason.size() + 2 + 64 + fields.size() + 30 + 20 + 21 + 2;
-    const std::size_t old = out.size();
-    out.resize(old + need);
-    char* const begin = out.data() + old;
-    char* p = begin;
+    const std::size_t need =
+        9 + 20 + 1 + reason.size() + 2 + 64 + fields.size() + 30 + 20 + 21 + 2 + body.size();
+    char* p = out.room(need);
     if (status == 200) {
         p = put(p, "HTTP/1.1 200 OK\r\n"); // most of them: copied by a few stores
     } else {
@@ -303,10 +333,11 @@ void append_head(std::string& out, int status, const header_map& h,
         p = put(p, "Connection: close\r\n");
     }
     p = put(p, "\r\n");
-    out.resize(old + static_cast<std::size_t>(p - begin));
+    p = put_short(p, body);
+    out.commit(p);
 }
 
-void error_response(std::string& out, int status, std::string_view why) {
+void error_response(out_buffer& out, int status, std::string_view why) {
     header_map h;
     h.set("Content-Type", "text/plain; charset=utf-8");
     std::string body = fmt::format("{} {}: {}\n", status, status_text(status), why);
@@ -355,13 +386,10 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
         c->linger = true;
     }
     if (!w.head_sent_) {
+        const bool no_body = status_has_no_body(w.status());
         append_head(c->out, w.status(), w.headers_,
-                    status_has_no_body(w.status()) ? std::nullopt
-                                                   : std::optional<std::uint64_t>(w.body_.size()),
-                    false, close);
-        if (!w.head_request_ && !status_has_no_body(w.status())) {
-            c->out += w.body_;
-        }
+                    no_body ? std::nullopt : std::optional<std::uint64_t>(w.body_.size()), false,
+                    close, w.head_request_ || no_body ? std::string_view{} : w.body_);
         w.head_sent_ = true;
     } else if (w.chunked_) {
         if (!w.body_.empty() && !w.head_request_) {
