@@ -14,7 +14,10 @@
 //              trip rarely crosses threads while tether's always does; two more peers show
 //              both sides of that: Go with each goroutine locked to its own OS thread (every
 //              hop crosses threads, as tether's), and tether with both tasks on one loop.
-//   *_spin     the same with loops that busy-poll 50 us before sleeping (loop::options::spin)
+//   *_spin     the same with loops that busy-poll 50 us before sleeping (loop::options::spin),
+//              unpinned and pinned to CPUs 0 and 1 (runtime::options::pin). Unpinned, the
+//              kernel often wakes a loop on the CPU of the loop that woke it, which then
+//              spins there while the woken one waits for the CPU: spinning pays when pinned.
 //   switch     a coroutine hopping loop 0 -> loop 1 -> loop 0 with switch_to (no Go peer:
 //              the raw cross-loop wake, MSG_RING against the wake pipe), and next to it the
 //              kernel's floor: two plain threads (no tether) waking each other through
@@ -104,15 +107,17 @@ double measure(const std::function<void(std::int64_t)>& fn, steady::duration bt)
     }
 }
 
-enum class wake { msg_ring, pipe, spin };
+enum class wake { msg_ring, pipe, spin, spin_pinned };
 
-// Two loops woken through MSG_RING, through their pipes, or spinning 50 us before sleeping.
+// Two loops woken through MSG_RING, through their pipes, or spinning 50 us before sleeping
+// (and pinned to CPUs 0 and 1: each spins on a core of its own).
 runtime::options two_loops(wake w) {
     runtime::options o{.loops = 2};
     o.loop_options.msg_ring = w != wake::pipe;
-    if (w == wake::spin) {
+    if (w == wake::spin || w == wake::spin_pinned) {
         o.loop_options.spin = std::chrono::microseconds(50);
     }
+    o.pin = w == wake::spin_pinned;
     return o;
 }
 
@@ -680,6 +685,14 @@ int main(int argc, char** argv) {
                 {},
                 "",
                 0};
+    row pp_spin_pinned{"pingpong_spin_pinned_vs_go",
+                       "spin 50us pinned",
+                       "Go GOMAXPROCS=2",
+                       "ns/round trip",
+                       {},
+                       {},
+                       "",
+                       0};
     row pp_locked{"pingpong_vs_go_threads",
                   "tether MSG_RING",
                   "Go locked thrds",
@@ -774,13 +787,14 @@ int main(int argc, char** argv) {
         if (want("pingpong")) {
             pp.tether.push_back(pingpong(wake::msg_ring, s.benchtime));
             pp_spin.tether.push_back(pingpong(wake::spin, s.benchtime));
+            pp_spin_pinned.tether.push_back(pingpong(wake::spin_pinned, s.benchtime));
             pp_pipe.tether.push_back(pingpong(wake::pipe, s.benchtime));
             pp_one.tether.push_back(pingpong(wake::msg_ring, s.benchtime, 0));
             pp_locked.tether.push_back(pp.tether.back());
             pp_spin_locked.tether.push_back(pp_spin.tether.back());
             run_go_case("pingpong");
             run_go_case("pingpong_locked");
-            for (row* r : {&pp, &pp_spin, &pp_pipe, &pp_one}) {
+            for (row* r : {&pp, &pp_spin, &pp_spin_pinned, &pp_pipe, &pp_one}) {
                 peer(*r, "pingpong.ns_per_round_trip");
             }
             for (row* r : {&pp_locked, &pp_spin_locked}) {
@@ -819,8 +833,8 @@ int main(int argc, char** argv) {
     }
 
     std::vector<row> rows;
-    for (row* r : {&pp, &pp_spin, &pp_locked, &pp_spin_locked, &pp_one, &pp_pipe, &sw, &sw_spin,
-                   &fl_ring, &fl_efd, &st, &st_pipe, &cp, &cp_machine, &cp_go}) {
+    for (row* r : {&pp, &pp_spin, &pp_spin_pinned, &pp_locked, &pp_spin_locked, &pp_one, &pp_pipe,
+                   &sw, &sw_spin, &fl_ring, &fl_efd, &st, &st_pipe, &cp, &cp_machine, &cp_go}) {
         if (!r->tether.empty()) {
             rows.push_back(*r);
         }
