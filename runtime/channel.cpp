@@ -45,10 +45,6 @@ const std::error_category& channel_category() noexcept {
 
 namespace detail {
 
-namespace {
-
-// The on_cancel of a parked lone operation (on its loop). Still queued: leave and fail.
-// Unqueued: a counterpart took it, and its completion is on the way.
 void unpark(waiter* w) noexcept {
     auto* n = static_cast<chan_node*>(w->data);
     {
@@ -60,8 +56,6 @@ void unpark(waiter* w) noexcept {
     }
     w->finish(w->cancel_error());
 }
-
-} // namespace
 
 bool has_claimable(const wait_list& q, const select_core* self) noexcept {
     for (const list_hook* h = q.front(); h != nullptr; h = h->next) {
@@ -75,8 +69,8 @@ bool has_claimable(const wait_list& q, const select_core* self) noexcept {
     return false;
 }
 
-bool chan_node::claim() noexcept {
-    return sel == nullptr || sel->try_win(index);
+bool chan_node::claim_case() noexcept {
+    return sel->try_win(index);
 }
 
 void chan_node::complete(std::error_code e) noexcept {
@@ -93,23 +87,6 @@ void chan_node::complete(std::error_code e) noexcept {
             },
             this);
     }
-}
-
-bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
-          std::coroutine_handle<> h) noexcept {
-    w.lp = current_loop();
-    assert(w.lp != nullptr && "channel operations must be awaited on a running loop");
-    w.handle = h;
-    w.on_cancel = &unpark;
-    w.data = &n;
-    n.single = &w;
-    n.queue = &q;
-    n.lock = &lock;
-    if (!w.arm(c)) {
-        return false; // done since the check, on another thread
-    }
-    q.push_back(&n);
-    return true;
 }
 
 } // namespace detail

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <system_error>
 #include <type_traits>
@@ -75,11 +76,22 @@ struct chan_node : list_hook {
     /// Takes the operation for whoever dequeued it (with the channel's lock held): always
     /// true for a lone operation; for a select case, true only if no other case (or the
     /// select's context) won first.
-    bool claim() noexcept;
+    bool claim() noexcept { return sel == nullptr || claim_case(); }
+    /// claim() for a select case.
+    bool claim_case() noexcept;
     /// Finishes a claimed operation: success (the value moved), or `e` (closed). Called
     /// without the channel's lock; from another loop's thread the waiter is finished on its
     /// own loop.
     void complete(std::error_code e) noexcept;
+    /// `complete({})`. Inline for a lone operation of this loop, the common case: it
+    /// finishes the waiter at once.
+    void complete_ok() noexcept {
+        if (sel == nullptr && single->lp == current_loop()) {
+            single->finish(no_error);
+        } else {
+            complete(no_error);
+        }
+    }
 };
 
 /// Returns true if `q` holds an operation that a counterpart could take now (the channel's
@@ -135,20 +147,74 @@ private:
 /// What an operation attempted without waiting did.
 enum class chan_outcome { done, closed, would_block };
 
-/// Parks a lone send or receive (the channel's `lock` held): arms `w` on `c` and queues `n`
-/// in `q`; returns false, queuing nothing, if `c` is already done.
-bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
-          std::coroutine_handle<> h) noexcept;
+/// The on_cancel of a parked lone operation (on its loop): leaves the queue and fails if
+/// still queued; else a counterpart took it, and its completion is on the way.
+void unpark(waiter* w) noexcept;
 
-/// The body of a lone send or receive: fails at once (`w.error`) under a done context;
-/// else tries `attempt(served)` and, if it would block, parks `n` (carrying `item`) in `q`,
-/// both under `lock`, so a peer arriving in between can't wait too. Completes the peer it
-/// served outside the lock; a closed channel sets `w.error`. Returns true if parked.
+/// Parks a lone send or receive (the channel's `lock` held): arms `w` on `c` and queues `n`
+/// in `q`; returns false, queuing nothing, if `c` is already done. Inline: it runs at every
+/// wait of a channel operation.
+inline bool park(chan_node& n, waiter& w, wait_list& q, spin_lock& lock, const context& c,
+                 std::coroutine_handle<> h) noexcept {
+    w.lp = current_loop();
+    assert(w.lp != nullptr && "channel operations must be awaited on a running loop");
+    w.handle = h;
+    w.on_cancel = &unpark;
+    w.data = &n;
+    n.single = &w;
+    n.queue = &q;
+    n.lock = &lock;
+    if (!w.arm(c)) {
+        return false; // done since the check, on another thread
+    }
+    q.push_back(&n);
+    return true;
+}
+
+/// What a lone send or receive did: completed without waiting, found the channel closed or
+/// its context done, or made its `parked_op` (whose waiter then holds the outcome).
+enum class lone_state : unsigned char { done, closed, ctx_done, parked };
+
+/// The queue entry and waiter of a lone send or receive that waits.
+struct parked_op {
+    chan_node node;
+    waiter w;
+};
+
+/// Room for a `parked_op`, constructed only when the operation waits: one that completes
+/// at once (half the operations of a ping-pong) skips initializing its ~200 bytes.
+class lazy_parked_op {
+public:
+    lazy_parked_op() noexcept {} // buf_ stays uninitialized until make()
+    lazy_parked_op(const lazy_parked_op&) = delete;
+    lazy_parked_op& operator=(const lazy_parked_op&) = delete;
+    ~lazy_parked_op() {
+        if (made_) {
+            std::destroy_at(get());
+        }
+    }
+    parked_op& make() noexcept {
+        made_ = true;
+        return *std::construct_at(reinterpret_cast<parked_op*>(buf_));
+    }
+    /// The op made by make().
+    parked_op* get() noexcept { return std::launder(reinterpret_cast<parked_op*>(buf_)); }
+
+private:
+    alignas(parked_op) unsigned char buf_[sizeof(parked_op)];
+    bool made_ = false;
+};
+
+/// The body of a lone send or receive: fails at once (`ctx_done`) under a done context;
+/// else tries `attempt(served)` and, if it would block, makes `p` and parks its node
+/// (carrying `item`) in `q`, both under `lock`, so a peer arriving in between can't wait
+/// too. Completes the peer it served outside the lock. Sets `st`; returns true if parked.
 template <class Attempt>
-bool try_or_park(Attempt attempt, void* item, chan_node& n, waiter& w, wait_list& q,
-                 spin_lock& lock, const context& c, std::coroutine_handle<> h) noexcept {
-    if (std::error_code e = c.err()) {
-        w.error = e;
+bool try_or_park(Attempt attempt, void* item, lazy_parked_op& p, lone_state& st, chain_owner* owner,
+                 wait_list& q, spin_lock& lock, const context& c,
+                 std::coroutine_handle<> h) noexcept {
+    if (c.is_done()) {
+        st = lone_state::ctx_done;
         return false;
     }
     chan_node* served = nullptr;
@@ -158,17 +224,36 @@ bool try_or_park(Attempt attempt, void* item, chan_node& n, waiter& w, wait_list
         std::lock_guard lk(lock);
         o = attempt(served);
         if (o == chan_outcome::would_block) {
-            n.item = item;
-            parked = park(n, w, q, lock, c, h);
+            parked_op& op = p.make();
+            op.node.item = item;
+            op.w.owner = owner;
+            // Not parked only if the context was canceled since the check (on another
+            // thread): the waiter holds why.
+            parked = park(op.node, op.w, q, lock, c, h);
         }
     }
     if (served != nullptr) {
-        served->complete(detail::no_error);
+        served->complete_ok();
     }
-    if (o == chan_outcome::closed) {
-        w.error = make_error_code(channel_errc::closed);
-    }
+    st = o == chan_outcome::done     ? lone_state::done
+         : o == chan_outcome::closed ? lone_state::closed
+                                     : lone_state::parked;
     return parked;
+}
+
+/// The error of a lone send or receive that ended in `st` (not `done`) under `c`.
+inline std::error_code lone_error(lone_state st, const context* c, lazy_parked_op& p) noexcept {
+    switch (st) {
+    case lone_state::closed:
+        return make_error_code(channel_errc::closed);
+    case lone_state::ctx_done:
+        return c->err(); // done is final: the same error as when the await began
+    case lone_state::parked:
+        return p.get()->w.error;
+    case lone_state::done:
+        break;
+    }
+    return no_error;
 }
 
 template <class T>
@@ -353,7 +438,7 @@ public:
             o = send_locked(v, served);
         }
         if (served != nullptr) {
-            served->complete(detail::no_error);
+            served->complete_ok();
         }
         return o;
     }
@@ -367,7 +452,7 @@ public:
             o = receive_locked(out, served);
         }
         if (served != nullptr) {
-            served->complete(detail::no_error);
+            served->complete_ok();
         }
         return o;
     }
@@ -470,17 +555,24 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        w_.owner = owner_of(h);
+        const context& c = context_of(h);
+        ctx_ = &c;
         return try_or_park([this](chan_node*& served) { return ch_->send_locked(v_, served); }, &v_,
-                           node_, w_, ch_->send_queue(), ch_->lock(), context_of(h), h);
+                           parked_, st_, owner_of(h), ch_->send_queue(), ch_->lock(), c, h);
     }
-    result<void> await_resume() const noexcept { return w_.error; }
+    result<void> await_resume() noexcept {
+        if (st_ == lone_state::done) {
+            return {};
+        }
+        return lone_error(st_, ctx_, parked_);
+    }
 
 private:
     channel<T>* ch_;
     T v_;
-    chan_node node_;
-    waiter w_;
+    const context* ctx_ = nullptr;
+    lone_state st_ = lone_state::done;
+    lazy_parked_op parked_;
 };
 
 /// Awaits a receive: completes at once when it can, else parks in the channel's receive
@@ -495,14 +587,17 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        w_.owner = owner_of(h);
+        const context& c = context_of(h);
+        ctx_ = &c;
         return try_or_park(
             [this](chan_node*& served) { return ch_->receive_locked(slot_, served); }, &slot_,
-            node_, w_, ch_->receive_queue(), ch_->lock(), context_of(h), h);
+            parked_, st_, owner_of(h), ch_->receive_queue(), ch_->lock(), c, h);
     }
     result<T> await_resume() noexcept {
-        if (w_.error) {
-            return w_.error;
+        if (st_ != lone_state::done) {
+            if (std::error_code e = lone_error(st_, ctx_, parked_)) {
+                return e;
+            }
         }
         return std::move(*slot_);
     }
@@ -510,8 +605,9 @@ public:
 private:
     channel<T>* ch_;
     std::optional<T> slot_;
-    chan_node node_;
-    waiter w_;
+    const context* ctx_ = nullptr;
+    lone_state st_ = lone_state::done;
+    lazy_parked_op parked_;
 };
 
 } // namespace detail
