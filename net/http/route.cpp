@@ -235,6 +235,9 @@ bool route_table::matches(const route& r, std::string_view path,
     for (std::size_t i = 0; i < n; ++i) {
         const segment& s = r.segs[i];
         if (s.k == segment::kind::rest) {
+            if (i >= parts.size()) {
+                return false; // "/a/{r...}" needs the slash after "a": "/a" is not below it
+            }
             if (params) {
                 // The rest of the path from this segment on, slashes included.
                 std::size_t off = 0;
@@ -307,15 +310,22 @@ route_match route_table::match(std::string_view method, std::string_view path,
     return match_slow(method, path, params);
 }
 
-route_match route_table::match_slow(std::string_view method, std::string_view path,
-                                    path_params& params) const {
-    route_match m;
-    const route* best = nullptr;
-    std::vector<std::string> allowed;
-    // Split once per request, into a vector that keeps its capacity on this thread.
-    // initial-exec: no __tls_get_addr per request (libtether is linked, not dlopen'ed).
-    [[gnu::tls_model("initial-exec")]] thread_local std::vector<std::string_view> parts;
-    split_path(path, parts);
+bool route_table::exact(const route& r, const std::vector<std::string_view>& parts) noexcept {
+    std::size_t n = r.segs.size();
+    if (r.subtree) {
+        return parts.size() == n + 1 && parts[n].empty();
+    }
+    if (n > 0 && r.segs.back().k == segment::kind::rest) {
+        return parts.size() == n && parts[n - 1].empty();
+    }
+    return true;
+}
+
+const route_table::route* route_table::best(std::string_view method, std::string_view path,
+                                            const std::vector<std::string_view>& parts,
+                                            std::size_t& index,
+                                            std::vector<std::string>* allowed) const {
+    const route* found = nullptr;
     for (std::size_t i = 0; i < routes_.size(); ++i) {
         const route& r = routes_[i];
         if (!matches(r, path, parts, nullptr)) {
@@ -324,15 +334,44 @@ route_match route_table::match_slow(std::string_view method, std::string_view pa
         bool method_ok =
             r.method.empty() || r.method == method || (r.method == "GET" && method == "HEAD");
         if (!method_ok) {
-            allowed.push_back(r.method);
-            if (r.method == "GET") {
-                allowed.emplace_back("HEAD");
+            if (allowed != nullptr) {
+                allowed->push_back(r.method);
+                if (r.method == "GET") {
+                    allowed->emplace_back("HEAD");
+                }
             }
             continue;
         }
-        if (best == nullptr || compare(r, *best) > 0) {
-            best = &r;
-            m.index = i;
+        if (found == nullptr || compare(r, *found) > 0) {
+            found = &r;
+            index = i;
+        }
+    }
+    return found;
+}
+
+route_match route_table::match_slow(std::string_view method, std::string_view path,
+                                    path_params& params) const {
+    route_match m;
+    std::vector<std::string> allowed;
+    // Split once per request, into a vector that keeps its capacity on this thread.
+    // initial-exec: no __tls_get_addr per request (libtether is linked, not dlopen'ed).
+    [[gnu::tls_model("initial-exec")]] thread_local std::vector<std::string_view> parts;
+    split_path(path, parts);
+    const route* best = this->best(method, path, parts, m.index, &allowed);
+    if ((best == nullptr || !exact(*best, parts)) && !path.empty() && path.back() != '/') {
+        // As Go's ServeMux: a path that a pattern matches exactly once a slash is appended
+        // ("/files" for "/files/" or "/files/{path...}") is redirected there, unless a
+        // pattern matches it exactly as it is.
+        std::string slashed = std::string(path) + '/';
+        std::vector<std::string_view> slashed_parts;
+        split_path(slashed, slashed_parts);
+        std::size_t i = 0;
+        if (const route* r = this->best(method, slashed, slashed_parts, i, nullptr);
+            r != nullptr && exact(*r, slashed_parts)) {
+            m.result = route_match::kind::redirect;
+            m.location = std::move(slashed);
+            return m;
         }
     }
     if (best != nullptr) {

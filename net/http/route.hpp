@@ -38,10 +38,14 @@ private:
 
 /// What `route_table::match` found.
 struct route_match {
-    enum class kind { found, not_found, method_not_allowed };
+    /// redirect: no pattern matches the path exactly, but one matches it with a slash
+    /// appended ("/files" for "/files/" or "/files/{path...}"): Go's ServeMux answers 301
+    /// to that path.
+    enum class kind { found, not_found, method_not_allowed, redirect };
     kind result = kind::not_found;
     std::size_t index = 0; ///< the pattern's registration index, when found
     std::string allow;     ///< for method_not_allowed: the Allow header value ("GET, HEAD")
+    std::string location;  ///< for redirect: the path with the slash (no query)
 };
 
 /// Maps patterns to indexes, with the syntax and precedence of Go 1.22's ServeMux.
@@ -83,6 +87,14 @@ private:
     static bool matches(const route& r, std::string_view path,
                         const std::vector<std::string_view>& parts, path_params* params);
     static int compare(const route& a, const route& b); // >0: a more specific
+    // True if `r`, which matches `parts`, matches them exactly: not by a remainder, as "/a/"
+    // and "/a/{rest...}" match "/a/b" (they match "/a/" exactly).
+    static bool exact(const route& r, const std::vector<std::string_view>& parts) noexcept;
+    // The most specific pattern matching `path` (split into `parts`) for `method`, or null;
+    // with `allowed`, the methods of the patterns that match the path for other methods.
+    const route* best(std::string_view method, std::string_view path,
+                      const std::vector<std::string_view>& parts, std::size_t& index,
+                      std::vector<std::string>* allowed) const;
     // The walk over every pattern that match() does when `exact_` has no answer.
     route_match match_slow(std::string_view method, std::string_view path,
                            path_params& params) const;

@@ -804,10 +804,20 @@ void serve_mux::handle(std::string_view pattern, handler h) {
 
 namespace {
 
-// Answers a request no pattern took: 404, or 405 with the Allow list.
-void refuse(const route_match& m, response_writer& w) {
+// Answers a request no pattern took: 404, 405 with the Allow list, or 301 to the path with a
+// slash appended (the query kept), as Go's ServeMux.
+void refuse(const route_match& m, const request& req, response_writer& w) {
     w.headers().set("Content-Type", "text/plain; charset=utf-8");
-    if (m.result == route_match::kind::method_not_allowed) {
+    if (m.result == route_match::kind::redirect) {
+        std::string to = m.location;
+        if (std::string_view q = req.query(); !q.empty()) {
+            to += '?';
+            to += q;
+        }
+        w.headers().set("Location", to);
+        w.write_header(301);
+        w.write("301 moved permanently\n");
+    } else if (m.result == route_match::kind::method_not_allowed) {
         w.headers().set("Allow", m.allow);
         w.write_header(405);
         w.write("405 method not allowed\n");
@@ -817,8 +827,8 @@ void refuse(const route_match& m, response_writer& w) {
     }
 }
 
-task<void> refused(route_match m, response_writer& w) {
-    refuse(m, w);
+task<void> refused(route_match m, const request& req, response_writer& w) {
+    refuse(m, req, w);
     co_return;
 }
 
@@ -830,7 +840,7 @@ task<void> serve_mux::serve(request& req, response_writer& w) const {
         co_await handlers_[m.index](req, w);
         co_return;
     }
-    refuse(m, w);
+    refuse(m, req, w);
 }
 
 handler serve_mux::as_handler() const {
@@ -841,7 +851,7 @@ handler serve_mux::as_handler() const {
         if (m.result == route_match::kind::found) {
             return handlers_[m.index](req, w);
         }
-        return refused(std::move(m), w);
+        return refused(std::move(m), req, w);
     };
 }
 

@@ -13,12 +13,21 @@ namespace {
 struct fixture {
     route_table t;
     path_params p;
+    std::string location; // of the last redirect
     long find(std::string_view method, std::string_view path) {
         route_match m = t.match(method, path, p);
-        if (m.result == route_match::kind::found) {
+        switch (m.result) {
+        case route_match::kind::found:
             return static_cast<long>(m.index);
+        case route_match::kind::redirect:
+            location = m.location;
+            return -301;
+        case route_match::kind::not_found:
+            return -404;
+        case route_match::kind::method_not_allowed:
+            break;
         }
-        return m.result == route_match::kind::not_found ? -404 : -405;
+        return -405;
     }
 };
 } // namespace
@@ -33,6 +42,35 @@ TEST_CASE("literal paths match exactly; a trailing slash matches the subtree") {
     CHECK(f.find("GET", "/static/") == static_cast<long>(tree));
     CHECK(f.find("GET", "/static/css/a.css") == static_cast<long>(tree));
     CHECK(f.find("GET", "/anything") == static_cast<long>(root));
+}
+
+TEST_CASE("a subtree's root without its slash is redirected to it, as Go's ServeMux does") {
+    fixture f;
+    auto rest = f.t.add("GET /x/{r...}");
+    // "/x" is not below "/x/": the rest wildcard needs the slash.
+    CHECK(f.find("GET", "/x") == -301);
+    CHECK(f.location == "/x/");
+    CHECK(f.find("GET", "/x/") == static_cast<long>(rest));
+    CHECK(f.p.get("r").empty());
+    CHECK(f.find("GET", "/x/a/b") == static_cast<long>(rest));
+    CHECK(f.p.get("r") == "a/b");
+    // A pattern for the path itself wins over the redirect.
+    auto plain = f.t.add("GET /x");
+    CHECK(f.find("GET", "/x") == static_cast<long>(plain));
+    CHECK(f.find("GET", "/xy") == -404);
+    // A subtree: redirected even where a catch-all would take the path, since the catch-all
+    // matches it only by its remainder.
+    auto tree = f.t.add("/static/");
+    auto root = f.t.add("/");
+    CHECK(f.find("GET", "/static") == -301);
+    CHECK(f.location == "/static/");
+    CHECK(f.find("GET", "/static/") == static_cast<long>(tree));
+    CHECK(f.find("GET", "/other") == static_cast<long>(root));
+    // Only for a method the slashed pattern takes: a POST-only subtree leaves GET alone.
+    f.t.add("POST /upload/");
+    CHECK(f.find("GET", "/upload") == static_cast<long>(root));
+    CHECK(f.find("POST", "/upload") == -301);
+    CHECK(f.location == "/upload/");
 }
 
 TEST_CASE("without a catch-all, an unknown path is not found") {

@@ -174,6 +174,19 @@ TEST_CASE("unknown paths get 404, known paths with other methods 405, HEAD has n
     CHECK(head.find("Hello") == std::string::npos);
 }
 
+TEST_CASE("a subtree's root without its slash gets 301 to it, with the query kept") {
+    server_fixture f;
+    f.mux.handle("GET /files/{path...}", hello);
+    f.start();
+    std::string got = f.l.block_on(exchange(
+        f.addr, "GET /files?sort=name HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(got.find("HTTP/1.1 301") == 0);
+    CHECK(got.find("Location: /files/?sort=name\r\n") != std::string::npos);
+    std::string below = f.l.block_on(exchange(
+        f.addr, "GET /files/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
+    CHECK(below.find("HTTP/1.1 200 OK") == 0);
+}
+
 TEST_CASE("a body over max_body_bytes gets 413") {
     http::server_options o;
     o.max_body_bytes = 10;
