@@ -195,7 +195,10 @@ public:
     }
     parked_op& make() noexcept {
         made_ = true;
-        return *std::construct_at(reinterpret_cast<parked_op*>(buf_));
+        // Default-initialized, not value-initialized (`parked_op()`): the member initializers
+        // set every field, and value-initialization would first zero all 256 bytes with
+        // `rep stos`, slower than the stores it saves.
+        return *::new (static_cast<void*>(buf_)) parked_op;
     }
     /// The op made by make().
     parked_op* get() noexcept { return std::launder(reinterpret_cast<parked_op*>(buf_)); }
