@@ -93,6 +93,47 @@ int rank(int k) noexcept {
     }
 }
 
+bool is_dots(std::string_view segment, std::string_view dots) {
+    return segment == dots ||
+           (segment.find('%') != std::string_view::npos && path_unescape(segment) == dots);
+}
+
+// The canonical form of `path` (split into `parts`), as Go's ServeMux makes it: no empty
+// segments, no "." or ".." (escaped ones included), the trailing slash kept; empty when
+// `path` is canonical already.
+std::string cleaned(std::string_view path, const std::vector<std::string_view>& parts) {
+    bool clean = true;
+    for (std::size_t i = 0; clean && i < parts.size(); ++i) {
+        clean = !(parts[i].empty() && i + 1 < parts.size()) && !is_dots(parts[i], ".") &&
+                !is_dots(parts[i], "..");
+    }
+    if (clean) {
+        return {};
+    }
+    std::vector<std::string_view> kept;
+    for (std::string_view s : parts) {
+        if (s.empty() || is_dots(s, ".")) {
+            continue;
+        }
+        if (is_dots(s, "..")) {
+            if (!kept.empty()) {
+                kept.pop_back();
+            }
+            continue;
+        }
+        kept.push_back(s);
+    }
+    std::string out;
+    for (std::string_view s : kept) {
+        out += '/';
+        out += s;
+    }
+    if (out.empty() || path.back() == '/') {
+        out += '/';
+    }
+    return out;
+}
+
 } // namespace
 
 std::string path_unescape(std::string_view s) {
@@ -358,6 +399,15 @@ route_match route_table::match_slow(std::string_view method, std::string_view pa
     // initial-exec: no __tls_get_addr per request (libtether is linked, not dlopen'ed).
     [[gnu::tls_model("initial-exec")]] thread_local std::vector<std::string_view> parts;
     split_path(path, parts);
+    if (!path.empty() && path.front() == '/') {
+        // As Go's ServeMux: "/static/../secret" or "/a//b" is redirected to its clean form,
+        // so that no handler sees dot segments.
+        if (std::string clean = cleaned(path, parts); !clean.empty()) {
+            m.result = route_match::kind::redirect;
+            m.location = std::move(clean);
+            return m;
+        }
+    }
     const route* best = this->best(method, path, parts, m.index, &allowed);
     if ((best == nullptr || !exact(*best, parts)) && !path.empty() && path.back() != '/') {
         // As Go's ServeMux: a path that a pattern matches exactly once a slash is appended

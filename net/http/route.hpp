@@ -38,14 +38,14 @@ private:
 
 /// What `route_table::match` found.
 struct route_match {
-    /// redirect: no pattern matches the path exactly, but one matches it with a slash
-    /// appended ("/files" for "/files/" or "/files/{path...}"): Go's ServeMux answers 301
-    /// to that path.
+    /// redirect: the path is not canonical ("/a/../b", "/a//b": `location` is its clean
+    /// form), or no pattern matches it exactly but one matches it with a slash appended
+    /// ("/files" for "/files/" or "/files/{path...}"). Go's ServeMux answers both with 301.
     enum class kind { found, not_found, method_not_allowed, redirect };
     kind result = kind::not_found;
     std::size_t index = 0; ///< the pattern's registration index, when found
     std::string allow;     ///< for method_not_allowed: the Allow header value ("GET, HEAD")
-    std::string location;  ///< for redirect: the path with the slash (no query)
+    std::string location;  ///< for redirect: the path to go to (no query)
 };
 
 /// Maps patterns to indexes, with the syntax and precedence of Go 1.22's ServeMux.

@@ -2,8 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 using tether::http::path_params;
 using tether::http::route_match;
@@ -71,6 +73,30 @@ TEST_CASE("a subtree's root without its slash is redirected to it, as Go's Serve
     CHECK(f.find("GET", "/upload") == static_cast<long>(root));
     CHECK(f.find("POST", "/upload") == -301);
     CHECK(f.location == "/upload/");
+}
+
+TEST_CASE("a path with empty, \".\" or \"..\" segments is redirected to its clean form") {
+    fixture f;
+    auto tree = f.t.add("/static/");
+    auto root = f.t.add("/");
+    for (auto [from, to] : std::initializer_list<std::pair<const char*, const char*>>{
+             {"/static/../secret", "/secret"},
+             {"/static//a.css", "/static/a.css"},
+             {"/static/./a/", "/static/a/"},
+             {"/a/b/..", "/a"},
+             {"/..", "/"},
+             {"/static/%2e%2e/secret", "/secret"},
+             {"/static/%2E/x", "/static/x"},
+             {"//", "/"},
+         }) {
+        CAPTURE(from);
+        CHECK(f.find("GET", from) == -301);
+        CHECK(f.location == to);
+    }
+    // Canonical paths, and dots inside a segment, are served as they are.
+    CHECK(f.find("GET", "/static/a.css") == static_cast<long>(tree));
+    CHECK(f.find("GET", "/static/..a/b.") == static_cast<long>(tree));
+    CHECK(f.find("GET", "/") == static_cast<long>(root));
 }
 
 TEST_CASE("without a catch-all, an unknown path is not found") {

@@ -174,7 +174,8 @@ TEST_CASE("unknown paths get 404, known paths with other methods 405, HEAD has n
     CHECK(head.find("Hello") == std::string::npos);
 }
 
-TEST_CASE("a subtree's root without its slash gets 301 to it, with the query kept") {
+TEST_CASE(
+    "a subtree's root without its slash, and a path with dot segments, get 301 (query kept)") {
     server_fixture f;
     f.mux.handle("GET /files/{path...}", hello);
     f.start();
@@ -185,6 +186,11 @@ TEST_CASE("a subtree's root without its slash gets 301 to it, with the query kep
     std::string below = f.l.block_on(exchange(
         f.addr, "GET /files/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
     CHECK(below.find("HTTP/1.1 200 OK") == 0);
+    std::string dots = f.l.block_on(exchange(
+        f.addr, "GET /files/../etc/passwd?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "",
+        0));
+    CHECK(dots.find("HTTP/1.1 301") == 0);
+    CHECK(dots.find("Location: /etc/passwd?x=1\r\n") != std::string::npos);
 }
 
 TEST_CASE("a body over max_body_bytes gets 413") {
