@@ -1,6 +1,7 @@
 #pragma once
 // The runtime: the io_uring loop, task<T>, timers, structured concurrency and I/O.
 
+#include "runtime/async_fd.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/event.hpp"
 #include "runtime/file.hpp"
