@@ -70,6 +70,7 @@ public:
     }
     /// Removes and returns the oldest handle; the queue must not be empty.
     std::coroutine_handle<> pop_front() noexcept { return buf_[head_++ & (cap_ - 1)]; }
+    std::coroutine_handle<> front() const noexcept { return buf_[head_ & (cap_ - 1)]; }
 
 private:
     [[gnu::noinline]] void grow_and_push(std::coroutine_handle<> h) {
