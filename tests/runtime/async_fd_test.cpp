@@ -338,6 +338,28 @@ TEST_CASE("a wait under with_timeout resumes with deadline_exceeded at the deadl
     CHECK(ev.stats().read_armed); // still armed, for whoever waits next
 }
 
+TEST_CASE("with_timeout bounds a read_some; the next read gets what arrives later") {
+    fixture f;
+    async_fd ev(::eventfd(0, EFD_CLOEXEC));
+    std::uint64_t v = 0;
+    std::optional<result<std::size_t>> n;
+    auto h = start(f.l, f.l.background(),
+                   await_into(&n, tether::with_timeout(30ms, ev.read_some(bytes_of(v)))));
+    f.l.run_until_idle();
+    CHECK_FALSE(n);
+    f.clk.advance(30ms);
+    f.l.run_until_idle();
+    REQUIRE(n);
+    CHECK(n->error() == errc::deadline_exceeded);
+    std::uint64_t seven = 7;
+    REQUIRE(::write(ev.fd(), &seven, sizeof seven) == sizeof seven);
+    std::optional<result<std::size_t>> m;
+    auto h2 = start(f.l, f.l.background(), await_into(&m, ev.read_some(bytes_of(v))));
+    run_until(f.l, [&] { return m.has_value(); });
+    REQUIRE(m->has_value());
+    CHECK(v == 7);
+}
+
 TEST_CASE("a context canceled from another thread resumes the waiter on its loop") {
     loop l;
     async_fd ev(::eventfd(0, EFD_CLOEXEC));
