@@ -24,19 +24,22 @@ struct fd_side final : completion {
     bool canceling = false;
 };
 
+class fd_polls;
+
 /// An async_fd's polls and queues: made by its first wait, on that wait's loop. Freed by
 /// close() when no poll is in flight; otherwise close() cancels the polls and the last CQE
 /// frees it (or the loop's end, which takes the CQEs with it).
 struct fd_poll {
     int fd;
-    loop* lp;
+    loop* lp; // null once the loop has ended (the async_fd outlived it)
     bool open = true;
     fd_side in;
     fd_side out;
     std::uint64_t polls = 0;
     std::uint64_t cancels = 0;
-    fd_poll* orphan_prev = nullptr; // in the loop's fd_orphans, once closed with polls in flight
-    fd_poll* orphan_next = nullptr;
+    fd_polls* registry = nullptr; // the loop's list of fd_polls, while linked in it
+    fd_poll* prev = nullptr;
+    fd_poll* next = nullptr;
 
     fd_poll(int f, loop* l) noexcept : fd(f), lp(l) {
         in.owner = this;
@@ -80,43 +83,61 @@ struct fd_poll {
 
 namespace {
 
-const char orphans_key = 0; // its address names the service
+const char polls_key = 0; // its address names the service
 
-/// The fd_polls of a loop whose async_fd closed while a poll was in flight: each frees itself
-/// when its last CQE arrives; those left when the loop ends are freed with it.
-class fd_orphans final : public loop_service {
+} // namespace
+
+/// Every fd_poll made on a loop. When the loop ends, the closed ones still waiting for their
+/// last CQE are freed (the ring takes the CQE with it), and the open ones learn that their
+/// loop is gone: their async_fd frees them without touching the ring, or makes new ones on
+/// the next loop it is used on.
+class fd_polls final : public loop_service {
 public:
-    static fd_orphans& of(loop_impl& l) {
-        if (auto* s = l.service(&orphans_key)) {
-            return static_cast<fd_orphans&>(*s);
+    static fd_polls& of(loop_impl& l) {
+        if (auto* s = l.service(&polls_key)) {
+            return static_cast<fd_polls&>(*s);
         }
-        return static_cast<fd_orphans&>(
-            l.add_service(&orphans_key, std::make_unique<fd_orphans>()));
+        return static_cast<fd_polls&>(l.add_service(&polls_key, std::make_unique<fd_polls>()));
     }
-    fd_orphans() = default;
-    fd_orphans(const fd_orphans&) = delete;
-    fd_orphans& operator=(const fd_orphans&) = delete;
-    ~fd_orphans() override {
-        while (head_ != nullptr) {
-            release(head_);
+    fd_polls() = default;
+    fd_polls(const fd_polls&) = delete;
+    fd_polls& operator=(const fd_polls&) = delete;
+    ~fd_polls() override {
+        while (fd_poll* p = head_) {
+            unlink(p);
+            if (p->open) {
+                // Its waiters' frames may be gone already: nothing of them is touched again.
+                p->lp = nullptr;
+                p->in.armed = p->out.armed = false;
+            } else {
+                delete p;
+            }
         }
     }
-    void keep(fd_poll* p) noexcept {
-        p->orphan_prev = nullptr;
-        p->orphan_next = head_;
+    void link(fd_poll* p) noexcept {
+        p->registry = this;
+        p->prev = nullptr;
+        p->next = head_;
         if (head_ != nullptr) {
-            head_->orphan_prev = p;
+            head_->prev = p;
         }
         head_ = p;
     }
-    void release(fd_poll* p) noexcept {
-        if (p->orphan_prev != nullptr) {
-            p->orphan_prev->orphan_next = p->orphan_next;
+    void unlink(fd_poll* p) noexcept {
+        if (p->prev != nullptr) {
+            p->prev->next = p->next;
         } else {
-            head_ = p->orphan_next;
+            head_ = p->next;
         }
-        if (p->orphan_next != nullptr) {
-            p->orphan_next->orphan_prev = p->orphan_prev;
+        if (p->next != nullptr) {
+            p->next->prev = p->prev;
+        }
+        p->registry = nullptr;
+    }
+    /// Unlinks and frees `p`.
+    static void release(fd_poll* p) noexcept {
+        if (p->registry != nullptr) {
+            p->registry->unlink(p);
         }
         delete p;
     }
@@ -124,6 +145,8 @@ public:
 private:
     fd_poll* head_ = nullptr;
 };
+
+namespace {
 
 fd_waiter* waiter_of(list_hook* h) noexcept {
     return static_cast<fd_waiter*>(list_waiter::from(h));
@@ -180,7 +203,7 @@ void fd_poll::on_cqe(completion* c, int res, std::uint32_t) noexcept {
     s.canceling = false;
     if (!p->open) {
         if (!p->in_flight()) {
-            fd_orphans::of(p->impl()).release(p);
+            fd_polls::release(p);
         }
         return;
     }
@@ -235,8 +258,13 @@ bool fd_suspend(async_fd& a, fd_waiter& w, const context& c, std::coroutine_hand
     loop* l = current_loop();
     assert(l != nullptr && "async_fd must be awaited on a running loop");
     fd_poll* p = a.poll_;
+    if (p != nullptr && p->lp == nullptr) {
+        delete p; // its loop has ended: start afresh on this one
+        p = a.poll_ = nullptr;
+    }
     if (p == nullptr) {
         p = a.poll_ = new fd_poll(a.fd_, l);
+        fd_polls::of(l->impl()).link(p);
     }
     assert(p->lp == l && "an async_fd is used on one loop");
     fd_side& s = w.write_side ? p->out : p->in;
@@ -260,16 +288,20 @@ void close_poll(fd_poll* p) noexcept {
     if (p == nullptr) {
         return;
     }
+    if (p->lp == nullptr) {
+        delete p; // its loop has ended, and its polls and waiters with it
+        return;
+    }
     p->open = false;
     fail_all(p->in, system_error_code(EBADF));
     fail_all(p->out, system_error_code(EBADF));
     if (!p->in_flight()) {
-        delete p;
+        fd_polls::release(p);
         return;
     }
     p->cancel(p->in);
     p->cancel(p->out);
-    fd_orphans::of(p->impl()).keep(p);
+    // Stays in the loop's list until its last CQE (or the loop's end) frees it.
 }
 
 } // namespace

@@ -119,11 +119,11 @@ struct fd_poll_stats {
 /// waiting on one fd, or on 10,000, costs user-space work only (`benches/runtime_bench
 /// --case cancel_fanout_fd`).
 ///
-/// Lifetime: an async_fd belongs to the loop of its first wait and must be closed or
-/// destroyed before that loop is. Closing it resumes its waiters with `EBADF` and cancels
-/// its polls in the kernel; the memory they use stays alive until their last CQE arrives
-/// (or the loop ends). The buffer of a `read_some` or `write_some` is borrowed until the
-/// await resumes.
+/// Lifetime: an async_fd belongs to the loop of its first wait until that loop ends; then
+/// it may be closed, or used on another loop. Closing it resumes its waiters with `EBADF`
+/// and cancels its polls in the kernel; the memory they use stays alive until their last
+/// CQE arrives (or the loop ends). The buffer of a `read_some` or `write_some` is borrowed
+/// until the await resumes.
 ///
 /// Thread safety: use an async_fd on its loop's thread (construct, move or destroy it on
 /// any thread while its loop is not running it). The contexts of waiting tasks may be

@@ -448,6 +448,38 @@ TEST_CASE("a loop destroyed before a closed async_fd's canceled poll completes f
     ::close(p.r);
 }
 
+TEST_CASE("an async_fd that outlives its loop closes cleanly or works on the next loop") {
+    async_fd ev(::eventfd(0, EFD_CLOEXEC));
+    async_fd other(::eventfd(0, EFD_CLOEXEC));
+    {
+        loop l;
+        std::optional<result<void>> rd, rd2;
+        {
+            auto h = start(l, l.background(), await_into(&rd, ev.readable()));
+            auto h2 = start(l, l.background(), await_into(&rd2, other.readable()));
+            l.run_until_idle();
+            CHECK(ev.stats().read_armed);
+            CHECK(other.stats().read_armed);
+        } // the waiters are canceled; the polls stay armed
+        REQUIRE(rd);
+        CHECK(rd->error() == errc::canceled);
+    } // the loop ends with both polls in the kernel
+    CHECK_FALSE(ev.stats().read_armed);
+    CHECK(other.close().has_value()); // nothing to cancel: the ring is gone
+    loop l2;
+    std::uint64_t v = 0;
+    std::optional<result<std::size_t>> m;
+    auto h = start(l2, l2.background(), await_into(&m, ev.read_some(bytes_of(v))));
+    l2.run_until_idle();
+    CHECK_FALSE(m);
+    CHECK(ev.stats().read_armed); // a new poll, on this loop
+    std::uint64_t one = 1;
+    REQUIRE(::write(ev.fd(), &one, sizeof one) == sizeof one);
+    run_until(l2, [&] { return m.has_value(); });
+    REQUIRE(m->has_value());
+    CHECK(v == 1);
+}
+
 TEST_CASE("end of file and errors are values") {
     // SIGPIPE would end the test where write(2) on a pipe without a reader fails with EPIPE.
     struct ignore_sigpipe {
