@@ -1,6 +1,7 @@
 #include "net/http/parser.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -220,6 +221,10 @@ std::string_view request_head::query() const noexcept {
 }
 
 request_parser::status request_parser::parse(std::string_view buf, request_head& out) {
+    // A head that arrived whole, on the first look at it: one pass (see parse_fast).
+    if (lf_pos_ == 0 && parse_fast(buf, out)) {
+        return status::complete;
+    }
     // Skip empty lines before the request line (RFC 9112 §2.2). They count towards the
     // header-size limit: a client can't grow the buffer with them forever.
     std::size_t start = 0;
@@ -416,15 +421,31 @@ bool all_field_chars(const char* p, std::size_t n) noexcept {
     return bytes_ok(p + k, n - k);
 }
 
-// Returns true if `name` is `lit` (lower case letters and '-') in any case.
+// Returns true if `name` (token characters, at least as long as `lit`) is `lit` (lower case
+// letters and '-') in any case. Setting the case bit (0x20) of every byte of the name is
+// exact for such names: it maps only the letter's two cases to a lower case letter, and only
+// '-' and CR to '-' (a token holds no CR). So a word at a time (overlapping at the end).
 template <std::size_t N>
 bool name_is(const char* name, const char (&lit)[N]) noexcept {
-    for (std::size_t i = 0; i + 1 < N; ++i) {
-        if (lower(static_cast<unsigned char>(name[i])) != static_cast<unsigned char>(lit[i])) {
-            return false;
+    constexpr std::size_t n = N - 1;
+    static_assert(n >= 4);
+    auto eq = [&]<class W>(std::size_t at, W) noexcept {
+        W a;
+        W b;
+        std::memcpy(&a, name + at, sizeof a);
+        std::memcpy(&b, lit + at, sizeof b);
+        return static_cast<W>(a | static_cast<W>(0x2020202020202020)) == b;
+    };
+    if constexpr (n >= 8) {
+        for (std::size_t i = 0; i + 8 <= n; i += 8) {
+            if (!eq(i, std::uint64_t{})) {
+                return false;
+            }
         }
+        return n % 8 == 0 || eq(n - 8, std::uint64_t{});
+    } else {
+        return eq(0, std::uint32_t{}) && eq(n - 4, std::uint32_t{});
     }
-    return true;
 }
 
 // The fields the parser acts on, by name.
@@ -458,17 +479,236 @@ known_field classify(std::string_view name) noexcept {
 
 } // namespace
 
-request_parser::status request_parser::parse_complete(std::string_view rest, const char* buf,
-                                                      request_head& out) {
-    // rest: HTTP-version CRLF *( field-line CRLF ), the method and target already in `out`.
-    // Every LF in it ends a CRLF (scan_lines checked). The fields' vector keeps its capacity
-    // from the last request: no allocation per head.
+// What the fields of one head add up to, as they are read in order.
+struct request_parser::field_state {
+    std::size_t hosts = 0;
+    bool te_seen = false;
+    bool te_last_chunked = false;
+    bool te_misordered = false;
+    bool te_unknown = false;
+    bool conn_close = false;
+    bool conn_keep_alive = false;
+};
+
+// Acts on field `f` (the last one added to `out`): Content-Length, Transfer-Encoding, Host,
+// Connection, Expect. Returns false with error_ set when the field makes the head bad.
+bool request_parser::take_field(const header_field& f, field_state& fs,
+                                request_head& out) noexcept {
+    switch (classify(f.name)) {
+    case known_field::other:
+        break;
+    case known_field::content_length: {
+        // A list of identical values is allowed (RFC 9112 §6.3), anything else is not.
+        bool ok = true;
+        for_each_element(f.value, [&](std::string_view el) {
+            std::uint64_t v;
+            if (!parse_decimal(el, v) || (out.content_length && *out.content_length != v)) {
+                ok = false;
+            } else {
+                out.content_length = v;
+            }
+        });
+        if (!ok || !out.content_length) {
+            fail(400, "invalid or conflicting Content-Length");
+            return false;
+        }
+        break;
+    }
+    case known_field::transfer_encoding:
+        // The codings of every Transfer-Encoding field, in order: chunked must come last
+        // and once (else the length can't be known: 400, RFC 9112 §6.3); a coding we do
+        // not implement before it is a 501 (§6.1).
+        fs.te_seen = true;
+        for_each_element(f.value, [&](std::string_view el) {
+            fs.te_misordered |= fs.te_last_chunked;
+            fs.te_last_chunked = iequals(el, "chunked");
+            fs.te_unknown |= !fs.te_last_chunked;
+        });
+        break;
+    case known_field::host:
+        ++fs.hosts;
+        break;
+    case known_field::connection:
+        for_each_element(f.value, [&](std::string_view el) {
+            fs.conn_close |= iequals(el, "close");
+            fs.conn_keep_alive |= iequals(el, "keep-alive");
+        });
+        break;
+    case known_field::expect:
+        if (iequals(f.value, "100-continue")) {
+            out.expect_continue = true;
+        } else {
+            fail(417, "unsupported expectation");
+            return false;
+        }
+        break;
+    }
+    return true;
+}
+
+// Checks what the fields add up to once all are read, and sets the framing of `out`.
+request_parser::status request_parser::finish_fields(const field_state& fs,
+                                                     request_head& out) noexcept {
+    if (fs.te_seen) {
+        if (out.version_minor == 0) {
+            return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
+        }
+        if (out.content_length) {
+            return fail(400, "both Content-Length and Transfer-Encoding");
+        }
+        if (!fs.te_last_chunked || fs.te_misordered) {
+            return fail(400, "chunked is not the final transfer coding");
+        }
+        if (fs.te_unknown) {
+            return fail(501, "unsupported transfer coding");
+        }
+        out.chunked = true;
+    }
+    if (out.version_minor == 1 && fs.hosts != 1) {
+        return fail(400, fs.hosts == 0 ? "missing Host header" : "repeated Host header");
+    }
+    out.keep_alive =
+        out.version_minor == 1 ? !fs.conn_close : (fs.conn_keep_alive && !fs.conn_close);
+    if (out.expect_continue && out.version_minor == 0) {
+        out.expect_continue = false; // a 1.0 client can't take a 100 response (RFC 9110 §10.1.1)
+    }
+    return status::complete;
+}
+
+void request_parser::clear_head(request_head& out) noexcept {
     out.version_minor = 1;
     out.headers.clear();
     out.content_length.reset();
     out.chunked = false;
     out.keep_alive = true;
     out.expect_continue = false;
+}
+
+namespace {
+
+// Returns the first byte of [p, end) that is not a field-value character or is HTAB (the
+// one control a value may hold), or end: eight bytes at a time, a word with no byte below
+// 0x20 and none equal to 0x7f passing whole. (In each mask the lowest flagged byte is
+// exact; a borrow may flag bytes above it.)
+inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
+    constexpr std::uint64_t ones = 0x0101010101010101;
+    constexpr std::uint64_t highs = 0x8080808080808080;
+    for (; end - p >= 8; p += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        const std::uint64_t below = (w - 0x20 * ones) & ~w & highs; // a byte < 0x20
+        std::uint64_t del = w ^ (0x7f * ones);
+        del = (del - ones) & ~del & highs; // a byte == 0x7f
+        if (const std::uint64_t m = below | del; m != 0) {
+            return p + (std::countr_zero(m) >> 3);
+        }
+    }
+    while (p < end && is_field_char(static_cast<unsigned char>(*p)) && *p != '\t') {
+        ++p;
+    }
+    return p;
+}
+
+} // namespace
+
+bool request_parser::parse_fast(std::string_view buf, request_head& out) {
+    // One pass over a head that arrived whole and holds nothing unusual: the request line,
+    // then each field line up to the empty one. Whatever is not plainly valid (a partial
+    // head, leading empty lines, a control character, a limit reached, a field the rules
+    // refuse) returns false, and the general path, which finds the precise answer, takes
+    // the same bytes from the start. So this one never has to get an error right: it must
+    // only accept exactly what the general path accepts, with the same result (the fuzz
+    // target compares the two: whole inputs come here, inputs in pieces go there).
+    const char* const begin = buf.data();
+    const char* const end = begin + buf.size();
+    const char* p = begin;
+    while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
+        ++p;
+    }
+    if (p == begin || p == end || *p != ' ') {
+        return false;
+    }
+    out.method = std::string_view(begin, static_cast<std::size_t>(p - begin));
+    const char* const t = ++p;
+    while (p < end && is_target_char(static_cast<unsigned char>(*p))) {
+        ++p;
+    }
+    if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end || *p != ' ') {
+        return false;
+    }
+    out.target = std::string_view(t, static_cast<std::size_t>(p - t));
+    ++p;
+    // "HTTP/1.1" or "HTTP/1.0", CRLF
+    if (end - p < 10 || std::memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '1' && p[7] != '0') ||
+        p[8] != '\r' || p[9] != '\n') {
+        return false;
+    }
+    clear_head(out);
+    out.version_minor = p[7] - '0';
+    p += 10;
+    field_state fs;
+    for (;;) {
+        if (p == end) {
+            return false;
+        }
+        if (*p == '\r') {
+            if (end - p < 2 || p[1] != '\n') {
+                return false;
+            }
+            p += 2;
+            break;
+        }
+        const char* const n = p;
+        while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
+            ++p;
+        }
+        if (p == n || p == end || *p != ':') {
+            return false;
+        }
+        const auto name_len = static_cast<std::size_t>(p - n);
+        ++p;
+        while (p < end && (*p == ' ' || *p == '\t')) {
+            ++p;
+        }
+        const char* const v = p;
+        for (;;) {
+            p = skip_plain_field_chars(p, end);
+            if (p == end || *p != '\t') {
+                break;
+            }
+            ++p;
+        }
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') {
+            return false;
+        }
+        const char* ve = p;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
+            --ve;
+        }
+        p += 2;
+        if (out.headers.size() == limits_.max_headers) {
+            return false;
+        }
+        out.headers.push_back(header_field{std::string_view(n, name_len),
+                                           std::string_view(v, static_cast<std::size_t>(ve - v))});
+        if (!take_field(out.headers.back(), fs, out)) {
+            return false;
+        }
+    }
+    const auto head_end = static_cast<std::size_t>(p - begin);
+    if (head_end > limits_.max_header_bytes + 4 || finish_fields(fs, out) != status::complete) {
+        return false;
+    }
+    consumed_ = head_end;
+    return true;
+}
+
+request_parser::status request_parser::parse_complete(std::string_view rest, const char* buf,
+                                                      request_head& out) {
+    // rest: HTTP-version CRLF *( field-line CRLF ), the method and target already in `out`.
+    // Every LF in it ends a CRLF (scan_lines checked). The fields' vector keeps its capacity
+    // from the last request: no allocation per head.
+    clear_head(out);
     const char* p = rest.data();
     const char* const end = p + rest.size();
     // The line from p, without its CRLF; p moves past it. Its LF is the next one scan_lines
@@ -507,13 +747,7 @@ request_parser::status request_parser::parse_complete(std::string_view rest, con
     out.version_minor = version[7] - '0';
 
     // field-line = field-name ":" OWS field-value OWS
-    std::size_t hosts = 0;
-    bool te_seen = false;
-    bool te_last_chunked = false;
-    bool te_misordered = false;
-    bool te_unknown = false;
-    bool conn_close = false;
-    bool conn_keep_alive = false;
+    field_state fs;
     while (p < end) {
         std::string_view line = next_line();
         if (line.empty()) {
@@ -546,80 +780,13 @@ request_parser::status request_parser::parse_complete(std::string_view rest, con
         while (v1 > v0 && (l[v1 - 1] == ' ' || l[v1 - 1] == '\t')) {
             --v1;
         }
-        header_field f{std::string_view(l, n), std::string_view(l + v0, v1 - v0)};
-        out.headers.push_back(f);
-
-        switch (classify(f.name)) {
-        case known_field::other:
-            break;
-        case known_field::content_length: {
-            // A list of identical values is allowed (RFC 9112 §6.3), anything else is not.
-            bool ok = true;
-            for_each_element(f.value, [&](std::string_view el) {
-                std::uint64_t v;
-                if (!parse_decimal(el, v) || (out.content_length && *out.content_length != v)) {
-                    ok = false;
-                } else {
-                    out.content_length = v;
-                }
-            });
-            if (!ok || !out.content_length) {
-                return fail(400, "invalid or conflicting Content-Length");
-            }
-            break;
-        }
-        case known_field::transfer_encoding:
-            // The codings of every Transfer-Encoding field, in order: chunked must come last
-            // and once (else the length can't be known: 400, RFC 9112 §6.3); a coding we do
-            // not implement before it is a 501 (§6.1).
-            te_seen = true;
-            for_each_element(f.value, [&](std::string_view el) {
-                te_misordered |= te_last_chunked;
-                te_last_chunked = iequals(el, "chunked");
-                te_unknown |= !te_last_chunked;
-            });
-            break;
-        case known_field::host:
-            ++hosts;
-            break;
-        case known_field::connection:
-            for_each_element(f.value, [&](std::string_view el) {
-                conn_close |= iequals(el, "close");
-                conn_keep_alive |= iequals(el, "keep-alive");
-            });
-            break;
-        case known_field::expect:
-            if (iequals(f.value, "100-continue")) {
-                out.expect_continue = true;
-            } else {
-                return fail(417, "unsupported expectation");
-            }
-            break;
+        out.headers.push_back(
+            header_field{std::string_view(l, n), std::string_view(l + v0, v1 - v0)});
+        if (!take_field(out.headers.back(), fs, out)) {
+            return status::error;
         }
     }
-    if (te_seen) {
-        if (out.version_minor == 0) {
-            return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
-        }
-        if (out.content_length) {
-            return fail(400, "both Content-Length and Transfer-Encoding");
-        }
-        if (!te_last_chunked || te_misordered) {
-            return fail(400, "chunked is not the final transfer coding");
-        }
-        if (te_unknown) {
-            return fail(501, "unsupported transfer coding");
-        }
-        out.chunked = true;
-    }
-    if (out.version_minor == 1 && hosts != 1) {
-        return fail(400, hosts == 0 ? "missing Host header" : "repeated Host header");
-    }
-    out.keep_alive = out.version_minor == 1 ? !conn_close : (conn_keep_alive && !conn_close);
-    if (out.expect_continue && out.version_minor == 0) {
-        out.expect_continue = false; // a 1.0 client can't take a 100 response (RFC 9110 §10.1.1)
-    }
-    return status::complete;
+    return finish_fields(fs, out);
 }
 
 // ---- chunked_decoder ---------------------------------------------------------------------

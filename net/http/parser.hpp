@@ -123,7 +123,12 @@ private:
         error_ = {code, why};
         return status::error;
     }
+    struct field_state;
     status parse_complete(std::string_view rest, const char* buf, request_head& out);
+    bool parse_fast(std::string_view buf, request_head& out);
+    bool take_field(const header_field& f, field_state& fs, request_head& out) noexcept;
+    status finish_fields(const field_state& fs, request_head& out) noexcept;
+    static void clear_head(request_head& out) noexcept;
     // Look at the bytes of a head as they arrive, for what makes it bad before it is
     // complete; each sets the input length at which that became known (npos: nothing yet).
     void scan_line(std::string_view buf, std::size_t start) noexcept;

@@ -312,3 +312,66 @@ TEST_CASE("bad chunk framing is an error") {
     decode_all("3\nabc\r\n", st, consumed);
     CHECK(st == chunked_decoder::status::error);
 }
+
+TEST_CASE("a head in one piece parses as the same head fed byte by byte") {
+    // A whole head takes a one-pass path; one fed in pieces, the resumable one. They must
+    // agree on every input, valid or not (the fuzz target checks the same on random bytes).
+    const std::vector<std::string> heads = {
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+        "POST /p?q=1 HTTP/1.1\r\nHOST: h\r\nCONTENT-LENGTH: 12\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-CONTINUE\r\nContent-Length: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nExpect: nothing\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nA:\t x\ty \t\r\nB:\r\nC:   \r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nObs: caf\xc3\xa9\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nCtl: a\x01z\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nDel: a\x7fz\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nCr: a\rz\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n Folded: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+        "GET / HTTP/1.1 \r\nHost: h\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "G@T / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    };
+    for (const std::string& head : heads) {
+        CAPTURE(head);
+        request_parser whole;
+        request_head a;
+        const status sa = whole.parse(head, a);
+        request_parser pieces;
+        request_head b;
+        status sb = status::incomplete;
+        for (std::size_t n = 1; n <= head.size() && sb == status::incomplete; ++n) {
+            sb = pieces.parse(std::string_view(head).substr(0, n), b);
+        }
+        REQUIRE(sa == sb);
+        if (sa == status::error) {
+            CHECK(whole.error().status == pieces.error().status);
+            continue;
+        }
+        REQUIRE(sa == status::complete);
+        CHECK(whole.consumed() == pieces.consumed());
+        CHECK(a.method == b.method);
+        CHECK(a.target == b.target);
+        CHECK(a.version_minor == b.version_minor);
+        REQUIRE(a.headers.size() == b.headers.size());
+        for (std::size_t i = 0; i < a.headers.size(); ++i) {
+            CHECK(a.headers[i].name == b.headers[i].name);
+            CHECK(a.headers[i].value == b.headers[i].value);
+        }
+        CHECK(a.content_length == b.content_length);
+        CHECK(a.chunked == b.chunked);
+        CHECK(a.keep_alive == b.keep_alive);
+        CHECK(a.expect_continue == b.expect_continue);
+    }
+}
