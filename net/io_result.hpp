@@ -1,6 +1,8 @@
 #pragma once
 // io_result: the bytes an operation transferred, with the error that stopped it.
 
+#include "context/errc.hpp"
+
 #include <cstddef>
 #include <system_error>
 
@@ -20,7 +22,7 @@ namespace tether::net {
 ///     }
 struct io_result {
     std::size_t bytes = 0; ///< bytes transferred, whether or not the operation failed
-    std::error_code error; ///< empty on success
+    std::error_code error = tether::detail::no_error; ///< empty on success
 
     /// Returns true if everything was transferred.
     bool has_value() const noexcept { return !error; }

@@ -19,13 +19,11 @@
 
 namespace tether {
 
-namespace {
+namespace detail {
+
 // Initial-exec: one %fs-relative load (a shared library's default reaches TLS through a call
 // to __tls_get_addr), and 8 bytes fit the static TLS that even a dlopen'ed libtether gets.
 [[gnu::tls_model("initial-exec")]] constinit thread_local loop* tls_loop = nullptr;
-} // namespace
-
-namespace detail {
 
 loop* current_loop() noexcept {
     return tls_loop;
@@ -136,7 +134,6 @@ void waiter::leave_chain() noexcept {
     ch->current = nullptr;
 }
 
-namespace {
 // Everything waiter::arm() does but its common case.
 [[gnu::noinline]] bool arm_slow(waiter* w, const context& c) noexcept {
     if (w->on_chain) {
@@ -168,31 +165,9 @@ namespace {
     watch_deadline(cs, w->lp);
     return true;
 }
-} // namespace
 
 bool waiter::arm(const context& c) noexcept {
-    ctx = &c;
-    completed = false;
-    cancel_requested = false;
-    // The common cases, in a function without a frame: an await under a context that is
-    // never done, and another await of a task whose chain is armed on this context's cancel
-    // state (a connection's reads and writes), on its loop.
-    const detail::node* n = c.node();
-    if (!on_chain && !reg.is_armed()) {
-        cancel_state* cs = n != nullptr ? n->canceler : nullptr;
-        if (cs == nullptr) {
-            return true; // a context that is never done (background()): nothing to arm
-        }
-        if (owner != nullptr) {
-            if (await_chain* ch = owner->chain();
-                ch != nullptr && ch->bound == cs && ch->w.lp == tls_loop && !cs->is_done()) {
-                ch->current = this;
-                on_chain = true;
-                return true;
-            }
-        }
-    }
-    return arm_slow(this, c);
+    return arm_inline(*this, c);
 }
 
 bool waiter::arm_on(cancel_state* c) noexcept {
@@ -314,8 +289,6 @@ bool done_awaiter::suspend(const context& own, std::coroutine_handle<> h) noexce
 
 // ---- uring_op ----------------------------------------------------------------------------
 
-namespace {
-
 void uring_op_cancel(waiter* w) noexcept {
     auto* op = static_cast<uring_op*>(w);
     if (op->completed || op->cancel_requested) {
@@ -330,6 +303,8 @@ void uring_op_cancel(waiter* w) noexcept {
     io_uring_sqe_set_flags(sqe, l.skip_success_flag());
     ++l.submitted_cancels;
 }
+
+namespace {
 
 void uring_op_complete(completion* c, int res, std::uint32_t flags) noexcept {
     auto* op = static_cast<uring_op*>(c);
@@ -1212,7 +1187,7 @@ context loop::background() const noexcept {
     return impl_->background();
 }
 loop* loop::current() noexcept {
-    return tls_loop;
+    return detail::tls_loop;
 }
 std::uint32_t loop::ring_flags() const noexcept {
     return impl_->flags();

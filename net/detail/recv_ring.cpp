@@ -424,7 +424,7 @@ bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
         r.lp = s->lp;
         r.handle = h;
         r.on_cancel = &on_read_cancel;
-        if (!r.arm(c)) {
+        if (!tether::detail::arm_inline(r, c)) {
             return false;
         }
         s->reader = &r;

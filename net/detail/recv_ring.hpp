@@ -32,7 +32,8 @@ struct ring_read : tether::detail::waiter {
     std::byte* data = nullptr;
     std::uint32_t len = 0;
     std::int32_t bid = -1; // -1: a heap buffer (the pool was empty), freed with delete[]
-    std::error_code end;   // the stream ended (io_errc::eof, a reset) before enough arrived
+    // The stream ended (io_errc::eof, a reset) before enough arrived.
+    std::error_code end = tether::detail::no_error;
 };
 
 /// Takes what the stream's queue holds for `r`, or queues `r` and makes sure a receive is

@@ -5,6 +5,7 @@
 #include <liburing.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,6 +86,27 @@ bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
         // Nothing to move: a 0-byte recv would look like EOF. Still sticky to the context.
         error = c.err();
         return false;
+    }
+    if (k == kind::send || k == kind::recv) {
+        // What start() does, with the SQE prepared here rather than through `prep`: a
+        // stream's reads and writes, once per await.
+        loop* l = tether::detail::tls_loop;
+        assert(l != nullptr && "tether I/O must be awaited on a running loop");
+        lp = l;
+        handle = h;
+        on_cancel = &tether::detail::uring_op_cancel;
+        complete = &transfer_complete;
+        if (!tether::detail::arm_inline(*this, c)) {
+            return false;
+        }
+        io_uring_sqe* sqe = l->impl().get_sqe();
+        if (k == kind::send) {
+            io_uring_prep_send(sqe, fd, data + done, size - done, msg_flags);
+        } else {
+            io_uring_prep_recv(sqe, fd, data + done, size - done, msg_flags);
+        }
+        io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(this));
+        return true;
     }
     prep = &prep_transfer;
     if (!start(c, h)) {

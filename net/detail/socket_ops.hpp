@@ -114,7 +114,8 @@ public:
     }
     io_result await_resume() const noexcept {
         if (op_.done == op_.size && !op_.error) {
-            return {op_.done, {}}; // everything moved (what end_error() finds, without the call)
+            // Everything moved (what end_error() finds, without the call).
+            return {op_.done, tether::detail::no_error};
         }
         return {op_.done, op_.end_error()};
     }

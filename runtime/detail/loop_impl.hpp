@@ -21,6 +21,42 @@
 
 namespace tether::detail {
 
+/// The loop running on this thread, or null: what current_loop() returns, read inline by the
+/// hot paths of runtime and net. Initial-exec, constinit: one %fs-relative load.
+[[gnu::tls_model("initial-exec")]] extern constinit thread_local loop* tls_loop;
+
+/// Everything waiter::arm() does but its common cases (loop.cpp).
+bool arm_slow(waiter* w, const context& c) noexcept;
+
+/// waiter::arm(), with its common cases inline for the hot paths of runtime and net: an
+/// await under a context that is never done (background(): its done channel is nil, in Go's
+/// terms, so there is nothing to register), and another await of a task whose chain is armed
+/// on this context's cancel state (a connection's reads and writes), on its loop.
+inline bool arm_inline(waiter& w, const context& c) noexcept {
+    w.ctx = &c;
+    w.completed = false;
+    w.cancel_requested = false;
+    const node* n = c.node();
+    if (!w.on_chain && !w.reg.is_armed()) {
+        cancel_state* cs = n != nullptr ? n->canceler : nullptr;
+        if (cs == nullptr) {
+            return true;
+        }
+        if (w.owner != nullptr) {
+            if (await_chain* ch = w.owner->chain();
+                ch != nullptr && ch->bound == cs && ch->w.lp == tls_loop && !cs->is_done()) {
+                ch->current = &w;
+                w.on_chain = true;
+                return true;
+            }
+        }
+    }
+    return arm_slow(&w, c);
+}
+
+/// The on_cancel of a uring_op: queues an IORING_OP_ASYNC_CANCEL for it (loop.cpp).
+void uring_op_cancel(waiter* w) noexcept;
+
 /// The clock the loop gives its contexts: reads the loop's time source and keeps their
 /// deadline timers in a locked heap (contexts may be created on any thread), fired on the
 /// loop's thread.
