@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdint>
@@ -19,6 +20,9 @@
 #include <utility>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <x86intrin.h>
 #endif
 
 namespace tether::http {
@@ -249,11 +253,90 @@ void append_line(std::string& out, std::string_view peer, const request& req, in
 
 // The monotonic clock in nanoseconds, read straight from clock_gettime (vDSO), without
 // steady_clock::now()'s call into libstdc++.
-std::int64_t now_ns() noexcept {
+std::int64_t mono_ns() noexcept {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
+
+#if defined(__x86_64__)
+// The access log's clock: a request's duration takes two readings, and clock_gettime (an
+// ordered rdtsc, a seqlock and a scaling) costs ~3x a bare rdtsc (59 vs 21 ns on this
+// project's KVM guest, ~8% of a pipelined request's CPU with the log on). Where the kernel
+// itself keeps time with the TSC (clocksource "tsc": constant rate, in step across CPUs),
+// the log reads the TSC and scales it by a rate measured per thread against CLOCK_MONOTONIC:
+// first over 10 ms (clock_gettime meanwhile), then again every ~second from the last
+// anchor, so the scaled time never strays far from the monotonic clock. Elsewhere, or when
+// the clocksource can't be read, clock_gettime.
+__extension__ typedef unsigned __int128 u128; // products of 64-bit counts
+
+struct tsc_scale {
+    std::uint64_t tsc0 = 0;     // the anchor: a TSC reading ...
+    std::int64_t ns0 = 0;       // ... and the monotonic time read right after it
+    std::uint64_t mult = 0;     // nanoseconds per tick, 32.32 fixed point; 0: not measured yet
+    std::uint64_t next = 0;     // the TSC reading past which the rate is measured again
+    std::uint64_t ticks_1s = 0; // about a second of ticks, once measured
+};
+
+// 1: the clocksource is the TSC; 2: it is not (or unknown); 0: not looked at yet.
+std::atomic<int> tsc_clocksource{0};
+
+[[gnu::noinline]] bool look_at_clocksource() noexcept {
+    bool tsc = false;
+    if (std::FILE* f =
+            std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re")) {
+        char name[32] = {};
+        tsc = std::fgets(name, sizeof name, f) != nullptr && std::strcmp(name, "tsc\n") == 0;
+        std::fclose(f);
+    }
+    tsc_clocksource.store(tsc ? 1 : 2, std::memory_order_relaxed);
+    return tsc;
+}
+
+[[gnu::noinline]] std::int64_t measure_tsc(tsc_scale& s, std::uint64_t t) noexcept {
+    const std::int64_t ns = mono_ns();
+    if (s.ns0 == 0) {
+        s.tsc0 = t; // the first anchor
+        s.ns0 = ns;
+        s.next = t;
+        return ns;
+    }
+    const std::uint64_t dt = t - s.tsc0;
+    const std::int64_t dns = ns - s.ns0;
+    if (dns < 10'000'000 || dt == 0) {
+        return ns; // too short a span for a rate yet
+    }
+    s.mult =
+        static_cast<std::uint64_t>((static_cast<u128>(static_cast<std::uint64_t>(dns)) << 32) / dt);
+    s.ticks_1s = static_cast<std::uint64_t>(static_cast<u128>(dt) * 1'000'000'000 /
+                                            static_cast<std::uint64_t>(dns));
+    s.tsc0 = t;
+    s.ns0 = ns;
+    s.next = t + s.ticks_1s;
+    return ns;
+}
+
+std::int64_t now_ns() noexcept {
+    [[gnu::tls_model("initial-exec")]] constinit thread_local tsc_scale scale;
+    int src = tsc_clocksource.load(std::memory_order_relaxed);
+    if (src == 0) {
+        src = look_at_clocksource() ? 1 : 2;
+    }
+    if (src != 1) {
+        return mono_ns();
+    }
+    const std::uint64_t t = __rdtsc();
+    if (scale.mult != 0 && t - scale.tsc0 < scale.next - scale.tsc0) [[likely]] {
+        return scale.ns0 +
+               static_cast<std::int64_t>((static_cast<u128>(t - scale.tsc0) * scale.mult) >> 32);
+    }
+    return measure_tsc(scale, t);
+}
+#else
+std::int64_t now_ns() noexcept {
+    return mono_ns();
+}
+#endif
 
 // Where access_log() writes its lines, and how.
 struct log_sink {

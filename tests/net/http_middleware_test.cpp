@@ -439,3 +439,37 @@ TEST_CASE("access_log(FILE*): two logs served on one thread each get exactly the
         CHECK_MESSAGE(line.find(" 200 2 ") != std::string::npos, line);
     }
 }
+
+TEST_CASE("access_log durations follow the real clock") {
+    // Each request sleeps for the milliseconds its path names. The first ones span the time
+    // the log's clock needs to measure its rate (a few ms), so the later ones are timed with
+    // it as measured.
+    std::vector<std::string> lines;
+    auto sleepy = [](request& req, response_writer& w) -> task<void> {
+        int ms = std::atoi(std::string(req.path().substr(1)).c_str());
+        (void)co_await sleep_for(std::chrono::milliseconds(ms));
+        w.write("ok");
+    };
+    auto h =
+        http::chain(sleepy, {http::request_id(),
+                             http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
+    std::string raw;
+    for (int ms : {15, 15, 40, 0}) {
+        raw += "GET /" + std::to_string(ms) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    }
+    raw += "GET /40 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)roundtrip(h, raw);
+    REQUIRE(lines.size() == 5);
+    static const std::regex took(R"(^.* "GET /([0-9]+) HTTP/1\.1" 200 2 ([0-9]+\.[0-9]{3})ms .*$)");
+    for (const std::string& line : lines) {
+        std::smatch m;
+        REQUIRE_MESSAGE(std::regex_match(line, m, took), line);
+        const double slept = std::stod(m[1].str());
+        const double logged = std::stod(m[2].str());
+        CAPTURE(line);
+        // At least the sleep (less a little for rounding); no bound above on a loaded
+        // machine but a generous one.
+        CHECK(logged >= slept - 0.5);
+        CHECK(logged < slept + 5000);
+    }
+}
