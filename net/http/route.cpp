@@ -337,16 +337,24 @@ int route_table::compare(const route& a, const route& b) {
     return 0;
 }
 
-route_match route_table::match(std::string_view method, std::string_view path,
-                               path_params& params) const {
+std::ptrdiff_t route_table::match_known(std::string_view method, std::string_view path,
+                                        path_params& params) const noexcept {
     for (const exact_match& e : exact_) {
         if (same_bytes(e.path, path) && same_bytes(e.method, method)) {
             params.clear();
-            route_match m;
-            m.result = route_match::kind::found;
-            m.index = e.index;
-            return m;
+            return static_cast<std::ptrdiff_t>(e.index);
         }
+    }
+    return -1;
+}
+
+route_match route_table::match(std::string_view method, std::string_view path,
+                               path_params& params) const {
+    if (const std::ptrdiff_t i = match_known(method, path, params); i >= 0) {
+        route_match m;
+        m.result = route_match::kind::found;
+        m.index = static_cast<std::size_t>(i);
+        return m;
     }
     return match_slow(method, path, params);
 }

@@ -70,6 +70,11 @@ public:
     std::size_t add(std::string_view pattern);
     /// Finds the pattern for `method` and `path` and fills `params` with its wildcards.
     route_match match(std::string_view method, std::string_view path, path_params& params) const;
+    /// Returns what `match` would find when it is known without a walk over the patterns
+    /// (the path of a pattern without wildcards: `params` is cleared), as its index; else
+    /// -1, and `match` has the answer. No `route_match` (and its strings) is made.
+    std::ptrdiff_t match_known(std::string_view method, std::string_view path,
+                               path_params& params) const noexcept;
     std::size_t size() const noexcept { return routes_.size(); }
 
 private:
