@@ -177,6 +177,9 @@ public:
     using function = void (*)(void* data) noexcept;
 
     cancel_registration() noexcept = default;
+    /// Leaves the node uninitialized (arm() sets it): for registrations made per await on
+    /// hot paths.
+    explicit cancel_registration(detail::lazy_init_t) noexcept : node_(detail::lazy_init) {}
     cancel_registration(const cancel_registration&) = delete;
     cancel_registration& operator=(const cancel_registration&) = delete;
     ~cancel_registration() { disarm(); }
@@ -213,7 +216,7 @@ private:
     bool link(detail::cancel_state* c, function fn, void* data, bool hold) noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
-    function fn_ = nullptr; // called with node_.data
+    function fn_ = nullptr; // called with node_.data; set by arm()
 };
 
 /// Runs `f` once when a context is done, like `std::stop_callback`; unregistered on

@@ -87,20 +87,35 @@ struct node {
     }
 };
 
+/// Tag of the constructors that leave uninitialized the fields written before every read:
+/// for the waiters an await makes each time on hot paths (a stream's reads and writes),
+/// where zeroing them cost a store each.
+struct lazy_init_t {
+    explicit lazy_init_t() = default;
+};
+inline constexpr lazy_init_t lazy_init{};
+
 /// A registration on a cancel state: linked in its list until canceled or removed.
 ///
 /// Once the canceler has called `fn` it never touches the node again, so `fn` may free
 /// the node (or drop the last reference to what owns it).
 struct callback_node {
-    callback_node* prev = nullptr;
-    callback_node* next = nullptr;
+    callback_node() noexcept
+        : prev(nullptr), next(nullptr), fn(nullptr), data(nullptr), linked(false),
+          holds_ref(false) {}
+    /// Every field is set by add_callback() and the registration that links the node before
+    /// anything reads it.
+    explicit callback_node(lazy_init_t) noexcept {}
+
+    callback_node* prev;
+    callback_node* next;
     // Null for a child's `parent_link`: the canceler cancels the child (data) itself.
-    void (*fn)(callback_node*) noexcept = nullptr;
-    void* data = nullptr; // what fn works on
-    bool linked = false;
+    void (*fn)(callback_node*) noexcept;
+    void* data; // what fn works on
+    bool linked;
     // A cancel_registration's: it holds a reference on the cancel state (not arm_borrowed).
     // Here, in the padding after `linked`, so that the registration stays 56 bytes.
-    bool holds_ref = false;
+    bool holds_ref;
 };
 
 /// A node that can be canceled: with_cancel, with_deadline and their cause variants.

@@ -23,17 +23,35 @@ struct ring_read : tether::detail::waiter {
         all,   ///< copy until dest is full
         lease, ///< take one received buffer as it is
     };
-    mode m = mode::some;
-    recv_state* rs = nullptr;
-    std::byte* dest = nullptr; // some, all
-    std::size_t size = 0;
-    std::size_t done = 0;
-    buffer_pool* pool = nullptr; // lease: the buffer handed over
-    std::byte* data = nullptr;
-    std::uint32_t len = 0;
-    std::int32_t bid = -1; // -1: a heap buffer (the pool was empty), freed with delete[]
+    /// A read in mode `md`. The waiter is lazily initialized (see waiter(lazy_init_t)): the
+    /// awaiter sets `owner`, ring_read_suspend() the rest before arming. A lease leaves `rs`
+    /// (set by ring_read_suspend), `dest`, `size` and `done` (unused) and `pool`, `bid` and
+    /// `len` (set with `data`) uninitialized too: a connection's receive loop makes one per
+    /// await.
+    explicit ring_read(mode md) noexcept
+        : waiter(tether::detail::lazy_init), m(md), data(nullptr), end(tether::detail::no_error) {
+        if (md != mode::lease) {
+            rs = nullptr;
+            dest = nullptr;
+            size = 0;
+            done = 0;
+            pool = nullptr;
+            len = 0;
+            bid = -1;
+        }
+    }
+
+    mode m;
+    recv_state* rs;
+    std::byte* dest; // some, all
+    std::size_t size;
+    std::size_t done;
+    buffer_pool* pool; // lease: the buffer handed over
+    std::byte* data;
+    std::uint32_t len;
+    std::int32_t bid; // -1: a heap buffer (the pool was empty), freed with delete[]
     // The stream ended (io_errc::eof, a reset) before enough arrived.
-    std::error_code end = tether::detail::no_error;
+    std::error_code end;
 };
 
 /// Takes what the stream's queue holds for `r`, or queues `r` and makes sure a receive is

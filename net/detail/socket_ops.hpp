@@ -53,13 +53,14 @@ struct transfer_op : tether::detail::uring_op {
     ::msghdr* msg = nullptr;   // sendmsg/recvmsg: owned by the awaiter
     // connect: `data` is the sockaddr and `size` its length.
 
+    // Lazily initialized (see waiter(lazy_init_t)): begin() sets what the constructor leaves.
     transfer_op(kind kd, int f, std::byte* d, std::size_t n, int flags) noexcept
-        : k(kd), fd(f), msg_flags(flags), data(d), size(n) {}
+        : uring_op(tether::detail::lazy_init), k(kd), fd(f), msg_flags(flags), data(d), size(n) {}
     /// Copies the parameters of an op that has not started (awaiters move until awaited);
     /// pointers into the old awaiter are fixed by the awaiter.
     transfer_op(transfer_op&& o) noexcept
-        : uring_op(), k(o.k), all(o.all), stream(o.stream), fd(o.fd), msg_flags(o.msg_flags),
-          data(o.data), size(o.size), done(o.done) {}
+        : uring_op(tether::detail::lazy_init), k(o.k), all(o.all), stream(o.stream), fd(o.fd),
+          msg_flags(o.msg_flags), data(o.data), size(o.size), done(o.done) {}
     transfer_op& operator=(transfer_op&&) = delete;
 
     /// Submits the op under `c` for `h`; false if the coroutine must not suspend (the
@@ -222,11 +223,12 @@ template <bool All>
 class read_awaiter {
 public:
     read_awaiter(recv_state** rs, int fd, std::span<std::byte> buf) noexcept
-        : rs_(rs), op_(transfer_op::kind::recv, fd, buf.data(), buf.size(), 0) {
+        : rs_(rs), op_(transfer_op::kind::recv, fd, buf.data(), buf.size(), 0),
+          rr_(All ? ring_read::mode::all : ring_read::mode::some) {
         op_.stream = true;
         op_.all = All;
     }
-    read_awaiter(read_awaiter&& o) noexcept : rs_(o.rs_), op_(std::move(o.op_)) {}
+    read_awaiter(read_awaiter&& o) noexcept : rs_(o.rs_), op_(std::move(o.op_)), rr_(o.rr_.m) {}
     read_awaiter& operator=(read_awaiter&&) = delete;
 
     bool await_ready() const noexcept { return false; }
@@ -237,7 +239,6 @@ public:
         rr_.owner = op_.owner;
         if (ring_active(*rs_)) {
             ring_ = true;
-            rr_.m = All ? ring_read::mode::all : ring_read::mode::some;
             rr_.dest = op_.data;
             rr_.size = op_.size;
             return ring_read_suspend(*rs_, op_.fd, rr_, c, h);
@@ -277,9 +278,8 @@ private:
 /// Awaits one buffer of received bytes from the loop's pool: `receive`.
 class receive_awaiter {
 public:
-    receive_awaiter(recv_state** rs, int fd) noexcept : rs_(rs), fd_(fd) {
-        rr_.m = ring_read::mode::lease;
-    }
+    receive_awaiter(recv_state** rs, int fd) noexcept
+        : rs_(rs), fd_(fd), rr_(ring_read::mode::lease) {}
     receive_awaiter(receive_awaiter&& o) noexcept : receive_awaiter(o.rs_, o.fd_) {}
     receive_awaiter& operator=(receive_awaiter&&) = delete;
 

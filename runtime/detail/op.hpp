@@ -23,6 +23,10 @@ struct uring_op : completion, waiter {
     int res = 0;
     std::uint32_t cqe_flags = 0;
 
+    uring_op() noexcept = default;
+    /// See waiter(lazy_init_t): `lp`, `on_cancel` and `owner` are set before arm().
+    explicit uring_op(lazy_init_t) noexcept : waiter(lazy_init) {}
+
     /// Submits the op under `c` for coroutine `h`; returns false if it must not suspend
     /// (the context was already done: `error` says why, nothing was submitted).
     bool start(const context& c, std::coroutine_handle<> h) noexcept;

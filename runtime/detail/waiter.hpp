@@ -46,25 +46,34 @@ struct chain_owner {
 ///   unless the waiter finished first. `on_cancel` either finishes the waiter with
 ///   `cancel_error()` or starts a kernel cancel whose completion finishes it.
 struct waiter {
-    loop* lp = nullptr;
+    loop* lp;
     std::coroutine_handle<> handle;
-    std::error_code error = no_error;
-    const context* ctx = nullptr;
-    void (*on_cancel)(waiter*) noexcept = nullptr;
-    void* data = nullptr; // for on_cancel
-    bool completed = false;
-    bool cancel_requested = false;
+    std::error_code error;
+    const context* ctx;
+    void (*on_cancel)(waiter*) noexcept;
+    void* data; // for on_cancel
+    bool completed;
+    bool cancel_requested;
     // Cross-thread cancel queue (guarded by the loop's remote mutex).
-    bool remote_queued = false;
-    bool on_chain = false; // the current await of its owner's chain (see await_chain)
-    waiter* remote_prev = nullptr;
-    waiter* remote_next = nullptr;
+    bool remote_queued;
+    bool on_chain; // the current await of its owner's chain (see await_chain)
+    waiter* remote_prev;
+    waiter* remote_next;
     // Set by the awaitable before arm(), with owner_of(h): the spawned task (or fan-out
     // child) the awaiting coroutine runs in. Null: arm() always arms `reg`.
-    chain_owner* owner = nullptr;
+    chain_owner* owner;
     cancel_registration reg;
 
-    waiter() noexcept = default;
+    waiter() noexcept
+        : lp(nullptr), error(no_error), ctx(nullptr), on_cancel(nullptr), data(nullptr),
+          completed(false), cancel_requested(false), remote_queued(false), on_chain(false),
+          remote_prev(nullptr), remote_next(nullptr), owner(nullptr) {}
+    /// Leaves uninitialized what is set before every read: `lp`, `on_cancel` and `owner` (by
+    /// the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links and the
+    /// registration's node. For the waiters a stream's reads and writes make per await.
+    explicit waiter(lazy_init_t) noexcept
+        : error(no_error), completed(false), cancel_requested(false), remote_queued(false),
+          on_chain(false), reg(lazy_init) {}
     waiter(const waiter&) = delete;
     waiter& operator=(const waiter&) = delete;
     ~waiter() {
