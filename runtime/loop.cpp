@@ -200,28 +200,14 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
     return true;
 }
 
-namespace {
 [[gnu::noinline]] void finish_slow(waiter* w, std::error_code e) noexcept {
     if (w->finish_quietly(e)) {
         w->lp->impl().schedule(w->handle);
     }
 }
-} // namespace
 
 void waiter::finish(std::error_code e) noexcept {
-    // The common case, in a function without a frame: no registration of its own to disarm
-    // (none, or its task's chain), nothing queued from another thread.
-    if (completed || reg.is_armed() || remote_queued) {
-        finish_slow(this, e);
-        return;
-    }
-    completed = true;
-    error = e;
-    if (on_chain) {
-        on_chain = false;
-        owner->chain()->current = nullptr;
-    }
-    lp->impl().schedule(handle);
+    finish_inline(*this, e);
 }
 
 std::error_code waiter::cancel_error() const noexcept {
@@ -813,23 +799,30 @@ int loop_impl::reap() {
         // Straight from the CQ, one CQE at a time: each leaves the ring before its handler
         // runs, so that a handler whose get_sqe() moves the rest to the stash (a full SQ)
         // moves only CQEs not handled yet; the stash then goes first.
-        io_uring_cq& cq = ring_.cq;
-        unsigned head = *cq.khead;
-        unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+        // In locals: a handler may touch anything reachable from `this`, so the compiler
+        // would reload them from the ring after every call. The ring never uses 32-byte
+        // CQEs (no IORING_SETUP_CQE32), so a CQE's index is its head under the mask.
+        assert((ring_.flags & IORING_SETUP_CQE32) == 0);
+        unsigned* khead = ring_.cq.khead;
+        const unsigned* ktail = ring_.cq.ktail;
+        const io_uring_cqe* cqes = ring_.cq.cqes;
+        const unsigned mask = ring_.cq.ring_mask;
+        unsigned head = *khead;
+        unsigned tail = io_uring_smp_load_acquire(ktail);
         int n = 0;
         while (head != tail) {
-            const io_uring_cqe& cqe = cq.cqes[io_uring_cqe_index(&ring_, head, cq.ring_mask)];
+            const io_uring_cqe& cqe = cqes[head & mask];
             std::uint64_t user_data = cqe.user_data;
             int res = cqe.res;
             std::uint32_t flags = cqe.flags;
-            io_uring_smp_store_release(cq.khead, ++head);
+            io_uring_smp_store_release(khead, ++head);
             dispatch(user_data, res, flags);
             ++n;
             if (!stash_.empty()) {
                 break;
             }
             if (head == tail) {
-                tail = io_uring_smp_load_acquire(cq.ktail); // what arrived meanwhile
+                tail = io_uring_smp_load_acquire(ktail); // what arrived meanwhile
             }
         }
         total += n;

@@ -292,7 +292,7 @@ struct recv_state final : completion, orphan {
         r->bid = bid;
         r->data = rs->pool->buffer(bid);
         r->len = static_cast<std::uint32_t>(res);
-        r->finish(tether::detail::no_error);
+        tether::detail::finish_inline(*r, tether::detail::no_error);
     }
 
     static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {

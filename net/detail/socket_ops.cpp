@@ -76,7 +76,7 @@ void transfer_complete(tether::detail::completion* c, int res, std::uint32_t fla
             return;
         }
     }
-    op->finish(tether::detail::no_error);
+    tether::detail::finish_inline(*op, tether::detail::no_error);
 }
 
 } // namespace

@@ -319,4 +319,24 @@ private:
     std::vector<stashed> batch_;
 };
 
+/// Everything waiter::finish() does but its common case (loop.cpp).
+void finish_slow(waiter* w, std::error_code e) noexcept;
+
+/// waiter::finish(), with its common case inline for the CQE handlers of runtime and net: no
+/// registration of its own to disarm (none, or its task's chain), nothing queued from another
+/// thread.
+inline void finish_inline(waiter& w, std::error_code e) noexcept {
+    if (w.completed || w.reg.is_armed() || w.remote_queued) {
+        finish_slow(&w, e);
+        return;
+    }
+    w.completed = true;
+    w.error = e;
+    if (w.on_chain) {
+        w.on_chain = false;
+        w.owner->chain()->current = nullptr;
+    }
+    w.lp->impl().schedule(w.handle);
+}
+
 } // namespace tether::detail
