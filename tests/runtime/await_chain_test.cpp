@@ -145,7 +145,8 @@ TEST_CASE("a task canceled while it runs fails at its next await under the chain
 TEST_CASE("an await under another context inside a chained task uses its own registration") {
     loop l;
     l.block_on([]() -> task<void> {
-        auto h = co_await spawn([]() -> task<bool> {
+        bool timed_out = false;
+        auto h = co_await spawn([](bool* reached) -> task<bool> {
             // These sleeps make the chain on the task's context.
             for (std::size_t i = 0; i < chain_after; ++i) {
                 (void)co_await sleep_for(1ms);
@@ -155,11 +156,16 @@ TEST_CASE("an await under another context inside a chained task uses its own reg
             if (r || r.error() != errc::deadline_exceeded) {
                 co_return false;
             }
+            *reached = true;
             // And the task's own cancel still reaches its chained awaits.
             r = co_await sleep_for(1h);
             co_return !r && r.error() == errc::canceled;
-        }());
-        co_await sleep_for(20ms);
+        }(&timed_out));
+        // Cancel only once the timeout has ended its await: a fixed sleep here could end
+        // first on a loaded machine, and the cancel would then reach the timed await.
+        while (!timed_out) {
+            co_await sleep_for(1ms);
+        }
         h.cancel();
         result<bool> ok = co_await h;
         CHECK(ok.value());
