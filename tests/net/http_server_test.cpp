@@ -207,10 +207,13 @@ TEST_CASE(
     "the request context is canceled when the client goes away, and when the handler returns") {
     server_fixture f;
     static bool saw_cancel = false;
+    static bool started = false;
     static context seen;
     saw_cancel = false;
+    started = false;
     f.mux.handle("GET /slow", [](request& req, response_writer& w) -> task<void> {
         seen = req.ctx();
+        started = true;
         auto r = co_await sleep_for(1h);
         saw_cancel = r.error() == errc::canceled;
         w.write("late");
@@ -220,8 +223,13 @@ TEST_CASE(
         auto s = co_await net::tcp_stream::connect(at);
         REQUIRE(s.has_value());
         (void)co_await s->write_all(std::string_view("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"));
-        (void)co_await sleep_for(50ms); // let the handler start and suspend
-        (void)s->close();               // the client goes away
+        // Let the handler start and suspend (a flag, not a fixed sleep: a loaded machine can
+        // keep the loop off its core for longer than any sleep).
+        for (int i = 0; i < 1000 && !started; ++i) {
+            (void)co_await sleep_for(5ms);
+        }
+        REQUIRE(started);
+        (void)s->close(); // the client goes away
         for (int i = 0; i < 200 && !saw_cancel; ++i) {
             (void)co_await sleep_for(10ms);
         }
@@ -233,7 +241,10 @@ TEST_CASE(
 TEST_CASE(
     "shutdown lets an in-flight request finish, closes idle connections and stops accepting") {
     server_fixture f;
+    static bool started = false;
+    started = false;
     f.mux.handle("GET /wait", [](request&, response_writer& w) -> task<void> {
+        started = true;
         (void)co_await sleep_for(100ms);
         w.write("done");
     });
@@ -243,7 +254,11 @@ TEST_CASE(
             fx->addr, "GET /wait HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
         auto idle = co_await net::tcp_stream::connect(fx->addr);
         REQUIRE(idle.has_value());
-        (void)co_await sleep_for(20ms);
+        // Shut down once the request is in its handler (in flight, not idle).
+        for (int i = 0; i < 1000 && !started; ++i) {
+            (void)co_await sleep_for(5ms);
+        }
+        REQUIRE(started);
         auto r = co_await fx->srv->shutdown();
         CHECK(r.has_value());
         auto got = co_await client;
@@ -310,10 +325,13 @@ TEST_CASE("a handler can stream a chunked response with flush()") {
 
 TEST_CASE("canceling the base context cancels every request") {
     static std::error_code seen;
+    static bool started = false;
     seen = {};
+    started = false;
     loop l;
     http::serve_mux mux;
     mux.handle("GET /wait", [](request&, response_writer& w) -> task<void> {
+        started = true;
         auto r = co_await sleep_for(1h);
         seen = r.error();
         w.write("x");
@@ -327,7 +345,10 @@ TEST_CASE("canceling the base context cancels every request") {
     }(&srv));
     l.block_on([](net::address a, cancel_handle* cancel) -> task<void> {
         auto client = co_await spawn(exchange(a, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n", "", 0));
-        (void)co_await sleep_for(50ms);
+        for (int i = 0; i < 1000 && !started; ++i) {
+            (void)co_await sleep_for(5ms);
+        }
+        REQUIRE(started);
         cancel->cancel();
         (void)co_await client;
     }(at, &cancel_base));
