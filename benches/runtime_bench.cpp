@@ -1358,11 +1358,12 @@ int main(int argc, char** argv) {
     notes.push_back(fmt::format(
         "sleepers: each task is spawned (a child context of its own, so that it can be canceled "
         "alone) and sleeps 1h under it; RSS delta / tasks, measured in a fresh process. The "
-        "frame is the sleeping coroutine's (its sleep awaiter included); beyond it: the spawn "
-        "state ({} B), the child context ({} B), malloc headers, the timer heap slot and the "
-        "ready queue the million spawns went through. Go: a goroutine in select on a 1h timer "
-        "and ctx.Done()",
-        sizeof(tether::detail::spawn_base), sizeof(tether::detail::cancel_state)));
+        "frame is the sleeping coroutine's (its sleep awaiter included); beyond it: the child "
+        "context's cancel state ({} B) with the spawn's fields ({} B) in one block, malloc "
+        "headers, the timer heap slot and the ready queue the million spawns went through. "
+        "Go: a goroutine in select on a 1h timer and ctx.Done()",
+        sizeof(tether::detail::cancel_state),
+        sizeof(tether::detail::spawn_base) - sizeof(tether::detail::cancel_state)));
     notes.push_back(fmt::format(
         "cancel fan-out on I/O: {} reads shared among {} eventfds that are never written (the "
         "open-file limit is {}). Kernel cancel each: every read is its own io_uring read, so "

@@ -826,6 +826,20 @@ void on_deadline(detail::timer_node* t) noexcept {
     self->release(); // the reference the timer held
 }
 
+// Registers `n`, whose other fields are all set, on `pc`, its parent's cancel state (null:
+// never done): from then on the parent may cancel it from another thread. A parent that is
+// already done gives a child born done with the parent's error and cause.
+inline void link_to_canceler(detail::cancel_state* n, detail::cancel_state* pc) noexcept {
+    n->parent_link.fn = nullptr; // marks a child's link: the parent's cancel descends into n
+    n->parent_link.data = n;
+    if (pc == nullptr) {
+        n->unlinked.store(true, std::memory_order_relaxed); // nothing to unlink from
+    } else if (!pc->add_callback(&n->parent_link)) {
+        n->unlinked.store(true, std::memory_order_relaxed);
+        n->cancel(pc->error(), pc->cause, false);
+    }
+}
+
 // Makes a cancel node under `parent`, registered on the parent's cancel state: a
 // cancel_state, or a deadline_state for `deadline`. A parent that is already done gives a
 // child born done with the parent's error and cause. Every field is set before the node is
@@ -853,14 +867,7 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
         n->timer.fire = &on_deadline;
         n->timer.data = n;
     }
-    n->parent_link.fn = nullptr; // marks a child's link: the parent's cancel descends into n
-    n->parent_link.data = n;
-    if (pc == nullptr) {
-        n->unlinked.store(true, std::memory_order_relaxed); // nothing to unlink from
-    } else if (!pc->add_callback(&n->parent_link)) {
-        n->unlinked.store(true, std::memory_order_relaxed);
-        n->cancel(pc->error(), pc->cause, false);
-    }
+    link_to_canceler(n, pc);
     return n;
 }
 
@@ -942,10 +949,23 @@ void cancel_handle::reset() noexcept {
 
 namespace detail {
 
+void init_cancel_child(cancel_state* n, const context& parent,
+                       void (*destroy)(node*) noexcept) noexcept {
+    n->refs.store(2, std::memory_order_relaxed); // the caller's context and cancel reference
+    n->kind = node_kind::cancel;
+    n->destroy = destroy;
+    link_to_parent(*n, parent);
+    cancel_state* pc = n->canceler; // the parent's
+    n->canceler = n;
+    link_to_canceler(n, pc);
+}
+
 bool cancel_unobserved(const context& ctx) noexcept {
     node* n = ctx.node();
-    if (n == nullptr || n->kind != node_kind::cancel || n->canceler != n) {
-        return false; // not a with_cancel node of its own (a child born done has none)
+    if (n == nullptr || n->destroy != &destroy_state<cancel_state>) {
+        // Not a with_cancel node of its own (a child born done has none; a spawned task's
+        // carries the spawn's state too, and is the spawn's to end).
+        return false;
     }
     auto* s = static_cast<cancel_state*>(n);
     // Two references, the context's and the handle's (make_cancel_node counts them): nobody

@@ -78,6 +78,26 @@ namespace detail {
 ///
 /// Thread safety: as any member of `ctx`; the answer holds until `ctx` is copied.
 bool cancel_unobserved(const context& ctx) noexcept;
+
+/// Makes `n` a `with_cancel` child of `parent`: `n` is a `State` derived from `cancel_state`,
+/// freshly made by `new` (the node allocator), its own fields set or left to set later (the
+/// parent's cancel never reads them). Unlike `with_cancel`, a parent that is already done
+/// still gives `n` a cancel state of its own, born done with the parent's error and cause.
+///
+/// `n` leaves with two references: one for a context (`context::adopt(n)`), one for its
+/// cancel (`cancel_handle{n}`, or a cancel and a `release()` of its own). `destroy` frees it
+/// once the last reference is gone.
+///
+/// A type that carries more than a cancel state (a spawned task's state) costs one
+/// allocation that way, where a separate `with_cancel` would be a second.
+void init_cancel_child(cancel_state* n, const context& parent,
+                       void (*destroy)(node*) noexcept) noexcept;
+
+/// Deletes `n`, a `State` made by `new`: a node's `destroy` for `init_cancel_child`.
+template <class State>
+void destroy_node(node* n) noexcept {
+    delete static_cast<State*>(n);
+}
 } // namespace detail
 
 } // namespace tether

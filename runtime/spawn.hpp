@@ -18,33 +18,46 @@ namespace tether {
 namespace detail {
 
 /// What a spawned task and its join handle share: the task's own context, a child of the
-/// spawner's so that it can be canceled alone. 24 bytes, from the frame allocator.
+/// spawner's so that it can be canceled alone, and the spawn's fields, in one block from the
+/// context node allocator (one allocation per spawn, and a cancel fan-out touches one block
+/// per task).
+///
+/// The node's reference count and the spawn's are separate: the task may copy its context
+/// and keep it after the handle and the frame are gone. The spawn holds two references on
+/// the node: its context's (`ctx`, dropped with the last of the handle and the task), and
+/// its cancel's (dropped, after a cancel, when the task finishes).
 ///
 /// The task runs without a wrapper coroutine: its promise points here (`spawned()`), a joiner
 /// waits as the task's continuation, and the final awaiter calls
 /// `promise_base::spawn_finished`, which cancels the context (unlinking it from the parent)
 /// and resumes the joiner directly. The finished frame keeps the task's value or exception
 /// until the handle lets go; the last of the handle and the task to let go destroys the
-/// frame and this state.
+/// frame and drops the spawn's context.
 ///
 /// A task that finishes on another loop than the one that spawned it (`spawn_on`, or a
-/// `switch_to` inside it) hands its end to `home`: every field here is touched on the home
-/// loop's thread only, and the joiner resumes there.
+/// `switch_to` inside it) hands its end to `home`: every spawn field here is touched on the
+/// home loop's thread only, and the joiner resumes there.
 ///
-/// Thread safety: loop thread only (the home loop's), as the handle.
-struct spawn_base : chain_owner {
-    context ctx;                    // the task's context: its promise's ctx_ points here
-    cancel_handle cancel;           // cancels ctx; reset when the task finishes
-    loop* home = nullptr;           // the spawner's loop: where the handle lives
-    void* finished_frame = nullptr; // the frame, while its end travels home
-    int refs = 2;                   // the handle and the running task
+/// Thread safety: the spawn fields, loop thread only (the home loop's), as the handle; the
+/// cancel state, any thread.
+struct spawn_base : cancel_state, chain_owner {
+    context ctx;                   // this node: the task's promise's ctx_ points here
+    loop* home = nullptr;          // the spawner's loop: where the handle lives
+    std::coroutine_handle<> frame; // the task's
+    std::uint32_t spawn_refs = 2;  // the handle and the running task
     bool done = false;
 
-    static void* operator new(std::size_t n) { return allocate_frame(n); }
-    static void operator delete(void* p, std::size_t n) noexcept { deallocate_frame(p, n); }
-
-    /// Drops one reference; the last destroys `frame` (the task's) and the state.
-    void release(std::coroutine_handle<> frame) noexcept;
+    /// Makes the state of a task spawned under `parent`, from `home` (null: spawned from
+    /// no loop). Errors: throws std::bad_alloc.
+    static spawn_base* make(const context& parent, loop* home, std::coroutine_handle<> frame);
+    /// Cancels the task's context, unless the task has finished.
+    void cancel_task() noexcept {
+        if (!done) {
+            cancel(make_error_code(errc::canceled), {}, true);
+        }
+    }
+    /// Drops one reference; the last destroys the frame and drops the spawn's context.
+    void release() noexcept;
     /// Starts `frame` on the current loop (queued, not run inline).
     static void start(std::coroutine_handle<> frame);
     /// Starts `frame` on `target` (queued there; from any loop).
@@ -89,13 +102,15 @@ public:
     /// Cancels the task's context (its awaits resume with `errc::canceled`).
     void cancel() const noexcept {
         if (h_) {
-            state().cancel();
+            state().cancel_task();
         }
     }
     /// Lets the task run on without a handle.
     void detach() noexcept {
         if (h_) {
-            state().release(std::exchange(h_, {}));
+            detail::spawn_base& s = state();
+            h_ = {};
+            s.release();
         }
     }
     /// Returns true once the task has finished.
@@ -161,10 +176,10 @@ private:
     detail::spawn_base& state() const noexcept { return *h_.promise().spawned(); }
     void reset() noexcept {
         if (h_) {
-            if (!state().done) {
-                state().cancel();
-            }
-            state().release(std::exchange(h_, {}));
+            detail::spawn_base& s = state();
+            s.cancel_task();
+            h_ = {};
+            s.release();
         }
     }
     handle_type h_;
@@ -177,11 +192,7 @@ private:
 /// task, `co_await spawn(t)` spawns under the task's own context.
 template <class T>
 join_handle<T> spawn(const context& parent, task<T> t) {
-    auto* st = new detail::spawn_base;
-    auto [ctx, cancel] = with_cancel(parent);
-    st->ctx = std::move(ctx);
-    st->cancel = std::move(cancel);
-    st->home = detail::current_loop();
+    auto* st = detail::spawn_base::make(parent, detail::current_loop(), t.handle());
     typename task<T>::handle_type h = t.release();
     h.promise().ctx_ = &st->ctx;
     h.promise().set_spawned(st);
@@ -203,12 +214,8 @@ join_handle<T> spawn(const context& parent, task<T> t) {
 /// Thread safety: `target` may be any loop; the handle belongs to the calling loop.
 template <class T>
 join_handle<T> spawn_on(loop& target, const context& parent, task<T> t) {
-    auto* st = new detail::spawn_base;
-    auto [ctx, cancel] = with_cancel(parent);
-    st->ctx = std::move(ctx);
-    st->cancel = std::move(cancel);
-    st->home = detail::current_loop();
-    assert(st->home != nullptr && "spawn_on must be called on a running loop");
+    assert(detail::current_loop() != nullptr && "spawn_on must be called on a running loop");
+    auto* st = detail::spawn_base::make(parent, detail::current_loop(), t.handle());
     typename task<T>::handle_type h = t.release();
     h.promise().ctx_ = &st->ctx;
     h.promise().set_spawned(st);

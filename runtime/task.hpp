@@ -114,7 +114,7 @@ struct promise_base {
         std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
             promise_base& p = h.promise();
             if (p.spawn_ != 0 && (p.spawn_ & 1U) == 0) {
-                return spawn_finished(h.address(), p);
+                return spawn_finished(p);
             }
             return p.continuation_ ? p.continuation_ : std::noop_coroutine();
         }
@@ -122,7 +122,7 @@ struct promise_base {
     };
     /// Tells a spawned task's handle that the task finished; returns the coroutine to resume
     /// (its joiner, or noop). May destroy the finished frame. Defined in spawn.cpp.
-    static std::coroutine_handle<> spawn_finished(void* frame, promise_base& p) noexcept;
+    static std::coroutine_handle<> spawn_finished(promise_base& p) noexcept;
     std::suspend_always initial_suspend() const noexcept { return {}; }
     final_awaiter final_suspend() const noexcept { return {}; }
 };

@@ -156,6 +156,49 @@ TEST_CASE("a deadline on the loop clock wakes a sleeper with deadline_exceeded")
     REQUIRE(h.done());
 }
 
+TEST_CASE("a spawned task's context: a child that ends with the task and outlives it in copies") {
+    loop l;
+    auto [parent, cancel] = with_cancel_cause(l.background());
+    struct d {
+        static task<int> keep(context* out) {
+            *out = co_await this_coro::context;
+            co_return 7;
+        }
+        static task<int> spawn_keep_join(context* out, const context* parent, bool* linked) {
+            join_handle<int> h = co_await spawn(keep(out));
+            *linked = detail::registration_count(*parent) == 1 && !(h.task_context() == *parent) &&
+                      !h.task_context().is_done();
+            auto v = co_await h;
+            co_return *v;
+        }
+    };
+    context kept;
+    bool linked = false;
+    CHECK(l.block_on(parent, d::spawn_keep_join(&kept, &parent, &linked)) == 7);
+    CHECK(linked);
+    // The handle and the frame are gone; the task's copy still names its context, which the
+    // task's end canceled and unlinked from the parent.
+    REQUIRE(kept.node() != nullptr);
+    CHECK(kept.is_done());
+    CHECK(kept.err() == errc::canceled);
+    CHECK_FALSE(parent.is_done());
+    CHECK(detail::registration_count(parent) == 0);
+    kept = context{}; // the node's last reference (ASan checks the free)
+
+    // Under a parent that is done already, the task's context is born done with its cause.
+    cancel(std::make_error_code(std::errc::timed_out));
+    context born = l.block_on([](const context* p) -> task<context> {
+        join_handle<int> h = spawn(*p, answer());
+        context c = h.task_context();
+        auto r = co_await h; // under background: waits for answer() to finish
+        (void)r;
+        co_return c;
+    }(&parent));
+    CHECK(born.is_done());
+    CHECK(born.err() == errc::canceled);
+    CHECK(cause(born) == std::errc::timed_out);
+}
+
 TEST_CASE("co_await ctx.done() resumes when the context is canceled from another thread") {
     loop l;
     auto [ctx, cancel] = with_cancel(l.background());
