@@ -41,8 +41,14 @@ private:
 
 namespace detail {
 
+/// What every value node has, whatever its value's type; the other nodes don't pay for it.
+struct value_node_base : node {
+    const void* key = nullptr;                             // the key's address
+    void (*describe)(const node*, std::string&) = nullptr; // "WithValue(k, v)"
+};
+
 template <class T>
-struct value_node : node {
+struct value_node : value_node_base {
     template <class... Args>
     explicit value_node(Args&&... args) : value(std::forward<Args>(args)...) {}
     T value;
@@ -89,7 +95,8 @@ template <class T>
 const T* context::value(const context_key<T>& key) const noexcept {
     const void* k = &key;
     for (const detail::node* n = n_; n != nullptr; n = n->parent) {
-        if (n->key == k) {
+        if (n->kind == detail::node_kind::value &&
+            static_cast<const detail::value_node_base*>(n)->key == k) {
             return &static_cast<const detail::value_node<T>*>(n)->value;
         }
     }

@@ -49,9 +49,7 @@ struct node {
     cancel_state* canceler = nullptr; // nearest cancelable ancestor-or-self; null: never done
     tether::clock* clk = nullptr;     // never null
     time_point deadline = time_point::max(); // effective deadline (min rule); max(): none
-    const void* key = nullptr;               // value nodes: the key's address
     void (*destroy)(node*) noexcept = nullptr;
-    void (*describe)(const node*, std::string&) = nullptr; // value nodes: "WithValue(k, v)"
 
     void add_ref() noexcept {
         if (!immortal) {
@@ -123,7 +121,9 @@ struct callback_node {
 /// The small fields come first and together, so that the node stays small (a deep tree is
 /// thousands of them); what only a deadline needs is in `deadline_state`.
 struct cancel_state : node {
-    std::atomic<std::uint8_t> state{0}; // 0 active, 1 done
+    // 0 active; done: 1 canceled, 2 deadline exceeded (err(), a context's error being one of
+    // those two, as in Go: a byte where an error_code takes 16, and a load that tells both).
+    std::atomic<std::uint8_t> state{0};
     spin_lock lock;
     // Set (release) once the parent's cancel state will never touch this node again: it was
     // never linked there, it was unlinked, or the parent's cancel has finished with it. Its
@@ -133,10 +133,6 @@ struct cancel_state : node {
     // cancels its subtree (running_thread is that cancel's thread); a concurrent cancel waits
     // until it is clear.
     std::atomic<bool> propagating{false};
-    // err(), written before state becomes 1: deadline_exceeded if set, else canceled (a
-    // context's error is one of those two, as in Go): a byte where an error_code takes 16.
-    bool deadline_err = false;
-    std::uint32_t callbacks = 0; // registrations currently linked (children included)
     // The thread running the cancel (thread_tag(), not std::thread::id: 4 bytes, in what
     // would be padding, keep the state in a smaller malloc chunk).
     std::uint32_t running_thread = 0;
@@ -147,11 +143,15 @@ struct cancel_state : node {
     std::atomic<callback_node*> running{nullptr};
     callback_node parent_link; // our registration on parent->canceler
 
+    static constexpr std::uint8_t canceled_state = 1;
+    static constexpr std::uint8_t deadline_exceeded_state = 2;
+
     bool is_done() const noexcept { return state.load(std::memory_order_acquire) != 0; }
     /// The error of a done state (read after is_done()).
     std::error_code error() const noexcept {
-        return deadline_err ? make_error_code(errc::deadline_exceeded)
-                            : make_error_code(errc::canceled);
+        return state.load(std::memory_order_relaxed) == deadline_exceeded_state
+                   ? make_error_code(errc::deadline_exceeded)
+                   : make_error_code(errc::canceled);
     }
 
     /// Links `cb`; returns false (and links nothing) if already done.
