@@ -61,30 +61,50 @@ struct out_buffer {
     void clear() noexcept { used = 0; }
 };
 
+// A send the connection does not wait for (write-behind): the responses of a turn go out
+// while the connection already waits for its next requests, and the send's completion only
+// marks it done (resubmitting the rest of a short send), without resuming the connection's
+// task. So a keep-alive turn is one visit to the connection's state (read, answer, send and
+// read again), not two (the second for the send's completion): with many connections, those
+// lines are cold again by the time the send completes.
+struct send_behind : tether::detail::completion {
+    conn* c = nullptr;
+};
+
+// Hot fields first: a keep-alive turn touches these.
 struct conn {
     server_state* srv = nullptr;
     net::tcp_stream sock;
-    net::address remote;
-    join_handle<void> task; // its context is the connection's context
-    std::list<conn*>::iterator pos;
-
     std::vector<char> in;
     std::size_t in_start = 0;
     std::size_t in_end = 0;
     out_buffer out;
     bool idle = true;
     bool close_after = false;
-    bool read_eof = false; // the last read_more() failed because the client shut down its side
-    bool linger = false;   // answered an error: drain what the client still sends, then close
+    bool read_eof = false;    // the last read_more() failed because the client shut down its side
+    bool linger = false;      // answered an error: drain what the client still sends, then close
+    bool timer_armed = false; // the timer is in the loop's heap
+    // The write-behind send of out's [0, send_size): while it is in flight, nothing is
+    // appended to `out` (the task waits for it before it handles the bytes of its next read).
+    bool send_inflight = false;
+    bool send_failed = false;
+    bool send_canceled = false; // a kernel cancel was sent for it
+    bool ending = false;        // the task is past its loop: a failed send cancels nothing
+    std::size_t send_size = 0;
+    std::size_t send_done = 0;
+    std::coroutine_handle<> send_waiter; // the task, waiting for the send to end
+    send_behind sop;
+    join_handle<void> task;                  // its context is the connection's context
+    time_point deadline = time_point::max(); // the phase's deadline; max(): none
 
     // The body of the current request.
     std::uint64_t body_left = 0; // Content-Length bytes still to read
     bool body_chunked = false;
     bool body_done = true;
     bool continue_pending = false;
+    bool body_error = false;
     std::uint64_t body_total = 0;
     chunked_decoder dec;
-    bool body_error = false;
 
     // One timer for whichever phase the connection is in (idle, head, body, write): when
     // the phase's deadline passes the connection's context is canceled and the connection
@@ -93,9 +113,9 @@ struct conn {
     // connection's requests touch the timer heap about once per read-header timeout, not
     // two or three times each.
     tether::detail::timer_node timer;
-    bool timer_armed = false;                // the timer is in the loop's heap
-    time_point deadline = time_point::max(); // the phase's deadline; max(): none
 
+    std::list<conn*>::iterator pos;
+    net::address remote;
     conn_log log; // the peer as the access log writes it
 
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
@@ -181,6 +201,8 @@ struct server_state {
     void disarm(conn* c);
     void drop_timer(conn* c); // takes the timer out of the heap (the connection is ending)
     void finish_response(conn* c, response_writer& w, bool keep_alive);
+    void start_send(conn* c);
+    task<void> settle_send(conn* c, const context& ctx);
 };
 
 void server_state::arm(conn* c, std::chrono::nanoseconds d) {
@@ -232,6 +254,86 @@ void server_state::drop_timer(conn* c) {
     }
 }
 
+namespace {
+
+void submit_send(conn* c) noexcept {
+    io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
+    io_uring_prep_send(sqe, c->sock.native_handle(), c->out.buf.data() + c->send_done,
+                       c->send_size - c->send_done, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(&c->sop));
+}
+
+void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noexcept {
+    conn* c = static_cast<send_behind*>(comp)->c;
+    if (res > 0) {
+        c->send_done += static_cast<std::size_t>(res);
+        if (c->send_done < c->send_size && !c->send_canceled) {
+            submit_send(c); // the rest of a short send
+            return;
+        }
+    }
+    c->send_inflight = false;
+    c->out.clear();
+    if (c->send_done < c->send_size) {
+        c->send_failed = true;
+    }
+    if (!c->ending && (c->send_failed || (c->srv->shutting_down && c->idle))) {
+        // A failed send ends the connection; a shutdown that found the connection busy
+        // sending closes it once it is idle.
+        c->close_after = true;
+        c->task.cancel();
+    }
+    if (c->send_waiter) {
+        tether::detail::tls_loop->impl().schedule(std::exchange(c->send_waiter, {}));
+    }
+}
+
+// Waits for the write-behind send to end (not cancelable: see settle_send).
+struct send_wait {
+    conn* c;
+    bool await_ready() const noexcept { return !c->send_inflight; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { c->send_waiter = h; }
+    void await_resume() const noexcept {}
+};
+
+} // namespace
+
+// Starts sending what `out` holds without waiting for it (see send_behind).
+void server_state::start_send(conn* c) {
+    thread_log().flush(); // as write_out does
+    if (c->out.empty()) {
+        return;
+    }
+    c->send_size = c->out.size();
+    c->send_done = 0;
+    c->send_inflight = true;
+    c->send_canceled = false;
+    c->sop.c = c;
+    c->sop.complete = &send_complete;
+    submit_send(c);
+}
+
+// Waits until no write-behind send is in flight. Under a done context (a timeout, a cancel)
+// the send is canceled in the kernel first: a client that stopped reading must not hold the
+// connection forever; otherwise the responses go out whole.
+task<void> server_state::settle_send(conn* c, const context& ctx) {
+    if (!c->send_inflight) {
+        co_return;
+    }
+    if (ctx.is_done() && !c->send_canceled) {
+        c->send_canceled = true;
+        tether::detail::loop_impl& l = tether::detail::tls_loop->impl();
+        io_uring_sqe* sqe = l.get_sqe();
+        io_uring_prep_cancel64(
+            sqe,
+            reinterpret_cast<std::uintptr_t>(static_cast<tether::detail::completion*>(&c->sop)), 0);
+        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_flags(sqe, l.skip_success_flag());
+    }
+    send_wait sw{c};
+    co_await sw;
+}
+
 // Reads more bytes into the connection's buffer; false on EOF, error or cancel.
 task<bool> server_state::read_more(conn* c) {
     if (c->in_start > 0 && (c->in_start == c->in_end || c->in_start > c->in.size() / 2)) {
@@ -262,6 +364,10 @@ task<result<void>> server_state::write_out(conn* c) {
     // gathered on this thread since the last write): one write for the turn's lines, and
     // none is lost if the connection ends with the write.
     thread_log().flush();
+    if (c->send_inflight) {
+        send_wait sw{c}; // a write-behind send goes first (the callers settle it before)
+        co_await sw;
+    }
     if (c->out.empty()) {
         co_return result<void>{};
     }
@@ -439,8 +545,9 @@ task<void> server_state::serve_conn(conn* c) {
                     break;
                 }
             }
-            // Responses queued by pipelined requests go out before we wait for more.
-            if (!c->out.empty()) {
+            // Responses queued by pipelined requests go out before we wait for more (a
+            // write-behind send in flight holds all of them).
+            if (!c->out.empty() && !c->send_inflight) {
                 if (result<void> sent = co_await write_out(c); !sent) {
                     c->close_after = true;
                     break;
@@ -458,7 +565,13 @@ task<void> server_state::serve_conn(conn* c) {
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
-            if (bool more = co_await read_more(c); !more) {
+            bool more = co_await read_more(c);
+            if (c->send_inflight) {
+                // The responses sent behind go out whole before `out` takes more.
+                task<void> settled = settle_send(c, conn_ctx);
+                co_await std::move(settled);
+            }
+            if (!more) {
                 c->close_after = true;
                 // A client that shuts down its side in the middle of a head gets a 400, as
                 // Go's server answers an unexpected EOF.
@@ -567,7 +680,11 @@ task<void> server_state::serve_conn(conn* c) {
         finish_response(c, w, req.head.keep_alive);
         disarm(c);
         // Batch: while complete requests are already buffered, answer them before writing.
-        if (c->close_after || c->out.size() >= flush_threshold || c->in_end == c->in_start) {
+        // With every byte read answered, the responses go out behind the next read (without
+        // a write timeout: that one bounds a write the task waits for).
+        if (!c->close_after && c->in_end == c->in_start && opts.write_timeout.count() == 0) {
+            start_send(c);
+        } else if (c->close_after || c->out.size() >= flush_threshold || c->in_end == c->in_start) {
             if (opts.write_timeout.count() > 0) {
                 arm(c, opts.write_timeout);
             }
@@ -577,7 +694,12 @@ task<void> server_state::serve_conn(conn* c) {
             disarm(c);
         }
     }
+    c->ending = true;
     drop_timer(c);
+    if (c->send_inflight) {
+        task<void> settled = settle_send(c, conn_ctx);
+        co_await std::move(settled);
+    }
     if (!c->out.empty()) {
         // An error answer is bounded by the write timeout, or by a second; the rest by the
         // connection's context.
@@ -933,7 +1055,7 @@ task<result<void>> server::shutdown() {
     s->accept_cancel.cancel();
     s->listener.close();
     for (detail::conn* c : s->conns) {
-        if (c->idle) {
+        if (c->idle && !c->send_inflight) { // else closed when the send ends
             c->close_after = true;
             c->task.cancel();
         }
