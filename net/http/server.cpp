@@ -195,6 +195,8 @@ struct server_state {
     task<void> accept_loop(context base);
     task<void> serve_conn(conn* c);
     task<bool> read_more(conn* c);
+    std::span<std::byte> read_room(conn* c);
+    static bool read_done(conn* c, const result<std::size_t>& r) noexcept;
     task<result<void>> write_out(conn* c);
     task<void> linger(conn* c);
     void arm(conn* c, std::chrono::nanoseconds d);
@@ -334,8 +336,8 @@ task<void> server_state::settle_send(conn* c, const context& ctx) {
     co_await sw;
 }
 
-// Reads more bytes into the connection's buffer; false on EOF, error or cancel.
-task<bool> server_state::read_more(conn* c) {
+// Makes room after the buffered bytes and returns where the next read goes.
+std::span<std::byte> server_state::read_room(conn* c) {
     if (c->in_start > 0 && (c->in_start == c->in_end || c->in_start > c->in.size() / 2)) {
         std::memmove(c->in.data(), c->in.data() + c->in_start, c->in_end - c->in_start);
         c->in_end -= c->in_start;
@@ -349,14 +351,24 @@ task<bool> server_state::read_more(conn* c) {
             c->in.resize(std::min(cap, c->in.size() * 2));
         }
     }
-    auto r = co_await c->sock.read_some(
-        std::as_writable_bytes(std::span(c->in.data() + c->in_end, c->in.size() - c->in_end)));
+    return std::as_writable_bytes(std::span(c->in.data() + c->in_end, c->in.size() - c->in_end));
+}
+
+// Takes the outcome of a read at read_room(); false on EOF, error or cancel.
+bool server_state::read_done(conn* c, const result<std::size_t>& r) noexcept {
     if (!r) {
         c->read_eof = r.error() == net::io_errc::eof;
-        co_return false;
+        return false;
     }
     c->in_end += *r;
-    co_return true;
+    return true;
+}
+
+// Reads more bytes into the connection's buffer; false on EOF, error or cancel.
+task<bool> server_state::read_more(conn* c) {
+    auto read = c->sock.read_some(read_room(c));
+    result<std::size_t> r = co_await read;
+    co_return read_done(c, r);
 }
 
 task<result<void>> server_state::write_out(conn* c) {
@@ -565,7 +577,11 @@ task<void> server_state::serve_conn(conn* c) {
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
-            bool more = co_await read_more(c);
+            // The read as read_more() does it, awaited here: no frame of its own, and its
+            // state sits in this frame, which the turn touches anyway.
+            auto read = c->sock.read_some(read_room(c));
+            result<std::size_t> got = co_await read;
+            bool more = read_done(c, got);
             if (c->send_inflight) {
                 // The responses sent behind go out whole before `out` takes more.
                 task<void> settled = settle_send(c, conn_ctx);
