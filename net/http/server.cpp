@@ -636,7 +636,9 @@ task<void> server_state::serve_conn(conn* c) {
         c->body_done = !req.head.chunked && c->body_left == 0;
         c->body_total = 0;
         c->body_error = false;
-        c->dec = chunked_decoder{};
+        if (req.head.chunked) {
+            c->dec = chunked_decoder{};
+        }
         c->continue_pending = req.head.expect_continue && !c->body_done;
         if (req.head.content_length && *req.head.content_length > opts.max_body_bytes) {
             error_response(c->out, 413, "request body too large");

@@ -85,9 +85,8 @@ conn_log& log_of(conn* c) noexcept;
 /// buffer.
 class request {
 public:
-    request_head head;   ///< method, target, version, fields
-    path_params params;  ///< wildcard values of the matched pattern
-    net::address remote; ///< the client's address
+    request_head head;  ///< method, target, version, fields
+    path_params params; ///< wildcard values of the matched pattern
 
     std::string_view method() const noexcept { return head.method; }
     std::string_view target() const noexcept { return head.target; }
@@ -121,6 +120,8 @@ public:
     // Set by the server.
     context ctx_;
     detail::conn* conn_ = nullptr;
+
+    net::address remote; ///< the client's address (after the fields a request touches)
 };
 
 /// Builds the response: status, header fields and body.
