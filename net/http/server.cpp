@@ -550,12 +550,17 @@ task<void> server_state::serve_conn(conn* c) {
         request_parser::status st = request_parser::status::incomplete;
         bool first_byte_seen = c->in_end > c->in_start;
         c->idle = !first_byte_seen;
+        bool header_timer_due = false;
         for (;;) {
             if (c->in_end > c->in_start) {
                 st = parser.parse(c->buffered(), req.head);
                 if (st != request_parser::status::incomplete) {
                     break;
                 }
+            }
+            if (header_timer_due) {
+                header_timer_due = false;
+                arm(c, opts.read_header_timeout);
             }
             // Responses queued by pipelined requests go out before we wait for more (a
             // write-behind send in flight holds all of them).
@@ -599,9 +604,11 @@ task<void> server_state::serve_conn(conn* c) {
                 break;
             }
             if (!first_byte_seen && c->in_end > c->in_start) {
+                // The read-header timeout runs from here, armed only if the head is not
+                // whole yet: a turn whose read brings whole requests reads no clock for it.
                 first_byte_seen = true;
                 c->idle = false;
-                arm(c, opts.read_header_timeout);
+                header_timer_due = true;
             }
         }
         if (c->close_after && st != request_parser::status::complete) {
