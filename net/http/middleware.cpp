@@ -89,23 +89,30 @@ void put_hex64(char* out, std::uint64_t v) noexcept {
 #endif
 }
 
-// Writes a new request ID's 32 characters at `id`.
-void new_request_id(char* id) noexcept {
-    // 128 random bits as 32 hex digits, from a per-thread splitmix64 seeded once from the
-    // system's entropy: IDs must not collide, not resist prediction.
+// Writes a new request ID's 32 characters at `id`: a per-thread prefix of 64 random bits
+// (16 hex digits, drawn once from the system's entropy), then the thread's count of IDs so
+// far (16 hex digits). IDs must not collide, not resist prediction: within a thread the count
+// never repeats, and two threads (or processes) share a prefix with a chance of 2^-64.
+struct id_source {
+    std::uint64_t count; // IDs made so far; 0: no prefix yet
+    char prefix[16];
+};
+
+// The thread's prefix, drawn once (random_device, a few KiB of stack: kept out of line).
+[[gnu::noinline]] void seed_ids(id_source& src) noexcept {
+    const std::uint64_t r = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+    put_hex64(src.prefix, r);
+}
+
+inline void new_request_id(char* id) noexcept {
     // initial-exec and constant-initialized: read at a fixed offset from the thread pointer,
     // no __tls_get_addr or guard per ID (libtether is linked, not dlopen'ed).
-    [[gnu::tls_model("initial-exec")]] constinit thread_local std::uint64_t state = 0;
-    if (state == 0) {
-        state = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}() ^ 1;
+    [[gnu::tls_model("initial-exec")]] constinit thread_local id_source src{};
+    if (src.count == 0) [[unlikely]] {
+        seed_ids(src);
     }
-    for (std::size_t half = 0; half < 2; ++half) {
-        std::uint64_t bits = (state += 0x9e3779b97f4a7c15);
-        bits = (bits ^ (bits >> 30)) * 0xbf58476d1ce4e5b9;
-        bits = (bits ^ (bits >> 27)) * 0x94d049bb133111eb;
-        bits ^= bits >> 31;
-        put_hex64(id + half * 16, bits); // the 16 digits read as the number in hex
-    }
+    std::memcpy(id, src.prefix, sizeof src.prefix);
+    put_hex64(id + 16, ++src.count);
 }
 
 bool acceptable_id(std::string_view id) noexcept {
@@ -150,14 +157,16 @@ struct swap_context {
     const context* await_resume() const noexcept { return old; }
 };
 
-// Appends the text of `a` to `out`: an IP address and port, or what to_string gives.
-void append_peer(std::string& out, const net::address& a) {
+// Appends the text of `a` to `out` (an IP address and port, or what to_string gives), then
+// ` "`: what an access-log line starts with.
+void append_lead(std::string& out, const net::address& a) {
     if (a.native_family() == AF_INET || a.native_family() == AF_INET6) {
         char text[64];
         out.append(text, net::detail::format_ip(a, text));
     } else {
         out += a.to_string();
     }
+    out += " \"";
 }
 
 // Where batched lines go.
@@ -183,9 +192,10 @@ struct function_batch final : detail::log_batch {
 // A thread's gathered lines are written once they reach this size, whatever the turn.
 constexpr std::size_t log_flush_bytes = 32 * 1024;
 
-// The most bytes write_line() writes for these fields.
-std::size_t line_bound(std::string_view peer, const request& req, std::string_view id) noexcept {
-    return peer.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 32;
+// The most bytes write_line() writes for these fields (with room to spare: write_line
+// stores some pieces whole, a few bytes past their end).
+std::size_t line_bound(std::string_view lead, const request& req, std::string_view id) noexcept {
+    return lead.size() + req.method().size() + req.target().size() + id.size() + 4 * 20 + 48;
 }
 
 // Copies the literal `s` (its size known at compile time) to `p`; returns the end.
@@ -195,46 +205,62 @@ char* put_lit(char* p, const char (&s)[N]) noexcept {
     return p + (N - 1);
 }
 
+// Writes `v` in decimal at `p`, '-' first if negative; returns the end.
+char* put_int(char* p, int v) noexcept {
+    if (v < 0) {
+        *p++ = '-';
+    }
+    return detail::put_uint(p, v < 0 ? 0 - static_cast<std::uint64_t>(v)
+                                     : static_cast<std::uint64_t>(v));
+}
+
 // Writes one access-log line (and '\n' if `newline`) at `p`, which has room for
 // line_bound() bytes, and returns its end: what the format string
 // "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives, written piece by piece in place (no
-// allocation, no format-string work).
-char* write_line(char* p, std::string_view peer, const request& req, int status,
-                 std::uint64_t bytes, std::uint64_t us, std::string_view id, bool newline) {
-    auto put = [&p](std::string_view v) { p = detail::put_short(p, v); };
-    auto put_int = [&p](std::uint64_t v) { p = detail::put_uint(p, v); };
-    auto put_signed = [&p](int v) {
-        if (v < 0) {
-            *p++ = '-';
-        }
-        p = detail::put_uint(p, v < 0 ? 0 - static_cast<std::uint64_t>(v)
-                                      : static_cast<std::uint64_t>(v));
-    };
-    put(peer);
-    p = put_lit(p, " \"");
-    put(req.method());
+// allocation, no format-string work). `lead` is the peer's text followed by ` "`.
+[[gnu::always_inline]] inline char* write_line(char* p, std::string_view lead, const request& req,
+                                               int status, std::uint64_t bytes, std::uint64_t us,
+                                               std::string_view id, bool newline) {
+    p = detail::put_short(p, lead);
+    p = detail::put_short(p, req.method());
     *p++ = ' ';
-    put(req.target());
-    p = put_lit(p, " HTTP/1.");
-    put_signed(req.head.version_minor);
-    p = put_lit(p, "\" ");
-    put_signed(status);
-    *p++ = ' ';
-    put_int(bytes);
+    p = detail::put_short(p, req.target());
+    const int minor = req.head.version_minor;
+    if (static_cast<unsigned>(minor) <= 9 && status >= 100 && status <= 999) [[likely]] {
+        // The version and status in one 16-byte store of a template (its last byte is
+        // overwritten next), the digits put in: no branch per digit.
+        std::memcpy(p, " HTTP/1.1\" 200 ", 16);
+        const auto st = static_cast<unsigned>(status);
+        const unsigned hundreds = st / 100;
+        const unsigned rest = st - hundreds * 100;
+        const unsigned tens = rest / 10;
+        p[8] = static_cast<char>('0' + minor);
+        p[11] = static_cast<char>('0' + hundreds);
+        p[12] = static_cast<char>('0' + tens);
+        p[13] = static_cast<char>('0' + (rest - tens * 10));
+        p += 15;
+    } else {
+        p = put_lit(p, " HTTP/1.");
+        p = put_int(p, minor);
+        p = put_lit(p, "\" ");
+        p = put_int(p, status);
+        *p++ = ' ';
+    }
+    p = detail::put_uint(p, bytes);
     *p++ = ' ';
     // One division for the milliseconds, then the fraction's three digits from a small
     // number (multiplications by constants, no 64-bit division).
     const std::uint64_t ms = us / 1000;
     const auto frac = static_cast<unsigned>(us - ms * 1000);
-    const unsigned rest = frac % 100;
-    put_int(ms);
-    p[0] = '.';
-    p[1] = static_cast<char>('0' + frac / 100);
-    p[2] = static_cast<char>('0' + rest / 10);
-    p[3] = static_cast<char>('0' + rest % 10);
-    p += 4;
-    p = put_lit(p, "ms id=");
-    put(id);
+    const unsigned hundreds = frac / 100;
+    const unsigned rest = frac - hundreds * 100;
+    const unsigned tens = rest / 10;
+    p = detail::put_uint(p, ms);
+    std::memcpy(p, ".000ms id=", 10);
+    p[1] = static_cast<char>('0' + hundreds);
+    p[2] = static_cast<char>('0' + tens);
+    p[3] = static_cast<char>('0' + (rest - tens * 10));
+    p = detail::put_short(p + 10, id);
     if (newline) {
         *p++ = '\n';
     }
@@ -242,12 +268,12 @@ char* write_line(char* p, std::string_view peer, const request& req, int status,
 }
 
 // Appends one access-log line (and '\n' if `newline`) to `out`.
-void append_line(std::string& out, std::string_view peer, const request& req, int status,
+void append_line(std::string& out, std::string_view lead, const request& req, int status,
                  std::uint64_t bytes, std::uint64_t us, std::string_view id, bool newline) {
     const std::size_t old = out.size();
-    out.resize(old + line_bound(peer, req, id));
+    out.resize(old + line_bound(lead, req, id));
     char* const begin = out.data() + old;
-    char* const end = write_line(begin, peer, req, status, bytes, us, id, newline);
+    char* const end = write_line(begin, lead, req, status, bytes, us, id, newline);
     out.resize(old + static_cast<std::size_t>(end - begin));
 }
 
@@ -316,8 +342,9 @@ std::atomic<int> tsc_clocksource{0};
     return ns;
 }
 
-std::int64_t now_ns() noexcept {
-    [[gnu::tls_model("initial-exec")]] constinit thread_local tsc_scale scale;
+[[gnu::tls_model("initial-exec")]] constinit thread_local tsc_scale scale;
+
+[[gnu::always_inline]] inline std::int64_t now_ns() noexcept {
     int src = tsc_clocksource.load(std::memory_order_relaxed);
     if (src == 0) {
         src = look_at_clocksource() ? 1 : 2;
@@ -359,7 +386,7 @@ struct log_sink {
             // The peer's text is formatted once per connection.
             detail::conn_log& log = detail::log_of(c);
             if (!log.peer_known) {
-                append_peer(log.peer, req.remote);
+                append_lead(log.peer, req.remote);
                 log.peer_known = true;
             }
             if (batch) {
@@ -382,10 +409,10 @@ struct log_sink {
                 sink(line);
             }
         } else {
-            std::string peer;
-            append_peer(peer, req.remote);
+            std::string lead;
+            append_lead(lead, req.remote);
             std::string line;
-            append_line(line, peer, req, status, w.bytes_written(), us, id, batch != nullptr);
+            append_line(line, lead, req, status, w.bytes_written(), us, id, batch != nullptr);
             if (batch) {
                 batch->write(line);
             } else {
@@ -395,68 +422,113 @@ struct log_sink {
     }
 };
 
-struct access_log_mw {
-    handler next;
+// access_log() alone: the clock read before the handler, the line written after it.
+struct access_log_steps final : detail::around_steps {
     log_sink log;
-    task<void> operator()(request& req, response_writer& w) const {
-        const std::int64_t start = now_ns();
-        std::exception_ptr failed;
-        try {
-            co_await next(req, w);
-        } catch (...) {
-            failed = std::current_exception();
-        }
-        // What request_id() put in the context, when it runs outside this one (as it usually
-        // does); else what it set in the response, when it runs inside.
+    explicit access_log_steps(log_sink l) noexcept : log(std::move(l)) {}
+    void before(request&, response_writer&, detail::around_state& st) const override {
+        st.start = now_ns();
+    }
+    void after(request& req, response_writer& w, detail::around_state& st,
+               bool failed) const override {
+        // What request_id() put in the context, when it runs outside this one; else what it
+        // set in the response, when it runs inside.
         std::string_view id = request_id_of(req.ctx());
         if (id.empty()) {
             id = w.headers().get("X-Request-ID").value_or(std::string_view{});
         }
-        log.record(req, w, start, failed != nullptr, id);
-        if (failed) {
-            std::rethrow_exception(failed);
-        }
+        log.record(req, w, st.start, failed, id);
     }
 };
 
-// request_id(), and when the handler it wraps is access_log()'s, that too: the two in one
-// frame (`log` set), as they run per request.
-struct request_id_mw {
-    handler next;
+// A request-ID context node kept for the thread's next request (see request_id_steps):
+// detached from any parent, held by nobody else. Destroyed with the thread (the node cache
+// takes blocks at any point of a thread's exit).
+struct spare_id_holder {
+    context ctx;
+};
+thread_local spare_id_holder spare_id;
+// `spare_id`, reached with one %fs-relative load (initial-exec, constant-initialized: no
+// guard and no __tls_get_addr, which `spare_id` itself takes for its destructor's
+// registration); null until the thread's first request ID.
+[[gnu::tls_model("initial-exec")]] constinit thread_local context* spare_id_ptr = nullptr;
+
+[[gnu::noinline]] context& first_spare_id() noexcept {
+    spare_id_ptr = &spare_id.ctx;
+    return *spare_id_ptr;
+}
+
+inline context& spare_id_ctx() noexcept {
+    context* c = spare_id_ptr;
+    return c != nullptr ? *c : first_spare_id();
+}
+
+// request_id(), and when the handler it wraps is access_log()'s, that too (`log` set).
+//
+// The request's value node goes back to a per-thread spare when nobody but us holds it once
+// the handler has returned: detached from its parent (so that the request's context stays
+// unobserved, and the server reuses it too), relinked and refilled at the thread's next
+// request. A request then costs no node allocated, built and freed, and the node stays in
+// cache, however many connections there are.
+struct request_id_steps final : detail::around_steps {
+    using node_type = tether::detail::value_node<request_id_value>;
     std::optional<log_sink> log; // access_log()'s, taken from the handler it wrapped
-    // What run_with does, in this frame rather than a second one.
-    task<void> operator()(request& req, response_writer& w) const {
-        std::string_view id = req.header("x-request-id");
-        char generated[32];
-        if (!acceptable_id(id)) {
-            new_request_id(generated);
-            id = std::string_view(generated, sizeof generated);
+    explicit request_id_steps(std::optional<log_sink> l) noexcept : log(std::move(l)) {}
+
+    void before(request& req, response_writer& w, detail::around_state& st) const override {
+        const std::string_view given = req.header("x-request-id");
+        context ctx;
+        request_id_value* v = nullptr;
+        context& spare = spare_id_ctx();
+        if (tether::detail::node* kept = spare.node(); kept != nullptr) [[likely]] {
+            // Ours alone: it takes the place of a new node under the request's context.
+            tether::detail::link_child(*kept, req.ctx_);
+            v = &static_cast<node_type*>(kept)->value;
+            ctx = std::move(spare);
+        } else {
+            ctx = with_value(req.ctx(), request_id_key, std::string_view{});
+            v = &static_cast<node_type*>(ctx.node())->value;
         }
-        // The context's copy and the response's: the same bytes.
-        context ctx = with_value(req.ctx(), request_id_key, id);
-        w.headers().set("X-Request-ID", id);
+        // The ID is written once, in the node; the response's copy is made from it.
+        if (acceptable_id(given)) {
+            v->size = static_cast<std::uint8_t>(given.size());
+            detail::put_short(v->data, given);
+        } else {
+            v->size = 32;
+            new_request_id(v->data);
+        }
+        w.headers().set("X-Request-ID", v->view());
         // Moved, not copied: each copy of a context is an atomic increment (and its release
-        // a decrement). The handlers run under req.ctx_ itself.
-        context saved = std::exchange(req.ctx_, std::move(ctx));
-        swap_context enter{&req.ctx_};
-        const context* outer = co_await enter;
-        const std::int64_t start = log ? now_ns() : 0;
-        std::exception_ptr failed;
-        try {
-            task<void> t = next(req, w);
-            co_await std::move(t);
-        } catch (...) {
-            failed = std::current_exception();
-        }
+        // a decrement). The handler runs under req.ctx_ itself.
+        st.saved = std::exchange(req.ctx_, std::move(ctx));
         if (log) {
-            log->record(req, w, start, failed != nullptr, id);
+            st.start = now_ns();
         }
-        // Back under the context we came with before req.ctx_ is restored.
-        swap_context leave{outer};
-        (void)co_await leave;
-        req.ctx_ = std::move(saved);
-        if (failed) {
-            std::rethrow_exception(failed);
+    }
+
+    void after(request& req, response_writer& w, detail::around_state& st,
+               bool failed) const override {
+        // Back to the context we came with.
+        context mine = std::exchange(req.ctx_, std::move(st.saved));
+        tether::detail::node* n = mine.node();
+        // Ours, unless the handler left another context in req.ctx_.
+        const bool ours = n != nullptr && n->kind == tether::detail::node_kind::value &&
+                          static_cast<node_type*>(n)->key == &request_id_key;
+        if (log) {
+            log->record(req, w, st.start, failed,
+                        ours ? static_cast<node_type*>(n)->value.view() : request_id_of(mine));
+        }
+        if (ours && n->refs.load(std::memory_order_acquire) == 1) {
+            // Nobody else holds it (nor can any more): the thread's spare, detached from its
+            // parent, unless the thread has one (a request that suspended took none).
+            if (context& spare = spare_id_ctx(); spare.node() == nullptr) {
+                tether::detail::node* parent = std::exchange(n->parent, nullptr);
+                n->canceler = nullptr;
+                if (parent != nullptr) {
+                    parent->release();
+                }
+                spare = std::move(mine);
+            }
         }
     }
 };
@@ -530,6 +602,33 @@ struct bearer_mw {
 
 } // namespace
 
+namespace detail {
+
+// The steps in a frame of their own, for a caller that awaits the handler (a middleware
+// that is a coroutine). The server runs them in its frame instead.
+task<void> around_handler::operator()(request& req, response_writer& w) const {
+    around_state st;
+    steps->before(req, w, st);
+    // The handler runs under req.ctx_ as `before` left it, whatever context we were given.
+    swap_context enter{&req.ctx_};
+    const context* outer = co_await enter;
+    std::exception_ptr failed;
+    try {
+        task<void> t = next(req, w);
+        co_await std::move(t);
+    } catch (...) {
+        failed = std::current_exception();
+    }
+    swap_context leave{outer};
+    (void)co_await leave;
+    steps->after(req, w, st, failed != nullptr);
+    if (failed) {
+        std::rethrow_exception(failed);
+    }
+}
+
+} // namespace detail
+
 std::string_view request_id_of(const context& ctx) noexcept {
     const request_id_value* id = ctx.value(request_id_key);
     return id ? id->view() : std::string_view{};
@@ -541,29 +640,39 @@ const identity* identity_of(const context& ctx) noexcept {
 
 middleware request_id() {
     return [](handler next) -> handler {
-        if (auto* log = next.target<access_log_mw>()) {
-            // access_log() right inside: its work is done in request_id()'s frame.
-            return request_id_mw{std::move(log->next), std::move(log->log)};
+        if (auto* a = next.target<detail::around_handler>(); a != nullptr && a->steps) {
+            if (const auto* log = dynamic_cast<const access_log_steps*>(a->steps.get())) {
+                // access_log() right inside: its work is done in request_id()'s steps.
+                return detail::around_handler{a->next,
+                                              std::make_shared<request_id_steps>(log->log)};
+            }
         }
-        return request_id_mw{std::move(next), std::nullopt};
+        return detail::around_handler{std::move(next),
+                                      std::make_shared<request_id_steps>(std::nullopt)};
     };
 }
+
+namespace {
+middleware access_log_with(log_sink log) {
+    auto steps = std::make_shared<access_log_steps>(std::move(log));
+    return
+        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
+}
+} // namespace
 
 middleware access_log(std::function<void(std::string_view)> sink) {
     if (!sink) {
         return access_log(stderr);
     }
-    return [sink](handler next) -> handler { return access_log_mw{std::move(next), {sink, {}}}; };
+    return access_log_with({std::move(sink), {}});
 }
 
 middleware access_log(std::FILE* out) {
-    std::shared_ptr<detail::log_batch> batch = std::make_shared<file_batch>(out);
-    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {{}, batch}}; };
+    return access_log_with({{}, std::make_shared<file_batch>(out)});
 }
 
 middleware access_log_batched(std::function<void(std::string_view)> sink) {
-    std::shared_ptr<detail::log_batch> batch = std::make_shared<function_batch>(std::move(sink));
-    return [batch](handler next) -> handler { return access_log_mw{std::move(next), {{}, batch}}; };
+    return access_log_with({{}, std::make_shared<function_batch>(std::move(sink))});
 }
 
 middleware recover(std::function<void(std::string_view)> sink) {

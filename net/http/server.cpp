@@ -180,6 +180,11 @@ struct one_shot {
 
 struct server_state {
     handler h;
+    // The synchronous middleware `h` is made of, outermost first, and the handler inside
+    // it (`h` itself when there is none): see serve_conn.
+    const around_steps* around[max_around] = {};
+    std::size_t around_count = 0;
+    const handler* inner = nullptr;
     server_options opts;
     net::tcp_listener listener;
     std::list<conn*> conns;
@@ -193,6 +198,13 @@ struct server_state {
     ~server_state() { assert(conns.empty()); }
 
     task<void> accept_loop(context base);
+    // Runs the `before` steps of `around`, outermost first. If one throws, runs the `after`
+    // steps of those before it (as failed) and rethrows.
+    void enter_around(request& req, response_writer& w, around_state* st) const;
+    // Runs the `after` steps of the first `n` of `around`, innermost first; returns whether
+    // the request failed (`failed`, or a step threw).
+    bool leave_around(request& req, response_writer& w, around_state* st, std::size_t n,
+                      bool failed) const noexcept;
     task<void> serve_conn(conn* c);
     task<bool> read_more(conn* c);
     std::span<std::byte> read_room(conn* c);
@@ -469,6 +481,17 @@ void error_response(out_buffer& out, int status, std::string_view why) {
     out += body;
 }
 
+// A handler threw: 500, if nothing was sent yet.
+void answer_failed(response_writer& w) {
+    if (!w.head_sent_) {
+        w.headers_.clear();
+        w.body_.clear();
+        w.status_ = 0;
+        w.write_header(500);
+        w.write("internal server error\n");
+    }
+}
+
 // Cancels the request's context when the client hangs up while the handler runs.
 task<void> watch_client(int fd, cancel_handle* cancel_req) {
     auto r = co_await tether::poll(fd, POLLRDHUP);
@@ -487,7 +510,7 @@ struct run_handler {
     cancel_handle* cancel_req;
     join_handle<void>* watch;
     bool await_ready() const noexcept { return false; }
-    bool await_suspend(std::coroutine_handle<> parent) {
+    [[gnu::always_inline]] bool await_suspend(std::coroutine_handle<> parent) {
         h.promise().ctx_ = ctx;
         h.promise().continuation_ = nullptr;
         h.resume();
@@ -502,6 +525,31 @@ struct run_handler {
 };
 
 } // namespace
+
+void server_state::enter_around(request& req, response_writer& w, around_state* st) const {
+    std::size_t i = 0;
+    try {
+        for (; i < around_count; ++i) {
+            around[i]->before(req, w, st[i]);
+        }
+    } catch (...) {
+        (void)leave_around(req, w, st, i, true);
+        throw;
+    }
+}
+
+bool server_state::leave_around(request& req, response_writer& w, around_state* st, std::size_t n,
+                                bool failed) const noexcept {
+    while (n > 0) {
+        --n;
+        try {
+            around[n]->after(req, w, st[n], failed);
+        } catch (...) {
+            failed = true;
+        }
+    }
+    return failed;
+}
 
 void server_state::finish_response(conn* c, response_writer& w, bool keep_alive) {
     bool close = !keep_alive || shutting_down || c->close_after;
@@ -542,6 +590,7 @@ task<void> server_state::serve_conn(conn* c) {
     // saw it (see below).
     cancel_handle cancel_req;
     const tether::detail::node* req_node = nullptr;
+    around_state around_st[max_around];
     (void)c->sock.set_nodelay(true);
 
     while (!c->close_after) {
@@ -665,22 +714,51 @@ task<void> server_state::serve_conn(conn* c) {
         req.params.clear();
         w.reset(c, req.head.method == "HEAD");
         join_handle<void> watch;
-        try {
-            task<void> t = h(req, w);
-            // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
-            run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
-            co_await rh;
-        } catch (...) {
-            // The recover middleware turns exceptions into 500s; without it, the connection
-            // answers 500 if it still can, and closes.
-            if (!w.head_sent_) {
-                w.headers_.clear();
-                w.body_.clear();
-                w.status_ = 0;
-                w.write_header(500);
-                w.write("internal server error\n");
+        if (around_count == 0) {
+            try {
+                task<void> t = h(req, w);
+                // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
+                run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
+                co_await rh;
+            } catch (...) {
+                // The recover middleware turns exceptions into 500s; without it, the
+                // connection answers 500 if it still can, and closes.
+                answer_failed(w);
+                c->close_after = true;
             }
-            c->close_after = true;
+        } else {
+            // Synchronous middleware (request ID, access log): its steps run here, around
+            // the task of the handler it wraps, which runs under req.ctx_ as they left it.
+            bool entered = false; // every around step's `before` returned
+            bool failed = false;
+            try {
+                if (around_count == 1) {
+                    around[0]->before(req, w, around_st[0]); // no step to undo if it throws
+                } else {
+                    enter_around(req, w, around_st);
+                }
+                entered = true;
+                task<void> t = (*inner)(req, w);
+                run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
+                co_await rh;
+            } catch (...) {
+                failed = true;
+            }
+            if (entered) {
+                if (around_count == 1) {
+                    try {
+                        around[0]->after(req, w, around_st[0], failed);
+                    } catch (...) {
+                        failed = true;
+                    }
+                } else {
+                    failed = leave_around(req, w, around_st, around_count, failed);
+                }
+            }
+            if (failed) {
+                answer_failed(w);
+                c->close_after = true;
+            }
         }
         watch = {}; // cancels the watch, if any
         // The handler has returned: its context ends (Go does the same). If nothing but
@@ -1025,6 +1103,17 @@ handler serve_mux::as_handler() const {
 server::server(handler h, server_options opts) : s_(std::make_shared<detail::server_state>()) {
     s_->h = std::move(h);
     s_->opts = std::move(opts);
+    // Synchronous middleware runs in serve_conn's frame (see there).
+    const handler* inner = &s_->h;
+    while (s_->around_count < detail::max_around) {
+        const auto* a = inner->target<detail::around_handler>();
+        if (a == nullptr || !a->steps) {
+            break;
+        }
+        s_->around[s_->around_count++] = a->steps.get();
+        inner = &a->next;
+    }
+    s_->inner = inner;
 }
 
 server::~server() = default;

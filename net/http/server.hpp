@@ -71,7 +71,7 @@ log_lines& thread_log() noexcept;
 
 /// What a connection keeps for the access log: its peer's address as text, formatted once.
 struct conn_log {
-    std::string peer; ///< the client's address as text, once `peer_known`
+    std::string peer; ///< the client's address as text and ` "` (a line's start), once `peer_known`
     bool peer_known = false;
 };
 
@@ -170,6 +170,39 @@ using middleware = std::function<handler(handler)>;
 
 /// Returns `h` wrapped by `mws`, the first one outermost.
 handler chain(handler h, std::initializer_list<middleware> mws);
+
+namespace detail {
+/// What a synchronous middleware keeps for one request between its two steps.
+struct around_state {
+    context saved;          ///< the request's context before `before` replaced it
+    std::int64_t start = 0; ///< when the handler started (the access log's clock)
+};
+
+/// A middleware whose work is synchronous, before and after the handler it wraps (the
+/// request ID, the access log): no coroutine frame of its own per request. The server runs
+/// the steps of the `around_handler`s it is given (the outermost ones, up to `max_around`)
+/// in its own frame and awaits the innermost handler's task directly.
+class around_steps {
+public:
+    virtual ~around_steps() = default;
+    /// Runs before the handler. May replace `req.ctx_`: the handler then runs under it.
+    virtual void before(request& req, response_writer& w, around_state& st) const = 0;
+    /// Runs once the handler has returned, or thrown (`failed`), if `before` returned;
+    /// undoes what `before` did to `req.ctx_`.
+    virtual void after(request& req, response_writer& w, around_state& st, bool failed) const = 0;
+};
+
+/// The handler a synchronous middleware makes: `steps` around `next`. Awaited as a handler
+/// (inside a middleware that is a coroutine), it runs them in a frame of its own.
+struct around_handler {
+    handler next;
+    std::shared_ptr<const around_steps> steps;
+    task<void> operator()(request& req, response_writer& w) const;
+};
+
+/// How many nested `around_handler`s the server unwraps.
+inline constexpr std::size_t max_around = 4;
+} // namespace detail
 
 /// Routes requests to handlers by Go 1.22 ServeMux patterns; 404 and 405 (with Allow) for
 /// the rest.

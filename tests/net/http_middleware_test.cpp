@@ -283,6 +283,68 @@ TEST_CASE("request_id: the response's X-Request-ID is the context's ID, given or
     CHECK(ids[1] != ids[2]);
 }
 
+TEST_CASE("request_id: a context a handler keeps holds its ID while the connection goes on") {
+    // The server runs request_id() and access_log() in its own frame and reuses the ID's
+    // context node from one request of a connection to the next, unless someone else holds
+    // it: the contexts the first two handlers keep must keep their IDs.
+    std::vector<context> kept;
+    std::vector<std::string> lines;
+    auto h = http::chain(
+        [&](request&, response_writer& w) -> task<void> {
+            context ctx = co_await this_coro::context;
+            if (kept.size() < 2) {
+                kept.push_back(ctx);
+            }
+            w.write(fmt::format("id={}\n", http::request_id_of(ctx)));
+        },
+        {http::request_id(),
+         http::access_log_batched([&](std::string_view batch) { lines.emplace_back(batch); })});
+    std::string got = roundtrip(h, pipelined(5));
+    std::vector<std::string> ids;
+    for (std::size_t p = got.find("X-Request-ID: "); p != std::string::npos;
+         p = got.find("X-Request-ID: ", p + 1)) {
+        ids.push_back(got.substr(p + 14, got.find("\r\n", p) - p - 14));
+        CHECK(got.find("id=" + ids.back() + "\n") != std::string::npos);
+    }
+    REQUIRE(ids.size() == 5);
+    REQUIRE(kept.size() == 2);
+    CHECK(http::request_id_of(kept[0]) == ids[0]);
+    CHECK(http::request_id_of(kept[1]) == ids[1]);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        for (std::size_t j = i + 1; j < ids.size(); ++j) {
+            CHECK(ids[i] != ids[j]);
+        }
+    }
+    std::string all;
+    for (const std::string& b : lines) {
+        all += b;
+    }
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        CHECK(all.find(fmt::format("\"GET /r{} HTTP/1.1\" 200 36 ", i)) != std::string::npos);
+        CHECK(all.find(" id=" + ids[i] + "\n") != std::string::npos);
+    }
+}
+
+TEST_CASE("request_id and access_log outermost: a handler's exception is logged as 500") {
+    // With no coroutine middleware around them, the server runs their steps itself.
+    std::vector<std::string> lines;
+    std::string seen;
+    auto h = http::chain(
+        [&](request&, response_writer& w) -> task<void> {
+            context ctx = co_await this_coro::context;
+            seen = std::string(http::request_id_of(ctx));
+            w.write("partial");
+            throw std::runtime_error("boom");
+        },
+        {http::request_id(), http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
+    std::string got = roundtrip(h, "GET /t HTTP/1.1\r\nHost: x\r\nX-Request-ID: ex-2\r\n\r\n");
+    CHECK(got.starts_with("HTTP/1.1 500 "));
+    CHECK(seen == "ex-2");
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0].find("\"GET /t HTTP/1.1\" 500 ") != std::string::npos);
+    CHECK(lines[0].ends_with(" id=ex-2"));
+}
+
 TEST_CASE("access_log(FILE*): every line is in the file once shutdown has returned") {
     char* text = nullptr;
     std::size_t size = 0;
