@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -203,6 +204,12 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
 [[gnu::noinline]] void finish_slow(waiter* w, std::error_code e) noexcept {
     if (w->finish_quietly(e)) {
         w->lp->impl().schedule(w->handle);
+    }
+}
+
+[[gnu::noinline]] void finish_slow_resume(waiter* w, std::error_code e) noexcept {
+    if (w->finish_quietly(e)) {
+        w->lp->impl().resume_completed(w->handle);
     }
 }
 
@@ -481,6 +488,8 @@ void loop_impl::setup_ring(const loop::options& o) {
         p.cq_entries = o.entries * 4;
         int r = io_uring_queue_init_params(o.entries, &ring_, &p);
         if (r == 0) {
+            // get_sqe() relies on neither being set.
+            assert((ring_.flags & (IORING_SETUP_SQPOLL | IORING_SETUP_SQE128)) == 0);
             if ((p.features & IORING_FEAT_CQE_SKIP) != 0) {
                 skip_success_ = IOSQE_CQE_SKIP_SUCCESS;
             }
@@ -751,11 +760,15 @@ bool loop_impl::run_ready() {
             // submits and sleeps in one enter is always asleep when the reply comes, while
             // one that submits alone is often still in its turn, takes the reply from its
             // remote queue and skips a sleep and a wakeup (~6 us of kernel time each here).
-            wake_queued_ = false;
-            io_uring_submit(&ring_);
+            submit_wake();
         }
     }
     return true;
+}
+
+void loop_impl::submit_wake() noexcept {
+    wake_queued_ = false;
+    io_uring_submit(&ring_);
 }
 
 bool loop_impl::fire_timers() {
@@ -784,15 +797,21 @@ void loop_impl::dispatch(std::uint64_t user_data, int res, std::uint32_t flags) 
 
 int loop_impl::reap() {
     int total = 0;
+    // CQE handlers may resume the coroutines they complete at once (resume_completed);
+    // a coroutine that runs a nested turn leaves none for the rest of this one.
+    direct_left_ = direct_budget;
     for (;;) {
         if (!stash_.empty()) {
             // Completions moved aside while the SQ was full go first: they are older than
             // what the CQ holds now (a multishot recv's bytes stay in order).
             batch_.clear();
             batch_.swap(stash_);
+            // Their coroutines are queued, not resumed here: a nested turn would reuse batch_.
+            unsigned left = std::exchange(direct_left_, 0);
             for (const stashed& s : batch_) {
                 dispatch(s.user_data, s.res, s.flags);
             }
+            direct_left_ = left;
             total += static_cast<int>(batch_.size());
             continue;
         }
@@ -809,7 +828,6 @@ int loop_impl::reap() {
         const unsigned mask = ring_.cq.ring_mask;
         unsigned head = *khead;
         unsigned tail = io_uring_smp_load_acquire(ktail);
-        int n = 0;
         while (head != tail) {
             const io_uring_cqe& cqe = cqes[head & mask];
             std::uint64_t user_data = cqe.user_data;
@@ -817,19 +835,27 @@ int loop_impl::reap() {
             std::uint32_t flags = cqe.flags;
             io_uring_smp_store_release(khead, ++head);
             dispatch(user_data, res, flags);
-            ++n;
-            if (!stash_.empty()) {
-                break;
+            ++total;
+            if (unsigned now = *khead; now != head) [[unlikely]] {
+                // The CQ's head moved under the handler: its get_sqe() found the SQ full
+                // and moved the rest of the CQ to the stash (which goes first now), or it
+                // resumed a coroutine (resume_completed) that ran a nested turn, which
+                // reaped further (go on from there).
+                if (!stash_.empty()) {
+                    break;
+                }
+                head = now;
+                tail = io_uring_smp_load_acquire(ktail);
             }
             if (head == tail) {
                 tail = io_uring_smp_load_acquire(ktail); // what arrived meanwhile
             }
         }
-        total += n;
         if (!stash_.empty()) {
             continue;
         }
         if (!io_uring_cq_has_overflow(&ring_)) {
+            direct_left_ = 0;
             return total;
         }
         io_uring_get_events(&ring_); // flush the kernel's overflow list into the CQ

@@ -292,11 +292,12 @@ struct recv_state final : completion, orphan {
         r->bid = bid;
         r->data = rs->pool->buffer(bid);
         r->len = static_cast<std::uint32_t>(res);
-        tether::detail::finish_inline(*r, tether::detail::no_error);
+        tether::detail::finish_completed(*r);
     }
 
     static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
-        auto* rs = static_cast<recv_state*>(c);
+        // Through a reference: `c` is never null, and a pointer cast would test it.
+        auto* rs = &static_cast<recv_state&>(*c);
         ring_read* r = rs->reader;
         if (res > 0 && (flags & IORING_CQE_F_MORE) != 0 && r != nullptr &&
             r->m == ring_read::mode::lease && rs->open && rs->queue.empty()) {
@@ -424,7 +425,7 @@ bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
         r.lp = s->lp;
         r.handle = h;
         r.on_cancel = &on_read_cancel;
-        if (!tether::detail::arm_inline(r, c)) {
+        if (!tether::detail::arm_inline<true>(r, c)) {
             return false;
         }
         s->reader = &r;

@@ -76,7 +76,7 @@ void transfer_complete(tether::detail::completion* c, int res, std::uint32_t fla
             return;
         }
     }
-    tether::detail::finish_inline(*op, tether::detail::no_error);
+    tether::detail::finish_completed(*op);
 }
 
 } // namespace
@@ -96,7 +96,7 @@ bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
         handle = h;
         on_cancel = &tether::detail::uring_op_cancel;
         complete = &transfer_complete;
-        if (!tether::detail::arm_inline(*this, c)) {
+        if (!tether::detail::arm_inline<true>(*this, c)) {
             return false;
         }
         io_uring_sqe* sqe = l->impl().get_sqe();

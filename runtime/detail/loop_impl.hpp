@@ -11,6 +11,7 @@
 #include <liburing.h>
 
 #include <atomic>
+#include <cassert>
 #include <coroutine>
 #include <cstdint>
 #include <functional>
@@ -32,12 +33,17 @@ bool arm_slow(waiter* w, const context& c) noexcept;
 /// await under a context that is never done (background(): its done channel is nil, in Go's
 /// terms, so there is nothing to register), and another await of a task whose chain is armed
 /// on this context's cancel state (a connection's reads and writes), on its loop.
+///
+/// `Fresh`: the caller knows the waiter is neither on its chain nor armed (one made for this
+/// await), which saves testing it.
+template <bool Fresh = false>
 inline bool arm_inline(waiter& w, const context& c) noexcept {
     w.ctx = &c;
     w.completed = false;
     w.cancel_requested = false;
     const node* n = c.node();
-    if (!w.on_chain && !w.reg.is_armed()) {
+    if (Fresh || (!w.on_chain && !w.reg.is_armed())) {
+        assert(!w.on_chain && !w.reg.is_armed());
         cancel_state* cs = n != nullptr ? n->canceler : nullptr;
         if (cs == nullptr) {
             return true;
@@ -156,8 +162,13 @@ public:
 
     /// Returns an SQE, submitting (and stashing completions) when the SQ is full.
     io_uring_sqe* get_sqe() {
-        if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
-            return sqe;
+        // io_uring_get_sqe() without its SQPOLL and SQE128 cases: this ring has neither
+        // (setup_ring), so the kernel moves the SQ's head only inside our io_uring_enter.
+        io_uring_sq& sq = ring_.sq;
+        unsigned tail = sq.sqe_tail;
+        if (tail - *sq.khead < sq.ring_entries) {
+            sq.sqe_tail = tail + 1;
+            return &sq.sqes[tail & sq.ring_mask];
         }
         return get_sqe_slow();
     }
@@ -165,6 +176,24 @@ public:
     /// else 0.
     std::uint8_t skip_success_flag() const noexcept { return skip_success_; }
     void schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
+    /// Resumes `h` at once if a CQE handler called from reap() completed its await and
+    /// nothing else is ready (and this reap has resumed fewer than `direct_budget` so far);
+    /// else queues it as schedule() does. For CQE handlers whose last act is this call: the
+    /// coroutine may end and free what the handler was given.
+    ///
+    /// A coroutine resumed here runs where run_ready() would have run it next (the queue is
+    /// empty), on this loop's thread, without a push, a pop and a pass through run_ready().
+    void resume_completed(std::coroutine_handle<> h) {
+        if (direct_left_ != 0 && ready_.empty()) {
+            --direct_left_;
+            h.resume();
+            if (wake_queued_) {
+                submit_wake(); // as run_ready() does after each resume
+            }
+            return;
+        }
+        ready_.push_back(h);
+    }
 
     /// Sleep timers (loop thread only).
     void add_timer(timer_node& t) { sleeps_.push(&t); }
@@ -226,6 +255,8 @@ private:
     void bind_thread();
     bool drain_remote();
     bool run_ready();
+    /// Submits a queued MSG_RING wake now (see run_ready).
+    [[gnu::noinline]] void submit_wake() noexcept;
     bool fire_timers();
     int reap();
     void dispatch(std::uint64_t user_data, int res, std::uint32_t flags);
@@ -255,6 +286,9 @@ private:
     // Resumes per run_ready() beyond the batch it started with (see run_ready).
     static constexpr std::size_t ready_budget = 32;
     int turns_without_enter_ = 0;
+    // Direct resumes resume_completed() may still do in this reap(); 0 outside reap().
+    static constexpr unsigned direct_budget = 256;
+    unsigned direct_left_ = 0;
     std::uint8_t skip_success_ = 0;
     timer_heap sleeps_;
     loop_clock clock_;
@@ -321,6 +355,8 @@ private:
 
 /// Everything waiter::finish() does but its common case (loop.cpp).
 void finish_slow(waiter* w, std::error_code e) noexcept;
+/// finish_slow(), then resume_completed() (loop.cpp).
+void finish_slow_resume(waiter* w, std::error_code e) noexcept;
 
 /// waiter::finish(), with its common case inline for the CQE handlers of runtime and net: no
 /// registration of its own to disarm (none, or its task's chain), nothing queued from another
@@ -337,6 +373,27 @@ inline void finish_inline(waiter& w, std::error_code e) noexcept {
         w.owner->chain()->current = nullptr;
     }
     w.lp->impl().schedule(w.handle);
+}
+
+/// finish_inline(w, no_error) for a CQE handler, as its last act: the coroutine may resume
+/// before this returns (loop_impl::resume_completed), so nothing the await owns may be
+/// touched after.
+///
+/// For a waiter made for this await (a stream's read or write), whose `error` nothing has
+/// set since it was made: it is still no_error, and is not written again.
+inline void finish_completed(waiter& w) noexcept {
+    if (w.completed || w.reg.is_armed() || w.remote_queued) {
+        finish_slow_resume(&w, no_error);
+        return;
+    }
+    assert(!w.error);
+    w.completed = true;
+    if (w.on_chain) {
+        w.on_chain = false;
+        // On its chain: the owner's chain exists (what chain() would test).
+        reinterpret_cast<await_chain*>(w.owner->state)->current = nullptr;
+    }
+    w.lp->impl().resume_completed(w.handle);
 }
 
 } // namespace tether::detail
