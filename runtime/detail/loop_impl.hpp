@@ -186,6 +186,7 @@ public:
     void resume_completed(std::coroutine_handle<> h) {
         if (direct_left_ != 0 && ready_.empty()) {
             --direct_left_;
+            ++direct_resumes;
             h.resume();
             if (wake_queued_) {
                 submit_wake(); // as run_ready() does after each resume
@@ -235,6 +236,8 @@ public:
 
     // Counters for tests and benchmarks.
     std::uint64_t submitted_cancels = 0;
+    /// Coroutines resume_completed() resumed at once rather than queued.
+    std::uint64_t direct_resumes = 0;
     /// Wakes this loop received through MSG_RING, and those it sent to other loops.
     std::atomic<std::uint64_t> msg_ring_received{0};
     std::uint64_t msg_ring_sent = 0;
