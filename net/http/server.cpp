@@ -714,51 +714,29 @@ task<void> server_state::serve_conn(conn* c) {
         req.params.clear();
         w.reset(c, req.head.method == "HEAD");
         join_handle<void> watch;
-        if (around_count == 0) {
-            try {
-                task<void> t = h(req, w);
-                // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
-                run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
-                co_await rh;
-            } catch (...) {
-                // The recover middleware turns exceptions into 500s; without it, the
-                // connection answers 500 if it still can, and closes.
-                answer_failed(w);
-                c->close_after = true;
-            }
-        } else {
-            // Synchronous middleware (request ID, access log): its steps run here, around
-            // the task of the handler it wraps, which runs under req.ctx_ as they left it.
-            bool entered = false; // every around step's `before` returned
-            bool failed = false;
-            try {
-                if (around_count == 1) {
-                    around[0]->before(req, w, around_st[0]); // no step to undo if it throws
-                } else {
-                    enter_around(req, w, around_st);
-                }
-                entered = true;
-                task<void> t = (*inner)(req, w);
-                run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
-                co_await rh;
-            } catch (...) {
-                failed = true;
-            }
-            if (entered) {
-                if (around_count == 1) {
-                    try {
-                        around[0]->after(req, w, around_st[0], failed);
-                    } catch (...) {
-                        failed = true;
-                    }
-                } else {
-                    failed = leave_around(req, w, around_st, around_count, failed);
-                }
-            }
-            if (failed) {
-                answer_failed(w);
-                c->close_after = true;
-            }
+        // Synchronous middleware (request ID, access log; none for a plain handler): its
+        // steps run here, around the task of the handler it wraps, which runs under req.ctx_
+        // as they left it.
+        bool entered = false; // every around step's `before` returned
+        bool failed = false;
+        try {
+            enter_around(req, w, around_st);
+            entered = true;
+            task<void> t = (*inner)(req, w);
+            // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
+            run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
+            co_await rh;
+        } catch (...) {
+            failed = true;
+        }
+        if (entered) {
+            failed = leave_around(req, w, around_st, around_count, failed);
+        }
+        if (failed) {
+            // The recover middleware turns exceptions into 500s; without it, the connection
+            // answers 500 if it still can, and closes.
+            answer_failed(w);
+            c->close_after = true;
         }
         watch = {}; // cancels the watch, if any
         // The handler has returned: its context ends (Go does the same). If nothing but

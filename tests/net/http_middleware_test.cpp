@@ -21,6 +21,16 @@ using http::response_writer;
 
 namespace {
 
+// A handler that records the request ID it runs under, writes a little and throws.
+http::handler throwing_handler(std::string& seen) {
+    return [&seen](request&, response_writer& w) -> task<void> {
+        context ctx = co_await this_coro::context;
+        seen = std::string(http::request_id_of(ctx));
+        w.write("partial");
+        throw std::runtime_error("boom");
+    };
+}
+
 task<std::string> get(net::address at, std::string raw) {
     auto s = co_await net::tcp_stream::connect(at);
     REQUIRE(s.has_value());
@@ -121,15 +131,10 @@ TEST_CASE("request_id with access_log: a handler's exception is logged as 500 an
     std::vector<std::string> lines;
     std::vector<std::string> panics;
     std::string seen;
-    auto h = http::chain(
-        [&](request&, response_writer& w) -> task<void> {
-            context ctx = co_await this_coro::context;
-            seen = std::string(http::request_id_of(ctx));
-            w.write("partial");
-            throw std::runtime_error("boom");
-        },
-        {http::recover([&](std::string_view l) { panics.emplace_back(l); }), http::request_id(),
-         http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
+    auto h = http::chain(throwing_handler(seen),
+                         {http::recover([&](std::string_view l) { panics.emplace_back(l); }),
+                          http::request_id(),
+                          http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
     std::string got = roundtrip(
         h, "GET /t HTTP/1.1\r\nHost: x\r\nX-Request-ID: ex-1\r\nConnection: close\r\n\r\n");
     CHECK(got.starts_with("HTTP/1.1 500 "));
@@ -330,12 +335,7 @@ TEST_CASE("request_id and access_log outermost: a handler's exception is logged 
     std::vector<std::string> lines;
     std::string seen;
     auto h = http::chain(
-        [&](request&, response_writer& w) -> task<void> {
-            context ctx = co_await this_coro::context;
-            seen = std::string(http::request_id_of(ctx));
-            w.write("partial");
-            throw std::runtime_error("boom");
-        },
+        throwing_handler(seen),
         {http::request_id(), http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
     std::string got = roundtrip(h, "GET /t HTTP/1.1\r\nHost: x\r\nX-Request-ID: ex-2\r\n\r\n");
     CHECK(got.starts_with("HTTP/1.1 500 "));
