@@ -220,11 +220,7 @@ std::string_view request_head::query() const noexcept {
     return q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
 }
 
-request_parser::status request_parser::parse(std::string_view buf, request_head& out) {
-    // A head that arrived whole, on the first look at it: one pass (see parse_fast).
-    if (lf_pos_ == 0 && parse_fast(buf, out)) {
-        return status::complete;
-    }
+request_parser::status request_parser::parse_general(std::string_view buf, request_head& out) {
     // Skip empty lines before the request line (RFC 9112 §2.2). They count towards the
     // header-size limit: a client can't grow the buffer with them forever.
     std::size_t start = 0;
@@ -458,20 +454,23 @@ enum class known_field : unsigned char {
     expect
 };
 
+// Returns the field `name` is, if the parser acts on it. Exact for any bytes, not only
+// tokens: name_is would also take a CR for the '-' of a name, which is checked itself.
 known_field classify(std::string_view name) noexcept {
+    const char* n = name.data();
     switch (name.size()) {
     case 4:
-        return name_is(name.data(), "host") ? known_field::host : known_field::other;
+        return name_is(n, "host") ? known_field::host : known_field::other;
     case 6:
-        return name_is(name.data(), "expect") ? known_field::expect : known_field::other;
+        return name_is(n, "expect") ? known_field::expect : known_field::other;
     case 10:
-        return name_is(name.data(), "connection") ? known_field::connection : known_field::other;
+        return name_is(n, "connection") ? known_field::connection : known_field::other;
     case 14:
-        return name_is(name.data(), "content-length") ? known_field::content_length
-                                                      : known_field::other;
+        return name_is(n, "content-length") && n[7] == '-' ? known_field::content_length
+                                                           : known_field::other;
     case 17:
-        return name_is(name.data(), "transfer-encoding") ? known_field::transfer_encoding
-                                                         : known_field::other;
+        return name_is(n, "transfer-encoding") && n[8] == '-' ? known_field::transfer_encoding
+                                                              : known_field::other;
     default:
         return known_field::other;
     }
@@ -494,7 +493,14 @@ struct request_parser::field_state {
 // Connection, Expect. Returns false with error_ set when the field makes the head bad.
 bool request_parser::take_field(const header_field& f, field_state& fs,
                                 request_head& out) noexcept {
-    switch (classify(f.name)) {
+    const known_field k = classify(f.name);
+    return k == known_field::other || take_known(static_cast<unsigned char>(k), f, fs, out);
+}
+
+// take_field for a field whose name is known to be `kind` (a known_field, not `other`).
+bool request_parser::take_known(unsigned char kind, const header_field& f, field_state& fs,
+                                request_head& out) noexcept {
+    switch (static_cast<known_field>(kind)) {
     case known_field::other:
         break;
     case known_field::content_length: {
@@ -586,11 +592,57 @@ void request_parser::clear_head(request_head& out) noexcept {
 
 namespace {
 
+#if defined(__SSE2__)
+inline __m128i load16(const char* p) noexcept {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+
+// The bytes of the sixteen at `p` that can't be in a request-target (up to SP, and DEL), as
+// a bit mask.
+inline unsigned not_target_mask(const char* p) noexcept {
+    const __m128i v = load16(p);
+    const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v);
+    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+}
+
+// The bytes of the sixteen at `p` that end a run of plain field-value characters (a
+// control, HTAB included, or DEL), as a bit mask.
+inline unsigned not_plain_field_mask(const char* p) noexcept {
+    const __m128i v = load16(p);
+    const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+}
+#endif
+
+// Returns the first byte of [p, end) that can't be in a request-target, or end.
+inline const char* skip_target_chars(const char* p, const char* end) noexcept {
+#if defined(__SSE2__)
+    for (; end - p >= 16; p += 16) {
+        if (const unsigned m = not_target_mask(p); m != 0) {
+            return p + std::countr_zero(m);
+        }
+    }
+#endif
+    while (p < end && is_target_char(static_cast<unsigned char>(*p))) {
+        ++p;
+    }
+    return p;
+}
+
 // Returns the first byte of [p, end) that is not a field-value character or is HTAB (the
-// one control a value may hold), or end: eight bytes at a time, a word with no byte below
-// 0x20 and none equal to 0x7f passing whole. (In each mask the lowest flagged byte is
-// exact; a borrow may flag bytes above it.)
+// one control a value may hold), or end: sixteen bytes at a time (SSE2), then eight, a word
+// with no byte below 0x20 and none equal to 0x7f passing whole. (In each SWAR mask the
+// lowest flagged byte is exact; a borrow may flag bytes above it.)
 inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
+#if defined(__SSE2__)
+    for (; end - p >= 16; p += 16) {
+        if (const unsigned m = not_plain_field_mask(p); m != 0) {
+            return p + std::countr_zero(m);
+        }
+    }
+#endif
     constexpr std::uint64_t ones = 0x0101010101010101;
     constexpr std::uint64_t highs = 0x8080808080808080;
     for (; end - p >= 8; p += 8) {
@@ -609,6 +661,36 @@ inline const char* skip_plain_field_chars(const char* p, const char* end) noexce
     return p;
 }
 
+// Returns true if the `n` bytes at `p` are all token characters: one table lookup per byte,
+// no branch.
+inline bool all_tchars(const char* p, std::size_t n) noexcept {
+    unsigned char all = cls_tchar;
+    for (std::size_t i = 0; i < n; ++i) {
+        all &= classes.v[static_cast<unsigned char>(p[i])];
+    }
+    return all != 0;
+}
+
+// The `N - 1` characters of `s` as they lie in memory, read as one word.
+template <class W, std::size_t N>
+constexpr W word_of(const char (&s)[N]) noexcept {
+    static_assert(N - 1 == sizeof(W));
+    W w = 0;
+    for (std::size_t i = 0; i < sizeof(W); ++i) {
+        const auto b = static_cast<W>(static_cast<unsigned char>(s[i]));
+        w |= std::endian::native == std::endian::little ? b << (8 * i)
+                                                        : b << (8 * (sizeof(W) - 1 - i));
+    }
+    return w;
+}
+
+template <class W>
+inline W load_word(const char* p) noexcept {
+    W w;
+    std::memcpy(&w, p, sizeof w);
+    return w;
+}
+
 } // namespace
 
 bool request_parser::parse_fast(std::string_view buf, request_head& out) {
@@ -622,29 +704,38 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     const char* const begin = buf.data();
     const char* const end = begin + buf.size();
     const char* p = begin;
-    while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
-        ++p;
-    }
-    if (p == begin || p == end || *p != ' ') {
-        return false;
+    // The method: GET (most requests) by one comparison, any other token by the table.
+    if (end - p >= 4 && load_word<std::uint32_t>(p) == word_of<std::uint32_t>("GET ")) {
+        p += 3;
+    } else {
+        while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
+            ++p;
+        }
+        if (p == begin || p == end || *p != ' ') {
+            return false;
+        }
     }
     out.method = std::string_view(begin, static_cast<std::size_t>(p - begin));
     const char* const t = ++p;
-    while (p < end && is_target_char(static_cast<unsigned char>(*p))) {
-        ++p;
-    }
+    p = skip_target_chars(p, end);
     if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end || *p != ' ') {
         return false;
     }
     out.target = std::string_view(t, static_cast<std::size_t>(p - t));
     ++p;
-    // "HTTP/1.1" or "HTTP/1.0", CRLF
-    if (end - p < 10 || std::memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '1' && p[7] != '0') ||
-        p[8] != '\r' || p[9] != '\n') {
+    // "HTTP/1.1" or "HTTP/1.0", CRLF: two word comparisons.
+    if (end - p < 10 || load_word<std::uint16_t>(p + 8) != word_of<std::uint16_t>("\r\n")) {
         return false;
     }
+    int minor = 1;
+    if (const auto v = load_word<std::uint64_t>(p); v != word_of<std::uint64_t>("HTTP/1.1")) {
+        if (v != word_of<std::uint64_t>("HTTP/1.0")) {
+            return false;
+        }
+        minor = 0;
+    }
     clear_head(out);
-    out.version_minor = p[7] - '0';
+    out.version_minor = minor;
     p += 10;
     field_state fs;
     for (;;) {
@@ -658,14 +749,40 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             p += 2;
             break;
         }
+        // The name: up to the first ':' of the next sixteen bytes (SSE2) when they are
+        // there, then checked (a field the parser knows by name, matched exactly, is
+        // tokens); else token by token.
         const char* const n = p;
-        while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
-            ++p;
+        std::size_t name_len = 0;
+        known_field k = known_field::other;
+#if defined(__SSE2__)
+        unsigned colons = 0;
+        if (end - p >= 16) {
+            colons = static_cast<unsigned>(
+                _mm_movemask_epi8(_mm_cmpeq_epi8(load16(p), _mm_set1_epi8(':'))));
         }
-        if (p == n || p == end || *p != ':') {
-            return false;
+        if (colons != 0) {
+            name_len = static_cast<std::size_t>(std::countr_zero(colons));
+            if (name_len == 0) {
+                return false;
+            }
+            k = classify(std::string_view(n, name_len));
+            if (k == known_field::other && !all_tchars(n, name_len)) {
+                return false;
+            }
+            p += name_len;
+        } else
+#endif
+        {
+            while (p < end && is_tchar(static_cast<unsigned char>(*p))) {
+                ++p;
+            }
+            if (p == n || p == end || *p != ':') {
+                return false;
+            }
+            name_len = static_cast<std::size_t>(p - n);
+            k = classify(std::string_view(n, name_len));
         }
-        const auto name_len = static_cast<std::size_t>(p - n);
         ++p;
         while (p < end && (*p == ' ' || *p == '\t')) {
             ++p;
@@ -691,12 +808,21 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
         }
         out.headers.push_back(header_field{std::string_view(n, name_len),
                                            std::string_view(v, static_cast<std::size_t>(ve - v))});
-        if (!take_field(out.headers.back(), fs, out)) {
+        if (k == known_field::host) {
+            ++fs.hosts;
+        } else if (k != known_field::other &&
+                   !take_known(static_cast<unsigned char>(k), out.headers.back(), fs, out)) {
             return false;
         }
     }
     const auto head_end = static_cast<std::size_t>(p - begin);
-    if (head_end > limits_.max_header_bytes + 4 || finish_fields(fs, out) != status::complete) {
+    if (head_end > limits_.max_header_bytes + 4) {
+        return false;
+    }
+    // What finish_fields checks, for a request with no Transfer-Encoding and one Host.
+    if (!fs.te_seen && fs.hosts == 1 && minor == 1) {
+        out.keep_alive = !fs.conn_close;
+    } else if (finish_fields(fs, out) != status::complete) {
         return false;
     }
     consumed_ = head_end;

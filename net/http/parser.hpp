@@ -99,7 +99,13 @@ public:
     /// `error` with `error()` set when the head is malformed or over a limit, possibly
     /// before it is complete (an over-long target or header section is refused as soon as
     /// it is seen).
-    status parse(std::string_view buf, request_head& out);
+    status parse(std::string_view buf, request_head& out) {
+        // A head that arrived whole, on the first look at it: one pass (see parse_fast).
+        if (lf_pos_ == 0 && parse_fast(buf, out)) {
+            return status::complete;
+        }
+        return parse_general(buf, out);
+    }
 
     /// Bytes of `buf` taken by the last complete head (the body, or the next pipelined
     /// request, starts there).
@@ -124,9 +130,12 @@ private:
         return status::error;
     }
     struct field_state;
+    status parse_general(std::string_view buf, request_head& out);
     status parse_complete(std::string_view rest, const char* buf, request_head& out);
     bool parse_fast(std::string_view buf, request_head& out);
     bool take_field(const header_field& f, field_state& fs, request_head& out) noexcept;
+    bool take_known(unsigned char kind, const header_field& f, field_state& fs,
+                    request_head& out) noexcept;
     status finish_fields(const field_state& fs, request_head& out) noexcept;
     static void clear_head(request_head& out) noexcept;
     // Look at the bytes of a head as they arrive, for what makes it bad before it is

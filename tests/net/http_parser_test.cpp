@@ -342,6 +342,22 @@ TEST_CASE("a head in one piece parses as the same head fed byte by byte") {
         "GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
         "G@T / HTTP/1.1\r\nHost: h\r\n\r\n",
         "\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        // A field name is found by its colon among the next sixteen bytes, then checked:
+        // a CR where a known name has its '-', a line without a colon before one with it,
+        // names that aren't tokens, and names longer than sixteen bytes.
+        "POST / HTTP/1.1\r\nHost: h\r\nContent\rLength: 5\r\nX-Padding: 0123456789\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer\rEncoding: chunked\r\nX-Padding: 01234\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\nX: y\r\nX-Padding: 0123456789\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nBad(Name): y\r\nX-Padding: 0123456789\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\n: empty name\r\nX-Padding: 0123456789\r\n\r\n",
+        "GET / HTTP/1.1\r\nhOsT: h\r\nUpgrade-Insecure-Requests: 1\r\nX-Padding: 0123456\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\ncOnTeNt-LeNgTh: 0\r\nCONNECTION: close\r\n\r\n",
+        "GET /a/long/target/of/more/than/sixteen/bytes?q=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /a/long/target/with\x01control HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /a/long/target/with/obs-text/\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nLong: a value of more than sixteen bytes\x7f here\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nLong: a value of more than sixteen bytes\there\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nCRLF: a value of more than sixteen bytes\r\r\n\r\n",
     };
     for (const std::string& head : heads) {
         CAPTURE(head);
