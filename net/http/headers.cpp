@@ -160,27 +160,57 @@ void header_map::erase_named(std::string_view name) {
     size_ = to;
 }
 
-std::string_view http_date() noexcept {
-    // initial-exec: libtether is linked, not dlopen'ed, so these are read at a fixed offset
-    // from the thread pointer instead of through __tls_get_addr (once per response).
-    [[gnu::tls_model("initial-exec")]] constinit thread_local std::time_t last = 0;
-    [[gnu::tls_model("initial-exec")]] constinit thread_local char buf[32] = {};
-    [[gnu::tls_model("initial-exec")]] constinit thread_local std::size_t len = 0; // no strlen
-    std::time_t now = std::time(nullptr);
-    if (now != last) {
-        last = now;
-        std::tm tm{};
-        gmtime_r(&now, &tm);
-        // By hand: strftime's %a and %b follow the locale, HTTP dates never do.
-        static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-        static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-        const int n = std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                                    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
-                                    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        len = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), sizeof buf - 1);
+namespace {
+
+// How most responses start, "HTTP/1.1 200 OK\r\nDate: " then the date and CRLF, made at most
+// once per second per thread; http_date() is the date in it.
+struct date_lines {
+    std::time_t last;
+    std::size_t date_len; // no strlen
+    char line[64];
+};
+constexpr std::string_view ok_line = "HTTP/1.1 200 OK\r\nDate: ";
+
+// initial-exec: libtether is linked, not dlopen'ed, so this is read at a fixed offset from
+// the thread pointer instead of through __tls_get_addr (once per response).
+[[gnu::tls_model("initial-exec")]] constinit thread_local date_lines dates{};
+
+[[gnu::noinline]] void format_dates(date_lines& d, std::time_t now) noexcept {
+    d.last = now;
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    // By hand: strftime's %a and %b follow the locale, HTTP dates never do.
+    static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    std::memcpy(d.line, ok_line.data(), ok_line.size());
+    char* date = d.line + ok_line.size();
+    const std::size_t room = sizeof d.line - ok_line.size() - 2; // and CRLF
+    const int n = std::snprintf(date, room, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday],
+                                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+                                tm.tm_min, tm.tm_sec);
+    d.date_len = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), room - 1);
+    std::memcpy(date + d.date_len, "\r\n", 2);
+}
+
+inline const date_lines& current_dates() noexcept {
+    const std::time_t now = std::time(nullptr);
+    if (now != dates.last) [[unlikely]] {
+        format_dates(dates, now);
     }
-    return std::string_view(buf, len);
+    return dates;
+}
+
+} // namespace
+
+std::string_view http_date() noexcept {
+    const date_lines& d = current_dates();
+    return std::string_view(d.line + ok_line.size(), d.date_len);
+}
+
+std::string_view detail::ok_status_and_date() noexcept {
+    const date_lines& d = current_dates();
+    return std::string_view(d.line, ok_line.size() + d.date_len + 2);
 }
 
 } // namespace tether::http

@@ -236,4 +236,12 @@ private:
 /// most once per second per thread.
 std::string_view http_date() noexcept;
 
+namespace detail {
+/// Returns "HTTP/1.1 200 OK\r\nDate: ", `http_date()` and CRLF: how most response heads
+/// start, made with the date (at most once per second per thread).
+///
+/// Lifetime: valid on this thread until its next call or `http_date()`.
+std::string_view ok_status_and_date() noexcept;
+} // namespace detail
+
 } // namespace tether::http

@@ -184,3 +184,18 @@ TEST_CASE("iequals agrees with a byte-by-byte comparison at every length") {
     CHECK_FALSE(iequals("Content-Length", "content-lengti"));
     CHECK_FALSE(iequals("abc", "abcd"));
 }
+
+TEST_CASE("http_date is an IMF-fixdate and the 200 head start carries the same date") {
+    const std::string date(tether::http::http_date());
+    REQUIRE(date.size() == 29); // "Sun, 06 Nov 1994 08:49:37 GMT"
+    CHECK(date.substr(3, 2) == ", ");
+    CHECK(date.substr(25) == " GMT");
+    const std::string start(tether::http::detail::ok_status_and_date());
+    // The second may turn between the two calls: then both are read again.
+    const std::string again(tether::http::http_date());
+    CHECK(start.rfind("HTTP/1.1 200 OK\r\nDate: ", 0) == 0);
+    CHECK(start.size() == 23 + 29 + 2);
+    CHECK(start.substr(start.size() - 2) == "\r\n");
+    const std::string in_start = start.substr(23, 29);
+    CHECK((in_start == date || in_start == again));
+}
