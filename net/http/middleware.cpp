@@ -222,9 +222,17 @@ char* put_int(char* p, int v) noexcept {
                                                int status, std::uint64_t bytes, std::uint64_t us,
                                                std::string_view id, bool newline) {
     p = detail::put_short(p, lead);
-    p = detail::put_short(p, req.method());
-    *p++ = ' ';
-    p = detail::put_short(p, req.target());
+    const std::string_view method = req.method();
+    const std::string_view target = req.target();
+    if (target.data() == method.data() + method.size() + 1 && target.data()[-1] == ' ') {
+        // As the request line has them (the views the parser made): one piece.
+        p = detail::put_short(p,
+                              std::string_view(method.data(), method.size() + 1 + target.size()));
+    } else {
+        p = detail::put_short(p, method);
+        *p++ = ' ';
+        p = detail::put_short(p, target);
+    }
     const int minor = req.head.version_minor;
     if (static_cast<unsigned>(minor) <= 9 && status >= 100 && status <= 999) [[likely]] {
         // The version and status in one 16-byte store of a template (its last byte is

@@ -202,16 +202,7 @@ std::size_t request_head::count(std::string_view name) const noexcept {
                       [&](const header_field& f) { return iequals(f.name, name); }));
 }
 
-std::string_view request_head::path() const noexcept {
-    // Most targets are short: a loop, not a call to memchr.
-    if (target.size() <= 32) {
-        for (std::size_t i = 0; i < target.size(); ++i) {
-            if (target[i] == '?') {
-                return target.substr(0, i);
-            }
-        }
-        return target;
-    }
+std::string_view request_head::long_path() const noexcept {
     return target.substr(0, target.find('?'));
 }
 
@@ -456,7 +447,7 @@ enum class known_field : unsigned char {
 
 // Returns the field `name` is, if the parser acts on it. Exact for any bytes, not only
 // tokens: name_is would also take a CR for the '-' of a name, which is checked itself.
-known_field classify(std::string_view name) noexcept {
+[[gnu::always_inline]] inline known_field classify(std::string_view name) noexcept {
     const char* n = name.data();
     switch (name.size()) {
     case 4:

@@ -51,11 +51,25 @@ struct request_head {
     /// Returns how many fields are named `name` (any case).
     std::size_t count(std::string_view name) const noexcept;
     /// Returns the path part of the target (before '?').
-    std::string_view path() const noexcept;
+    std::string_view path() const noexcept {
+        // Most targets are short: looked at inline, with no call.
+        if (target.size() > 16) {
+            return long_path();
+        }
+        for (std::size_t i = 0; i < target.size(); ++i) {
+            if (target[i] == '?') {
+                return std::string_view(target.data(), i);
+            }
+        }
+        return target;
+    }
     /// Returns the query part of the target (after '?'), or empty.
     std::string_view query() const noexcept;
     /// Returns true if the request has a body to read (a length > 0 or chunked).
     bool has_body() const noexcept { return chunked || content_length.value_or(0) > 0; }
+
+private:
+    std::string_view long_path() const noexcept; // path() of a target over 16 bytes
 };
 
 /// Why a request was refused, and the status to answer with before closing the connection.

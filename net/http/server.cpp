@@ -406,7 +406,7 @@ task<result<void>> server_state::write_out(conn* c) {
 namespace {
 
 // Writes `v` in decimal at `p`; returns the end.
-char* put_decimal(char* p, std::uint64_t v) noexcept {
+[[gnu::always_inline]] inline char* put_decimal(char* p, std::uint64_t v) noexcept {
     return put_uint(p, v);
 }
 

@@ -15,7 +15,7 @@ namespace tether::http::detail {
 
 /// Writes `v` in decimal at `p` (at most 20 bytes) and returns the end. Up to four digits
 /// (statuses, small lengths) take no loop.
-inline char* put_uint(char* p, std::uint64_t v) noexcept {
+[[gnu::always_inline]] inline char* put_uint(char* p, std::uint64_t v) noexcept {
     if (v < 10) {
         *p = static_cast<char>('0' + v);
         return p + 1;
