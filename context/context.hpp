@@ -176,9 +176,9 @@ public:
     /// The callback: receives the `data` pointer given to `arm()`.
     using function = void (*)(void* data) noexcept;
 
-    cancel_registration() noexcept = default;
-    /// Leaves the node uninitialized (arm() sets it): for registrations made per await on
-    /// hot paths.
+    cancel_registration() noexcept : fn_(nullptr) {}
+    /// Leaves the node and the callback uninitialized (arm() sets them): for registrations
+    /// made per await on hot paths.
     explicit cancel_registration(detail::lazy_init_t) noexcept : node_(detail::lazy_init) {}
     cancel_registration(const cancel_registration&) = delete;
     cancel_registration& operator=(const cancel_registration&) = delete;
@@ -216,7 +216,7 @@ private:
     bool link(detail::cancel_state* c, function fn, void* data, bool hold) noexcept;
     detail::callback_node node_;
     detail::cancel_state* owner_ = nullptr;
-    function fn_ = nullptr; // called with node_.data; set by arm()
+    function fn_; // called with node_.data; set by arm()
 };
 
 /// Runs `f` once when a context is done, like `std::stop_callback`; unregistered on

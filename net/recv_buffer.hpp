@@ -67,11 +67,11 @@ public:
 
 private:
     friend class detail::receive_awaiter;
-    recv_buffer(detail::buffer_pool* pool, std::int32_t bid, std::byte* data,
+    recv_buffer(detail::buffer_ring* pool, std::int32_t bid, std::byte* data,
                 std::uint32_t size) noexcept
         : pool_(pool), data_(data), size_(size), bid_(bid) {}
 
-    detail::buffer_pool* pool_ = nullptr;
+    detail::buffer_ring* pool_ = nullptr;
     std::byte* data_ = nullptr;
     std::size_t size_ = 0;
     std::int32_t bid_ = -1;

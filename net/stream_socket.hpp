@@ -171,7 +171,7 @@ protected:
     explicit stream_socket(int fd) noexcept : fd_(fd) {}
 
     int fd_ = -1;
-    detail::recv_state* rs_ = nullptr; // created by the first receive()
+    detail::recv_core* rs_ = nullptr; // created by the first receive()
 };
 
 } // namespace tether::net

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -25,8 +26,8 @@ namespace {
 // The pool: 1024 buffers of 4 KiB per loop (4 MiB, allocated on the first receive). A
 // buffer is lent to the kernel until bytes land in it, then to the stream's queue or a
 // lease, then comes back.
-constexpr unsigned pool_buffers = 1024; // a power of two
-constexpr unsigned buffer_size = 4096;
+constexpr unsigned pool_buffers = buffer_ring::buffers;
+constexpr unsigned buffer_size = buffer_ring::buffer_size;
 constexpr std::uint16_t pool_group = 0x7e7; // the buffer group id of net's pool
 
 // A stream whose queue holds this many buffers unread stops receiving (its multishot recv is
@@ -37,11 +38,15 @@ const char pool_key = 0;
 
 } // namespace
 
-struct buffer_pool final : tether::detail::loop_service {
+// buffer_ring's view of the ring is liburing's.
+static_assert(sizeof(buffer_ring::slot) == sizeof(io_uring_buf));
+static_assert(offsetof(buffer_ring::slot, addr) == offsetof(io_uring_buf, addr));
+static_assert(offsetof(buffer_ring::slot, len) == offsetof(io_uring_buf, len));
+static_assert(offsetof(buffer_ring::slot, bid) == offsetof(io_uring_buf, bid));
+static_assert(offsetof(buffer_ring::slot, resv) == offsetof(io_uring_buf_ring, tail));
+
+struct buffer_pool final : tether::detail::loop_service, buffer_ring {
     io_uring* ring = nullptr;
-    io_uring_buf_ring* br = nullptr;
-    std::byte* base = nullptr;
-    bool registered = false;
 
     explicit buffer_pool(io_uring& r) : ring(&r) {
         std::size_t ring_bytes = pool_buffers * sizeof(io_uring_buf);
@@ -50,26 +55,22 @@ struct buffer_pool final : tether::detail::loop_service {
         if (m == MAP_FAILED) {
             return; // no pool: streams receive into heap buffers
         }
-        br = static_cast<io_uring_buf_ring*>(m);
+        slots = static_cast<slot*>(m);
         base = static_cast<std::byte*>(std::aligned_alloc(4096, pool_buffers * buffer_size));
         if (base == nullptr) {
             return;
         }
         io_uring_buf_reg reg{};
-        reg.ring_addr = reinterpret_cast<std::uintptr_t>(br);
+        reg.ring_addr = reinterpret_cast<std::uintptr_t>(slots);
         reg.ring_entries = pool_buffers;
         reg.bgid = pool_group;
         if (io_uring_register_buf_ring(ring, &reg, 0) < 0) {
             return; // an old kernel: streams receive into heap buffers
         }
         registered = true;
-        io_uring_buf_ring_init(br);
         for (unsigned i = 0; i < pool_buffers; ++i) {
-            io_uring_buf_ring_add(br, base + std::size_t{i} * buffer_size, buffer_size,
-                                  static_cast<unsigned short>(i),
-                                  io_uring_buf_ring_mask(pool_buffers), static_cast<int>(i));
+            recycle(static_cast<std::uint16_t>(i)); // the mmap'ed ring starts with tail 0
         }
-        io_uring_buf_ring_advance(br, pool_buffers);
     }
     buffer_pool(const buffer_pool&) = delete;
     buffer_pool& operator=(const buffer_pool&) = delete;
@@ -78,8 +79,8 @@ struct buffer_pool final : tether::detail::loop_service {
             io_uring_unregister_buf_ring(ring, pool_group);
         }
         std::free(base);
-        if (br != nullptr) {
-            ::munmap(br, pool_buffers * sizeof(io_uring_buf));
+        if (slots != nullptr) {
+            ::munmap(slots, pool_buffers * sizeof(io_uring_buf));
         }
     }
 
@@ -90,46 +91,19 @@ struct buffer_pool final : tether::detail::loop_service {
         return static_cast<buffer_pool&>(
             l.add_service(&pool_key, std::make_unique<buffer_pool>(l.ring())));
     }
-
-    std::byte* buffer(std::uint16_t bid) const noexcept {
-        return base + std::size_t{bid} * buffer_size;
-    }
-    void recycle(std::uint16_t bid) noexcept {
-        io_uring_buf_ring_add(br, buffer(bid), buffer_size, bid,
-                              io_uring_buf_ring_mask(pool_buffers), 0);
-        io_uring_buf_ring_advance(br, 1);
-    }
 };
 
 namespace {
 
-// Bytes received and not yet read: a pool buffer (bid >= 0) or a heap one.
-struct chunk {
-    std::byte* data;
-    std::uint32_t len;
-    std::uint32_t off;
-    std::int32_t bid;
-};
+using chunk = recv_chunk;
 
-void drop(buffer_pool* pool, const chunk& c) noexcept {
+void drop(buffer_ring* pool, const chunk& c) noexcept {
     release_buffer(pool, c.bid, c.data);
 }
 
 } // namespace
 
-struct recv_state final : completion, orphan {
-    // Every stream that receives has one: the fields are packed to keep it small.
-    int fd;
-    bool open = true;
-    bool armed = false;     // a multishot recv is in the kernel
-    bool canceling = false; // and an ASYNC_CANCEL for it was sent
-    bool starved = false;   // the pool ran dry: the next receive uses a heap buffer
-    loop* lp;
-    buffer_pool* pool;
-    std::vector<chunk> queue; // from head
-    std::error_code end;      // why the stream ended, once the queue is drained
-    ring_read* reader = nullptr;
-    std::uint32_t head = 0; // at most max_queued (plus one CQE batch) past the start
+struct recv_state final : completion, recv_core, orphan {
     // Counters for recv_state_stats().
     struct {
         std::uint32_t arms = 0, pauses = 0, fallbacks = 0;
@@ -143,12 +117,17 @@ struct recv_state final : completion, orphan {
         bool canceling = false;
     } fallback;
 
-    recv_state(int f, loop* l, buffer_pool* p) : fd(f), lp(l), pool(p) {
+    recv_state(int f, loop* l, buffer_pool* p) : recv_core(f, l, p) {
         static_assert(sizeof(recv_state) <= 152, "keep an idle stream's state small");
         complete = &on_cqe;
         fallback.self = this;
         fallback.complete = &on_fallback_cqe;
     }
+    static recv_state& of(recv_core* c) noexcept { return static_cast<recv_state&>(*c); }
+    static const recv_state& of(const recv_core* c) noexcept {
+        return static_cast<const recv_state&>(*c);
+    }
+
     ~recv_state() override {
         // Only reached once the kernel has let go (or the loop is ending); the pool may be
         // gone already, so queued pool buffers are not returned (close() returned them).
@@ -299,8 +278,11 @@ struct recv_state final : completion, orphan {
         // Through a reference: `c` is never null, and a pointer cast would test it.
         auto* rs = &static_cast<recv_state&>(*c);
         ring_read* r = rs->reader;
+        // A waiting read means an open stream (close() finishes it) and nothing queued (it
+        // would have taken it: wake() runs after every push).
+        assert(r == nullptr || (rs->open && rs->queued() == 0));
         if (res > 0 && (flags & IORING_CQE_F_MORE) != 0 && r != nullptr &&
-            r->m == ring_read::mode::lease && rs->open && rs->queue.empty()) {
+            r->m == ring_read::mode::lease) {
             // The common case, in a function without a frame: a receive is waiting, nothing
             // is queued before these bytes, and the multishot recv stays armed. The buffer
             // goes straight to the reader (what satisfy() would do after the queue).
@@ -366,21 +348,16 @@ struct recv_state final : completion, orphan {
     }
 };
 
-namespace {
-void on_read_cancel(tether::detail::waiter* w) noexcept {
+void ring_read_cancel(tether::detail::waiter* w) noexcept {
     auto* me = static_cast<ring_read*>(w);
     me->rs->reader = nullptr;
     // The multishot recv belongs to the stream and stays armed: bytes that arrive later
     // wait in the queue for the next read. Nothing of this read is in the kernel.
     me->finish(me->cancel_error());
 }
-} // namespace
 
-namespace {
-// ring_read_suspend() but for its common case.
-[[gnu::noinline]] bool ring_read_suspend_slow(recv_state*& rs, int fd, ring_read& r,
-                                              const context& c,
-                                              std::coroutine_handle<> h) noexcept {
+bool ring_read_suspend(recv_core*& core, int fd, ring_read& r, const context& c,
+                       std::coroutine_handle<> h) noexcept {
     if (std::error_code e = c.err()) {
         r.error = e; // sticky: a done context takes nothing from the queue
         return false;
@@ -390,9 +367,10 @@ namespace {
     }
     loop* l = tether::detail::current_loop();
     assert(l != nullptr && "reads must be awaited on a running loop");
-    if (rs == nullptr) {
-        rs = new recv_state(fd, l, &buffer_pool::of(l->impl()));
+    if (core == nullptr) {
+        core = new recv_state(fd, l, &buffer_pool::of(l->impl()));
     }
+    recv_state* rs = &recv_state::of(core);
     assert(rs->lp == l && "a stream receives on one loop");
     assert(rs->reader == nullptr && "one read at a time");
     r.rs = rs;
@@ -401,7 +379,7 @@ namespace {
     }
     r.lp = l;
     r.handle = h;
-    r.on_cancel = &on_read_cancel;
+    r.on_cancel = &ring_read_cancel;
     if (!r.arm(c)) {
         return false;
     }
@@ -410,38 +388,19 @@ namespace {
     return true;
 }
 
-} // namespace
-
-bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
-                       std::coroutine_handle<> h) noexcept {
-    if (recv_state* s = rs;
-        s != nullptr && r.m == ring_read::mode::lease && s->armed && s->queue.empty() && !s->end) {
-        // The common case of a connection's receive loop, in a small frame: nothing queued,
-        // the multishot recv armed. arm() fails the read under a context that is done, as
-        // the slow path's check does.
-        assert(s->lp == tether::detail::current_loop() && "a stream receives on one loop");
-        assert(s->reader == nullptr && "one read at a time");
-        r.rs = s;
-        r.lp = s->lp;
-        r.handle = h;
-        r.on_cancel = &on_read_cancel;
-        if (!tether::detail::arm_inline<true>(r, c)) {
-            return false;
-        }
-        s->reader = &r;
-        return true;
+bool ring_active(const recv_core* core) noexcept {
+    if (core == nullptr) {
+        return false;
     }
-    return ring_read_suspend_slow(rs, fd, r, c, h);
+    const recv_state& rs = recv_state::of(core);
+    return rs.in_flight() || rs.queued() > 0;
 }
 
-bool ring_active(const recv_state* rs) noexcept {
-    return rs != nullptr && (rs->in_flight() || rs->queued() > 0);
-}
-
-void recv_state_close(recv_state* rs) noexcept {
-    if (rs == nullptr) {
+void recv_state_close(recv_core* core) noexcept {
+    if (core == nullptr) {
         return;
     }
+    recv_state* rs = &recv_state::of(core);
     rs->open = false;
     for (std::size_t i = rs->head; i < rs->queue.size(); ++i) {
         drop(rs->pool, rs->queue[i]);
@@ -464,18 +423,11 @@ void recv_state_close(recv_state* rs) noexcept {
     net_service::of(rs->impl()).keep(rs); // freed by the last CQE, or with the loop
 }
 
-void release_buffer(buffer_pool* pool, std::int32_t bid, std::byte* data) noexcept {
-    if (bid >= 0) {
-        pool->recycle(static_cast<std::uint16_t>(bid));
-    } else {
-        delete[] data;
-    }
-}
-
-recv_stats recv_state_stats(const recv_state* rs) noexcept {
-    if (rs == nullptr) {
+recv_stats recv_state_stats(const recv_core* core) noexcept {
+    if (core == nullptr) {
         return {};
     }
+    const recv_state* rs = &recv_state::of(core);
     recv_stats s;
     s.arms = rs->stats.arms;
     s.pauses = rs->stats.pauses;

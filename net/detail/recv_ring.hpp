@@ -10,11 +10,85 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <system_error>
+#include <vector>
 
 namespace tether::net::detail {
 
-struct recv_state;
-struct buffer_pool;
+struct ring_read;
+
+/// A loop's pool of receive buffers, as streams and recv_buffer use it: `buffers` buffers
+/// of `buffer_size` bytes at `base`, lent to the kernel through a provided-buffer ring.
+/// recv_ring.cpp's buffer_pool makes it and registers the ring.
+///
+/// Thread safety: the loop's thread only.
+struct buffer_ring {
+    static constexpr unsigned buffers = 1024; // a power of two
+    static constexpr unsigned buffer_size = 4096;
+
+    /// One entry of the ring as the kernel reads it (struct io_uring_buf; recv_ring.cpp
+    /// checks the layout against liburing's). Entry 0's `resv` is the ring's tail.
+    struct slot {
+        std::uint64_t addr;
+        std::uint32_t len;
+        std::uint16_t bid;
+        std::uint16_t resv;
+    };
+
+    slot* slots = nullptr;
+    std::byte* base = nullptr;
+    bool registered = false; // with the kernel: else streams receive into heap buffers
+
+    std::byte* buffer(std::uint16_t bid) const noexcept {
+        return base + std::size_t{bid} * buffer_size;
+    }
+    /// Lends buffer `bid` to the kernel again (io_uring_buf_ring_add and _advance).
+    void recycle(std::uint16_t bid) noexcept {
+        std::uint16_t tail = slots[0].resv; // only this thread writes it
+        slot& s = slots[tail & (buffers - 1)];
+        s.addr = reinterpret_cast<std::uintptr_t>(buffer(bid));
+        s.len = buffer_size;
+        s.bid = bid;
+        // The kernel reads the tail with acquire: the entry is visible before the tail.
+        __atomic_store_n(&slots[0].resv, static_cast<std::uint16_t>(tail + 1), __ATOMIC_RELEASE);
+    }
+};
+
+/// Bytes received and not yet read: a pool buffer (bid >= 0) or a heap one.
+struct recv_chunk {
+    std::byte* data;
+    std::uint32_t len;
+    std::uint32_t off;
+    std::int32_t bid;
+};
+
+/// A stream's receive state: the fields that the inline receive path (receive_awaiter) reads;
+/// recv_ring.cpp's recv_state adds the multishot recv's completion and the rest. Made by the
+/// stream's first pool-backed read, on the loop it reads on.
+///
+/// Thread safety: that loop's thread only.
+struct recv_core {
+    recv_core(int f, loop* l, buffer_ring* p) noexcept : fd(f), lp(l), pool(p) {}
+    recv_core(const recv_core&) = delete;
+    recv_core& operator=(const recv_core&) = delete;
+
+    // Every stream that receives has one: the fields are packed to keep it small.
+    int fd;
+    bool open = true;
+    bool armed = false;     // a multishot recv is in the kernel
+    bool canceling = false; // and an ASYNC_CANCEL for it was sent
+    bool starved = false;   // the pool ran dry: the next receive uses a heap buffer
+    loop* lp;
+    buffer_ring* pool;
+    std::vector<recv_chunk> queue; // from head
+    std::error_code end;           // why the stream ended, once the queue is drained
+    ring_read* reader = nullptr;
+    std::uint32_t head = 0; // at most max_queued (plus one CQE batch) past the start
+
+    /// Returns true if a lease may wait for the next CQE at once: the multishot recv is armed,
+    /// nothing is queued, the stream has not ended (what ring_read_suspend() would find).
+    bool lease_waits() const noexcept { return armed && queue.empty() && !end; }
+};
 
 /// One read waiting on a stream's receive queue.
 struct ring_read : tether::detail::waiter {
@@ -24,8 +98,8 @@ struct ring_read : tether::detail::waiter {
         lease, ///< take one received buffer as it is
     };
     /// A read in mode `md`. The waiter is lazily initialized (see waiter(lazy_init_t)): the
-    /// awaiter sets `owner`, ring_read_suspend() the rest before arming. A lease leaves `rs`
-    /// (set by ring_read_suspend), `dest`, `size` and `done` (unused) and `pool`, `bid` and
+    /// awaiter sets `owner`, it or ring_read_suspend() the rest before arming. A lease leaves
+    /// `rs` (set before arming), `dest`, `size` and `done` (unused) and `pool`, `bid` and
     /// `len` (set with `data`) uninitialized too: a connection's receive loop makes one per
     /// await.
     explicit ring_read(mode md) noexcept
@@ -42,11 +116,11 @@ struct ring_read : tether::detail::waiter {
     }
 
     mode m;
-    recv_state* rs;
+    recv_core* rs;
     std::byte* dest; // some, all
     std::size_t size;
     std::size_t done;
-    buffer_pool* pool; // lease: the buffer handed over
+    buffer_ring* pool; // lease: the buffer handed over
     std::byte* data;
     std::uint32_t len;
     std::int32_t bid; // -1: a heap buffer (the pool was empty), freed with delete[]
@@ -57,16 +131,25 @@ struct ring_read : tether::detail::waiter {
 /// Takes what the stream's queue holds for `r`, or queues `r` and makes sure a receive is
 /// armed. Creates the stream's state (`rs`) on first use. Returns false if the coroutine
 /// must not suspend (`r.error`, `r.end` or the bytes say why).
-bool ring_read_suspend(recv_state*& rs, int fd, ring_read& r, const context& c,
+bool ring_read_suspend(recv_core*& rs, int fd, ring_read& r, const context& c,
                        std::coroutine_handle<> h) noexcept;
 /// Returns true if reads of this stream must go through its queue: a multishot recv is armed
 /// or bytes are waiting.
-bool ring_active(const recv_state* rs) noexcept;
+bool ring_active(const recv_core* rs) noexcept;
+/// The on_cancel of a waiting ring_read: it gives up its place (nothing of it is in the
+/// kernel) and finishes with the context's error.
+void ring_read_cancel(tether::detail::waiter* w) noexcept;
 /// The stream is closing: drops the queue, cancels what is in flight; the state frees itself
 /// once the kernel has let go of it.
-void recv_state_close(recv_state* rs) noexcept;
+void recv_state_close(recv_core* rs) noexcept;
 /// Returns a buffer handed out by a lease to its pool (or frees a heap one).
-void release_buffer(buffer_pool* pool, std::int32_t bid, std::byte* data) noexcept;
+inline void release_buffer(buffer_ring* pool, std::int32_t bid, std::byte* data) noexcept {
+    if (bid >= 0) {
+        pool->recycle(static_cast<std::uint16_t>(bid));
+    } else {
+        delete[] data;
+    }
+}
 
 /// Counters, for tests.
 struct recv_stats {
@@ -76,6 +159,6 @@ struct recv_stats {
     std::size_t queued = 0;      ///< buffers waiting now
     bool receiving = false;      ///< a receive is in the kernel now
 };
-recv_stats recv_state_stats(const recv_state* rs) noexcept;
+recv_stats recv_state_stats(const recv_core* rs) noexcept;
 
 } // namespace tether::net::detail

@@ -63,11 +63,12 @@ void advance_iov(msghdr& m, std::size_t n) noexcept {
     io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(op));
 }
 
-void transfer_complete(tether::detail::completion* c, int res, std::uint32_t flags) noexcept {
+void transfer_complete(tether::detail::completion* c, int res, std::uint32_t) noexcept {
     auto* op = static_cast<transfer_op*>(c);
-    op->res = res;
-    op->cqe_flags = flags;
-    if (res > 0 && op->k != transfer_op::kind::connect) {
+    op->res = res; // `flags` says nothing a transfer needs
+    // A connect's result is 0 or an error: no bytes.
+    assert(op->k != transfer_op::kind::connect || res <= 0);
+    if (res > 0) {
         op->done += static_cast<std::size_t>(res);
         // A cancel already requested stops a short transfer (cancel_requested is set on this
         // thread before the cancel SQE is queued, so a resubmitted op is always the target).
@@ -81,39 +82,71 @@ void transfer_complete(tether::detail::completion* c, int res, std::uint32_t fla
 
 } // namespace
 
-bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
-    if (stream && size == 0 && k != kind::connect) {
+namespace {
+
+// transfer_op::begin() for all but its common case.
+[[gnu::noinline]] bool begin_slow(transfer_op* op, const context& c,
+                                  std::coroutine_handle<> h) noexcept {
+    if (op->stream && op->size == 0 && op->k != transfer_op::kind::connect) {
         // Nothing to move: a 0-byte recv would look like EOF. Still sticky to the context.
-        error = c.err();
+        op->error = c.err();
         return false;
     }
-    if (k == kind::send || k == kind::recv) {
-        // What start() does, with the SQE prepared here rather than through `prep`: a
-        // stream's reads and writes, once per await.
-        loop* l = tether::detail::tls_loop;
-        assert(l != nullptr && "tether I/O must be awaited on a running loop");
-        lp = l;
-        handle = h;
-        on_cancel = &tether::detail::uring_op_cancel;
-        complete = &transfer_complete;
-        if (!tether::detail::arm_inline<true>(*this, c)) {
-            return false;
-        }
-        io_uring_sqe* sqe = l->impl().get_sqe();
-        if (k == kind::send) {
-            io_uring_prep_send(sqe, fd, data + done, size - done, msg_flags);
-        } else {
-            io_uring_prep_recv(sqe, fd, data + done, size - done, msg_flags);
-        }
-        io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(this));
-        return true;
-    }
-    prep = &prep_transfer;
-    if (!start(c, h)) {
+    op->prep = &prep_transfer;
+    if (!op->start(c, h)) {
         return false;
     }
     // Safe to swap after submission: CQEs are dispatched on this thread, later.
+    op->complete = &transfer_complete;
+    return true;
+}
+
+} // namespace
+
+bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
+    // A stream's reads and writes, once per await: what start() does, without a call on
+    // the way. The common case: a send or recv of some bytes under a context that is never
+    // done, or one its task's chain is armed on (arm_inline's cases), and room in the SQ.
+    // Anything else (and every other kind) takes the general path, as a tail call, so that
+    // this one needs no stack frame.
+    using namespace tether::detail;
+    static_assert(kind::recv < kind::send && kind::send < kind::sendmsg);
+    loop* l = tls_loop;
+    assert(l != nullptr && "tether I/O must be awaited on a running loop");
+    if (k > kind::send || size == 0) {
+        return begin_slow(this, c, h);
+    }
+    const node* n = c.node();
+    cancel_state* cs = n != nullptr ? n->canceler : nullptr;
+    await_chain* ch = nullptr;
+    if (cs != nullptr) {
+        ch = owner != nullptr ? owner->chain() : nullptr;
+        if (ch == nullptr || ch->bound != cs || ch->w.lp != l || cs->is_done()) {
+            return begin_slow(this, c, h);
+        }
+    }
+    io_uring_sqe* sqe = l->impl().sqe_if_room();
+    if (sqe == nullptr) {
+        return begin_slow(this, c, h);
+    }
+    lp = l;
+    handle = h;
+    on_cancel = &uring_op_cancel;
     complete = &transfer_complete;
+    ctx = &c;
+    completed = false;
+    cancel_requested = false;
+    if (ch != nullptr) {
+        ch->current = this;
+        on_chain = true;
+    }
+    assert(done == 0 && "an op begins once");
+    if (k == kind::send) {
+        io_uring_prep_send(sqe, fd, data, size, msg_flags);
+    } else {
+        io_uring_prep_recv(sqe, fd, data, size, msg_flags);
+    }
+    io_uring_sqe_set_data(sqe, static_cast<completion*>(this));
     return true;
 }
 

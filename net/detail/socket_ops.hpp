@@ -13,6 +13,7 @@
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
 
+#include <cassert>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -222,7 +223,7 @@ private:
 template <bool All>
 class read_awaiter {
 public:
-    read_awaiter(recv_state** rs, int fd, std::span<std::byte> buf) noexcept
+    read_awaiter(recv_core** rs, int fd, std::span<std::byte> buf) noexcept
         : rs_(rs), op_(transfer_op::kind::recv, fd, buf.data(), buf.size(), 0),
           rr_(All ? ring_read::mode::all : ring_read::mode::some) {
         op_.stream = true;
@@ -269,7 +270,7 @@ public:
     }
 
 private:
-    recv_state** rs_;
+    recv_core** rs_;
     transfer_op op_;
     ring_read rr_;
     bool ring_ = false;
@@ -278,7 +279,7 @@ private:
 /// Awaits one buffer of received bytes from the loop's pool: `receive`.
 class receive_awaiter {
 public:
-    receive_awaiter(recv_state** rs, int fd) noexcept
+    receive_awaiter(recv_core** rs, int fd) noexcept
         : rs_(rs), fd_(fd), rr_(ring_read::mode::lease) {}
     receive_awaiter(receive_awaiter&& o) noexcept : receive_awaiter(o.rs_, o.fd_) {}
     receive_awaiter& operator=(receive_awaiter&&) = delete;
@@ -286,8 +287,25 @@ public:
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
+        const context& c = tether::detail::context_of(h);
         rr_.owner = tether::detail::owner_of(h);
-        return ring_read_suspend(*rs_, fd_, rr_, tether::detail::context_of(h), h);
+        if (recv_core* s = *rs_; s != nullptr && s->lease_waits()) {
+            // A connection's receive loop: nothing queued, the multishot recv armed. Wait
+            // for its next CQE without a call (arm_inline fails the read under a context
+            // that is done, as ring_read_suspend's check does). The stream receives on one
+            // loop, the one running this coroutine: `lp` is that loop.
+            assert(s->reader == nullptr && "one read at a time");
+            rr_.rs = s;
+            rr_.lp = s->lp;
+            rr_.handle = h;
+            rr_.on_cancel = &ring_read_cancel;
+            if (!tether::detail::arm_inline<true>(rr_, c, s->lp)) {
+                return false;
+            }
+            s->reader = &rr_;
+            return true;
+        }
+        return ring_read_suspend(*rs_, fd_, rr_, c, h);
     }
     result<recv_buffer> await_resume() noexcept {
         if (rr_.error) {
@@ -300,7 +318,7 @@ public:
     }
 
 private:
-    recv_state** rs_;
+    recv_core** rs_;
     int fd_;
     ring_read rr_;
 };

@@ -26,38 +26,10 @@ namespace tether::detail {
 /// hot paths of runtime and net. Initial-exec, constinit: one %fs-relative load.
 [[gnu::tls_model("initial-exec")]] extern constinit thread_local loop* tls_loop;
 
-/// Everything waiter::arm() does but its common cases (loop.cpp).
-bool arm_slow(waiter* w, const context& c) noexcept;
-
-/// waiter::arm(), with its common cases inline for the hot paths of runtime and net: an
-/// await under a context that is never done (background(): its done channel is nil, in Go's
-/// terms, so there is nothing to register), and another await of a task whose chain is armed
-/// on this context's cancel state (a connection's reads and writes), on its loop.
-///
-/// `Fresh`: the caller knows the waiter is neither on its chain nor armed (one made for this
-/// await), which saves testing it.
+/// waiter::arm() on the running loop (arm_inline() in waiter.hpp, with `tls_loop`).
 template <bool Fresh = false>
 inline bool arm_inline(waiter& w, const context& c) noexcept {
-    w.ctx = &c;
-    w.completed = false;
-    w.cancel_requested = false;
-    const node* n = c.node();
-    if (Fresh || (!w.on_chain && !w.reg.is_armed())) {
-        assert(!w.on_chain && !w.reg.is_armed());
-        cancel_state* cs = n != nullptr ? n->canceler : nullptr;
-        if (cs == nullptr) {
-            return true;
-        }
-        if (w.owner != nullptr) {
-            if (await_chain* ch = w.owner->chain();
-                ch != nullptr && ch->bound == cs && ch->w.lp == tls_loop && !cs->is_done()) {
-                ch->current = &w;
-                w.on_chain = true;
-                return true;
-            }
-        }
-    }
-    return arm_slow(&w, c);
+    return arm_inline<Fresh>(w, c, tls_loop);
 }
 
 /// The on_cancel of a uring_op: queues an IORING_OP_ASYNC_CANCEL for it (loop.cpp).
@@ -171,6 +143,16 @@ public:
             return &sq.sqes[tail & sq.ring_mask];
         }
         return get_sqe_slow();
+    }
+    /// Returns an SQE, or null if the SQ is full (then get_sqe() makes room).
+    io_uring_sqe* sqe_if_room() noexcept {
+        io_uring_sq& sq = ring_.sq;
+        unsigned tail = sq.sqe_tail;
+        if (tail - *sq.khead < sq.ring_entries) {
+            sq.sqe_tail = tail + 1;
+            return &sq.sqes[tail & sq.ring_mask];
+        }
+        return nullptr;
     }
     /// IOSQE_CQE_SKIP_SUCCESS where the kernel has it (for SQEs whose success needs no CQE),
     /// else 0.

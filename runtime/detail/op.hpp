@@ -12,7 +12,11 @@ namespace tether::detail {
 
 /// What the loop calls for each CQE: user_data points at a completion.
 struct completion {
-    void (*complete)(completion*, int res, std::uint32_t flags) noexcept = nullptr;
+    void (*complete)(completion*, int res, std::uint32_t flags) noexcept;
+
+    completion() noexcept : complete(nullptr) {}
+    /// Leaves `complete` uninitialized: set before the SQE is queued.
+    explicit completion(lazy_init_t) noexcept {}
 };
 
 /// One SQE awaited by one coroutine, canceled in the kernel (IORING_OP_ASYNC_CANCEL) when
@@ -24,8 +28,9 @@ struct uring_op : completion, waiter {
     std::uint32_t cqe_flags = 0;
 
     uring_op() noexcept = default;
-    /// See waiter(lazy_init_t): `lp`, `on_cancel` and `owner` are set before arm().
-    explicit uring_op(lazy_init_t) noexcept : waiter(lazy_init) {}
+    /// See waiter(lazy_init_t) and completion(lazy_init_t): `lp`, `handle`, `on_cancel`,
+    /// `owner` and `complete` are set before arm().
+    explicit uring_op(lazy_init_t) noexcept : completion(lazy_init), waiter(lazy_init) {}
 
     /// Submits the op under `c` for coroutine `h`; returns false if it must not suspend
     /// (the context was already done: `error` says why, nothing was submitted).

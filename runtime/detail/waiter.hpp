@@ -5,6 +5,7 @@
 #include "context/context.hpp"
 
 #include <atomic>
+#include <cassert>
 #include <coroutine>
 #include <cstdint>
 #include <system_error>
@@ -47,7 +48,10 @@ struct chain_owner {
 ///   `cancel_error()` or starts a kernel cancel whose completion finishes it.
 struct waiter {
     loop* lp;
-    std::coroutine_handle<> handle;
+    union {
+        // In a union so that the lazy constructor leaves it uninitialized.
+        std::coroutine_handle<> handle;
+    };
     std::error_code error;
     const context* ctx;
     void (*on_cancel)(waiter*) noexcept;
@@ -65,12 +69,12 @@ struct waiter {
     cancel_registration reg;
 
     waiter() noexcept
-        : lp(nullptr), error(no_error), ctx(nullptr), on_cancel(nullptr), data(nullptr),
-          completed(false), cancel_requested(false), remote_queued(false), on_chain(false),
-          remote_prev(nullptr), remote_next(nullptr), owner(nullptr) {}
-    /// Leaves uninitialized what is set before every read: `lp`, `on_cancel` and `owner` (by
-    /// the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links and the
-    /// registration's node. For the waiters a stream's reads and writes make per await.
+        : lp(nullptr), handle(nullptr), error(no_error), ctx(nullptr), on_cancel(nullptr),
+          data(nullptr), completed(false), cancel_requested(false), remote_queued(false),
+          on_chain(false), remote_prev(nullptr), remote_next(nullptr), owner(nullptr) {}
+    /// Leaves uninitialized what is set before every read: `lp`, `handle`, `on_cancel` and
+    /// `owner` (by the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links
+    /// and the registration's node. For the waiters a stream's reads and writes make per await.
     explicit waiter(lazy_init_t) noexcept
         : error(no_error), completed(false), cancel_requested(false), remote_queued(false),
           on_chain(false), reg(lazy_init) {}
@@ -128,5 +132,40 @@ struct await_chain {
     /// Tears down `owner`'s chain, if any; on the loop thread it was made on.
     static void end(chain_owner* owner) noexcept;
 };
+
+/// Everything waiter::arm() does but its common cases (loop.cpp).
+bool arm_slow(waiter* w, const context& c) noexcept;
+
+/// waiter::arm() for an await on loop `here` (the loop running the awaiting coroutine), with
+/// its common cases inline for the hot paths of runtime and net: an await under a context that
+/// is never done (background(): its done channel is nil, in Go's terms, so there is nothing to
+/// register), and another await of a task whose chain is armed on this context's cancel state
+/// (a connection's reads and writes), on its loop.
+///
+/// `Fresh`: the caller knows the waiter is neither on its chain nor armed (one made for this
+/// await), which saves testing it.
+template <bool Fresh = false>
+inline bool arm_inline(waiter& w, const context& c, const loop* here) noexcept {
+    w.ctx = &c;
+    w.completed = false;
+    w.cancel_requested = false;
+    const node* n = c.node();
+    if (Fresh || (!w.on_chain && !w.reg.is_armed())) {
+        assert(!w.on_chain && !w.reg.is_armed());
+        cancel_state* cs = n != nullptr ? n->canceler : nullptr;
+        if (cs == nullptr) {
+            return true;
+        }
+        if (w.owner != nullptr) {
+            if (await_chain* ch = w.owner->chain();
+                ch != nullptr && ch->bound == cs && ch->w.lp == here && !cs->is_done()) {
+                ch->current = &w;
+                w.on_chain = true;
+                return true;
+            }
+        }
+    }
+    return arm_slow(&w, c);
+}
 
 } // namespace tether::detail
