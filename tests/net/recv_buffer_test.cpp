@@ -238,6 +238,81 @@ TEST_CASE("a canceled receive takes nothing; bytes arriving later wait for the n
     CHECK(b->text() == "later");
 }
 
+TEST_CASE("a receive waiting on the armed multishot recv obeys its context") {
+    // Once a stream receives and its queue is empty, a receive waits for the multishot
+    // recv's next CQE at once (the inline path); cancellation works there as anywhere.
+    manual_clock clk;
+    loop l({.clock = &clk});
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    send_all(p.client.native_handle(), "first");
+    result<recv_buffer> first = l.block_on(receive_one(&p.server));
+    REQUIRE(first);
+    CHECK(first->text() == "first");
+    first->reset();
+    REQUIRE(p.server.receive_stats().receiving);
+    REQUIRE(p.server.receive_stats().queued == 0);
+
+    // Sticky: under a context already canceled, it fails without waiting.
+    {
+        auto [ctx, cancel] = with_cancel(l.background());
+        cancel();
+        CHECK(l.block_on(ctx, receive_one(&p.server)).error() == errc::canceled);
+    }
+
+    // A deadline while it waits.
+    struct d {
+        static task<result<recv_buffer>> briefly(tcp_stream* s) {
+            co_return co_await tether::with_timeout(10ms, s->receive());
+        }
+        static task<join_handle<result<recv_buffer>>> start(tcp_stream* s) {
+            co_return co_await spawn(briefly(s));
+        }
+        // Receives until its context ends; returns how many buffers it got. Its awaits
+        // share its task's registration (await_chain) from the fourth on.
+        static task<int> count(tcp_stream* s) {
+            for (int n = 0;; ++n) {
+                result<recv_buffer> b = co_await s->receive();
+                if (!b) {
+                    CHECK(b.error() == errc::canceled);
+                    co_return n;
+                }
+                CHECK(b->text() == "x");
+            }
+        }
+        static task<join_handle<int>> start_count(tcp_stream* s) {
+            co_return co_await spawn(count(s));
+        }
+    };
+    auto h = l.block_on(d::start(&p.server));
+    l.run_until_idle();
+    clk.advance(9ms);
+    l.run_until_idle();
+    CHECK_FALSE(h.done());
+    clk.advance(1ms);
+    CHECK(l.block_on(join(std::move(h))).error() == errc::deadline_exceeded);
+
+    // Canceled while it waits, in a task whose reads share its chain.
+    auto [ctx, cancel] = with_cancel(l.background());
+    join_handle<int> counter = l.block_on(ctx, d::start_count(&p.server));
+    for (int i = 0; i < 6; ++i) {
+        send_all(p.client.native_handle(), "x");
+        l.run_until_idle();
+    }
+    CHECK_FALSE(counter.done());
+    cancel();
+    CHECK(l.block_on(join(std::move(counter))) == 6);
+
+    // The multishot recv stayed armed: later bytes wait for the next receive.
+    send_all(p.client.native_handle(), "later");
+    l.run_until_idle();
+    CHECK(p.server.receive_stats().queued == 1);
+    CHECK(p.server.receive_stats().arms == 1);
+    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    REQUIRE(b);
+    CHECK(b->text() == "later");
+}
+
 TEST_CASE("closing a stream with bytes queued and a recv armed releases everything") {
     loop l;
     tcp_listener lis = listen_loopback();
