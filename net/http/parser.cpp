@@ -622,18 +622,11 @@ inline const char* skip_target_chars(const char* p, const char* end) noexcept {
     return p;
 }
 
-// Returns the first byte of [p, end) that is not a field-value character or is HTAB (the
-// one control a value may hold), or end: sixteen bytes at a time (SSE2), then eight, a word
-// with no byte below 0x20 and none equal to 0x7f passing whole. (In each SWAR mask the
-// lowest flagged byte is exact; a borrow may flag bytes above it.)
-inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
-#if defined(__SSE2__)
-    for (; end - p >= 16; p += 16) {
-        if (const unsigned m = not_plain_field_mask(p); m != 0) {
-            return p + std::countr_zero(m);
-        }
-    }
-#endif
+// skip_plain_field_chars for the last bytes of a buffer (or all of them, without SSE2): eight
+// bytes at a time, a word with no byte below 0x20 and none equal to 0x7f passing whole. (In
+// each mask the lowest flagged byte is exact; a borrow may flag bytes above it.) Out of
+// line: its constants cost the common case nothing.
+[[gnu::noinline]] const char* skip_plain_field_chars_tail(const char* p, const char* end) noexcept {
     constexpr std::uint64_t ones = 0x0101010101010101;
     constexpr std::uint64_t highs = 0x8080808080808080;
     for (; end - p >= 8; p += 8) {
@@ -652,14 +645,34 @@ inline const char* skip_plain_field_chars(const char* p, const char* end) noexce
     return p;
 }
 
-// Returns true if the `n` bytes at `p` are all token characters: one table lookup per byte,
-// no branch.
-inline bool all_tchars(const char* p, std::size_t n) noexcept {
-    unsigned char all = cls_tchar;
-    for (std::size_t i = 0; i < n; ++i) {
-        all &= classes.v[static_cast<unsigned char>(p[i])];
+// Returns the first byte of [p, end) that is not a field-value character or is HTAB (the
+// one control a value may hold), or end: sixteen bytes at a time (SSE2) while there are.
+inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
+#if defined(__SSE2__)
+    for (; end - p >= 16; p += 16) {
+        if (const unsigned m = not_plain_field_mask(p); m != 0) {
+            return p + std::countr_zero(m);
+        }
     }
-    return all != 0;
+#endif
+    return skip_plain_field_chars_tail(p, end);
+}
+
+// Returns true if the `n` bytes at `p` are all token characters: one table lookup per byte,
+// no branch, four bytes per turn of the loop.
+inline bool all_tchars(const char* p, std::size_t n) noexcept {
+    auto cls = [p](std::size_t i) noexcept { return classes.v[static_cast<unsigned char>(p[i])]; };
+    unsigned char a = cls_tchar;
+    unsigned char b = cls_tchar;
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a &= cls(i) & cls(i + 1);
+        b &= cls(i + 2) & cls(i + 3);
+    }
+    for (; i < n; ++i) {
+        a &= cls(i);
+    }
+    return (a & b & cls_tchar) != 0;
 }
 
 // The `N - 1` characters of `s` as they lie in memory, read as one word.
@@ -786,7 +799,7 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             }
             ++p;
         }
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') {
+        if (end - p < 2 || load_word<std::uint16_t>(p) != word_of<std::uint16_t>("\r\n")) {
             return false;
         }
         const char* ve = p;

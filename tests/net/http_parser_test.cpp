@@ -391,3 +391,26 @@ TEST_CASE("a head in one piece parses as the same head fed byte by byte") {
         CHECK(a.expect_continue == b.expect_continue);
     }
 }
+
+TEST_CASE("a field name with a byte that is not a token character is refused, wherever it is") {
+    // Names of every length up to 24 (found by their colon, checked four bytes at a time,
+    // or token by token near the end of the buffer), with one bad byte at each place.
+    for (std::size_t n = 1; n <= 24; ++n) {
+        for (const char* tail : {"X-Padding: 0123456789abcdef\r\n\r\n", "\r\n"}) {
+            std::string name(n, 'k');
+            const std::string good = "GET / HTTP/1.1\r\nHost: h\r\n" + name + ": v\r\n" + tail;
+            CAPTURE(good);
+            CHECK(error_status(good) == 0);
+            for (std::size_t at = 0; at < n; ++at) {
+                for (char bad : {'(', '"', '@', '\x01', '\x7f', '\x80', '\t'}) {
+                    std::string named = name;
+                    named[at] = bad;
+                    const std::string head =
+                        "GET / HTTP/1.1\r\nHost: h\r\n" + named + ": v\r\n" + tail;
+                    CAPTURE(head);
+                    CHECK(error_status(head) == 400);
+                }
+            }
+        }
+    }
+}
