@@ -178,6 +178,21 @@ struct one_shot {
     }
 };
 
+// What one request needs while it is read and served: the parser, the request and its
+// response, and the synchronous middleware's state. A connection holds one only while it has
+// bytes of a request buffered or serves one; between requests it goes back to its server's
+// spares. So the few in use at a time stay in cache, with what their vectors and buffers
+// hold, however many connections there are: with a thousand keep-alive connections taking
+// turns, each turn would otherwise find its connection's own copy of all this cold.
+struct request_state {
+    explicit request_state(const parser_limits& limits) noexcept : parser(limits) {}
+    request req;
+    response_writer w;
+    request_parser parser;
+    around_state around_st[max_around];
+    request_state* next_spare = nullptr;
+};
+
 struct server_state {
     handler h;
     // The synchronous middleware `h` is made of, outermost first, and the handler inside
@@ -194,8 +209,24 @@ struct server_state {
     cancel_handle base_cancel;
     one_shot drained{true};
     one_shot slot_free{true};
+    // Request states no connection holds, most recently given back first (the warmest).
+    request_state* spare_states = nullptr;
+    std::size_t spare_count = 0;
 
-    ~server_state() { assert(conns.empty()); }
+    ~server_state() {
+        assert(conns.empty());
+        while (request_state* s = spare_states) {
+            spare_states = s->next_spare;
+            delete s;
+        }
+    }
+
+    // Returns a request state for `c`, its parser reset.
+    request_state* take_state(conn* c);
+    // Gives back a state taken by take_state: kept for the next request while there are
+    // fewer spares than connections (never more states than a state per connection, as
+    // when each connection kept its own), else freed.
+    void give_state(request_state* s) noexcept;
 
     task<void> accept_loop(context base);
     // Runs the `before` steps of `around`, outermost first. If one throws, runs the `after`
@@ -258,6 +289,29 @@ void server_state::arm(conn* c, std::chrono::nanoseconds d) {
 
 void server_state::disarm(conn* c) {
     c->deadline = time_point::max(); // the timer, if in, finds nothing to do when it fires
+}
+
+request_state* server_state::take_state(conn* c) {
+    request_state* s = spare_states;
+    if (s != nullptr) {
+        spare_states = s->next_spare;
+        --spare_count;
+        s->parser.reset();
+    } else {
+        s = new request_state(opts.limits);
+    }
+    s->req.remote = c->remote;
+    return s;
+}
+
+void server_state::give_state(request_state* s) noexcept {
+    if (spare_count >= conns.size()) {
+        delete s;
+        return;
+    }
+    s->next_spare = spare_states;
+    spare_states = s;
+    ++spare_count;
 }
 
 void server_state::drop_timer(conn* c) {
@@ -541,6 +595,18 @@ struct run_handler {
     void await_resume() { h.promise().take(); }
 };
 
+// Reads and drops the rest of `req`'s body (a coroutine of its own: its buffer is no part of
+// every connection's frame).
+task<void> drain_body(request& req) {
+    char sink[4096];
+    while (!req.conn_->body_done) {
+        auto r = co_await req.read_body(std::span(sink));
+        if (!r) {
+            break;
+        }
+    }
+}
+
 } // namespace
 
 void server_state::enter_around(request& req, response_writer& w, around_state* st) const {
@@ -599,27 +665,31 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
 task<void> server_state::serve_conn(conn* c) {
     context conn_ctx = co_await this_coro::context;
     c->in.resize(4096);
-    request_parser parser(opts.limits);
-    request req;
-    response_writer w;
-    req.remote = c->remote;
-    // The request's context and its handle; kept for the next request when nobody but us
-    // saw it (see below).
+    // The parser, request and response of the request at hand (see request_state): taken
+    // when bytes of a request are buffered, given back while the connection waits with
+    // none. (Should the frame go without reaching its end, the state goes with it.)
+    std::unique_ptr<request_state> rs(take_state(c));
+    // The request's context and its handle, kept for the next request when nobody but us
+    // saw it (see below); `req_ctx` holds it between requests.
+    context req_ctx;
     cancel_handle cancel_req;
     const tether::detail::node* req_node = nullptr;
-    around_state around_st[max_around];
     (void)c->sock.set_nodelay(true);
 
     while (!c->close_after) {
         // ---- the head ----
-        parser.reset();
+        if (rs == nullptr) {
+            rs.reset(take_state(c));
+        } else {
+            rs->parser.reset();
+        }
         request_parser::status st = request_parser::status::incomplete;
         bool first_byte_seen = c->in_end > c->in_start;
         c->idle = !first_byte_seen;
         bool header_timer_due = false;
         for (;;) {
             if (c->in_end > c->in_start) {
-                st = parser.parse(c->buffered(), req.head);
+                st = rs->parser.parse(c->buffered(), rs->req.head);
                 if (st != request_parser::status::incomplete) {
                     break;
                 }
@@ -643,16 +713,28 @@ task<void> server_state::serve_conn(conn* c) {
                     break;
                 }
                 arm(c, opts.idle_timeout);
+                // Nothing of a request buffered: the state waits among the spares (its parser
+                // has seen nothing since its reset).
+                give_state(rs.release());
             } else if (!first_byte_seen) {
                 first_byte_seen = true;
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
             // The read as read_more() does it, awaited here: no frame of its own, and its
-            // state sits in this frame, which the turn touches anyway.
-            auto read = c->sock.read_some(read_room(c));
+            // state sits in this frame, which the turn touches anyway. A plain recv (what
+            // read_some does on a stream that never used receive(), as a connection's
+            // doesn't), without read_some's state for the loop-buffer path: a turn touches
+            // fewer lines of the frame.
+            std::span<std::byte> room = read_room(c);
+            net::detail::some_awaiter read(net::detail::transfer_op::kind::recv,
+                                           c->sock.native_handle(), room.data(), room.size(), 0,
+                                           true);
             result<std::size_t> got = co_await read;
             bool more = read_done(c, got);
+            if (rs == nullptr) {
+                rs.reset(take_state(c));
+            }
             if (c->send_inflight) {
                 // The responses sent behind go out whole before `out` takes more.
                 task<void> settled = settle_send(c, conn_ctx);
@@ -690,14 +772,16 @@ task<void> server_state::serve_conn(conn* c) {
             break;
         }
         c->idle = false;
+        request& req = rs->req;
+        response_writer& w = rs->w;
         if (st == request_parser::status::error) {
             disarm(c);
-            error_response(c->out, parser.error().status, parser.error().reason);
+            error_response(c->out, rs->parser.error().status, rs->parser.error().reason);
             c->close_after = true;
             c->linger = true;
             break;
         }
-        c->in_start += parser.consumed();
+        c->in_start += rs->parser.consumed();
         disarm(c);
         if (opts.read_timeout.count() > 0 || opts.write_timeout.count() > 0) {
             arm(c, opts.read_timeout.count() > 0 ? opts.read_timeout : opts.write_timeout);
@@ -722,10 +806,12 @@ task<void> server_state::serve_conn(conn* c) {
 
         // ---- the handler, under a child of the connection's context ----
         if (!cancel_req) {
-            auto [req_ctx, cancel] = with_cancel(conn_ctx);
-            req.ctx_ = std::move(req_ctx);
+            auto [fresh, cancel] = with_cancel(conn_ctx);
+            req.ctx_ = std::move(fresh);
             cancel_req = std::move(cancel);
             req_node = req.ctx_.node();
+        } else {
+            req.ctx_ = std::move(req_ctx);
         }
         req.conn_ = c;
         req.params.clear();
@@ -737,7 +823,7 @@ task<void> server_state::serve_conn(conn* c) {
         bool entered = false; // every around step's `before` returned
         bool failed = false;
         try {
-            enter_around(req, w, around_st);
+            enter_around(req, w, rs->around_st);
             entered = true;
             task<void> t = (*inner)(req, w);
             // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
@@ -747,7 +833,7 @@ task<void> server_state::serve_conn(conn* c) {
             failed = true;
         }
         if (entered) {
-            failed = leave_around(req, w, around_st, around_count, failed);
+            failed = leave_around(req, w, rs->around_st, around_count, failed);
         }
         if (failed) {
             // The recover middleware turns exceptions into 500s; without it, the connection
@@ -760,20 +846,17 @@ task<void> server_state::serve_conn(conn* c) {
         // `req` and `cancel_req` refers to it and nothing is registered on it, ending it
         // would change nothing anyone can see: the next request reuses it, saving a node,
         // its link on the connection's context and the cancel.
-        if (req.ctx_.node() != req_node || !tether::detail::cancel_unobserved(req.ctx_)) {
+        if (req.ctx_.node() == req_node && tether::detail::cancel_unobserved(req.ctx_)) {
+            req_ctx = std::move(req.ctx_);
+        } else {
             cancel_req.reset();
             req.ctx_ = context{};
         }
 
         // A small unread body is drained so that the connection can carry the next request.
         if (!c->body_done && !c->body_error && c->body_total + c->body_left <= drain_limit) {
-            char sink[4096];
-            while (!c->body_done) {
-                auto r = co_await req.read_body(std::span(sink));
-                if (!r) {
-                    break;
-                }
-            }
+            task<void> drained_body = drain_body(req);
+            co_await std::move(drained_body);
         }
         finish_response(c, w, req.head.keep_alive);
         disarm(c);
@@ -816,6 +899,9 @@ task<void> server_state::serve_conn(conn* c) {
     }
     (void)c->sock.close();
     thread_log().flush(); // lines of requests whose answers were never written
+    if (rs != nullptr) {
+        give_state(rs.release());
+    }
     conns.erase(c->pos);
     slot_free.set();
     if (conns.empty()) {

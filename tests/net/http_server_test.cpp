@@ -118,6 +118,47 @@ TEST_CASE("pipelined requests get their responses in order") {
     }
 }
 
+// Answers with the path and the X-Tag field.
+task<void> tagged(request& req, response_writer& w) {
+    w.write(std::string(req.path()) + " " + std::string(req.header("X-Tag")));
+    co_return;
+}
+
+// Sends half a head on one connection, a whole request on a second, then the rest of the
+// first head; returns both answers, the second's first.
+task<std::string> split_head_around_another(net::address at) {
+    auto a = co_await net::tcp_stream::connect(at);
+    REQUIRE(a.has_value());
+    auto [n1, e1] = co_await a->write_all(std::string_view("GET /a HTTP/1.1\r\nHost: x\r\nX-Ta"));
+    REQUIRE_FALSE(e1);
+    std::string b =
+        co_await exchange(at, "GET /b HTTP/1.1\r\nHost: x\r\nX-Tag: two\r\n\r\n", "/b two", 1);
+    auto [n2, e2] = co_await a->write_all(std::string_view("g: one\r\n\r\n"));
+    REQUIRE_FALSE(e2);
+    std::string got;
+    char buf[1024];
+    while (got.find("/a one") == std::string::npos) {
+        auto r = co_await a->read_some(std::as_writable_bytes(std::span(buf)));
+        if (!r || *r == 0) {
+            break;
+        }
+        got.append(buf, *r);
+    }
+    co_return b + "|" + got;
+}
+
+TEST_CASE("a head split between reads is finished while another connection is served") {
+    server_fixture f;
+    f.mux.handle("GET /a", tagged);
+    f.mux.handle("GET /b", tagged);
+    f.start();
+    std::string got = f.l.block_on(split_head_around_another(f.addr));
+    auto bar = got.find('|');
+    REQUIRE(bar != std::string::npos);
+    CHECK(got.find("/b two") < bar);
+    CHECK(got.find("/a one", bar) != std::string::npos);
+}
+
 TEST_CASE("a chunked body is streamed to the handler") {
     server_fixture f;
     f.start();
