@@ -979,10 +979,14 @@ bool cancel_unobserved(const context& ctx) noexcept {
     if (s->refs.load(std::memory_order_acquire) != 2 || s->is_done()) {
         return false;
     }
-    s->lock.lock();
-    bool quiet = s->head == nullptr && s->state.load(std::memory_order_relaxed) == 0;
-    s->lock.unlock();
-    return quiet;
+    // No lock: `head` has no writer on another thread. Only a registration links a callback,
+    // and a registration needs the context, which only our caller holds; a parent's cancel
+    // writes `head` only to unlink a callback from a list that is not empty, and it writes
+    // the state first, which the acquire load above saw still 0 (a cancel that starts after
+    // it finds the list empty and writes only the state, cause and flags). So the answer is
+    // what the lock would have given: the parent's cancel may still come, as it may come
+    // right after the lock is released.
+    return s->head == nullptr;
 }
 
 } // namespace detail

@@ -136,8 +136,10 @@ struct cancel_state : node {
     // The thread running the cancel (thread_tag(), not std::thread::id: 4 bytes, in what
     // would be padding, keep the state in a smaller malloc chunk).
     std::uint32_t running_thread = 0;
-    std::error_code cause;
+    // In the node's first 64 bytes with `refs`, `destroy` and `state`: what an owner asking
+    // cancel_unobserved() reads.
     callback_node* head = nullptr;
+    std::error_code cause;
     // The callback being run by the canceler; written under `lock`, and read without it by
     // remove_callback() waiting for that callback to return.
     std::atomic<callback_node*> running{nullptr};

@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -390,5 +391,28 @@ TEST_CASE("cancel_unobserved: only a live context seen by nobody but its holder"
         auto [ctx, cancel] = tether::with_cancel(parent);
         tether::context v = tether::with_value(ctx, int_key, 1); // holds ctx
         CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+    }
+}
+
+TEST_CASE("cancel_unobserved races a parent's cancel on another thread") {
+    // The holder asks while the parent is canceled on another thread: either answer is
+    // right (the cancel came after the question, or before it), the context ends up canceled
+    // either way, and under ThreadSanitizer the node's unlocked reads race with nothing.
+    for (int i = 0; i < 2000; ++i) {
+        auto [parent, cancel_parent] = tether::with_cancel(tether::context{});
+        auto [ctx, cancel] = tether::with_cancel(parent);
+        std::atomic<bool> go{false};
+        std::jthread t([&go, &cancel_parent = cancel_parent] {
+            while (!go.load(std::memory_order_acquire)) {
+            }
+            cancel_parent();
+        });
+        go.store(true, std::memory_order_release);
+        bool quiet = tether::detail::cancel_unobserved(ctx);
+        t.join();
+        REQUIRE(ctx.is_done());
+        CHECK(ctx.err() == tether::errc::canceled);
+        CHECK_FALSE(tether::detail::cancel_unobserved(ctx));
+        (void)quiet;
     }
 }
