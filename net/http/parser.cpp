@@ -187,15 +187,6 @@ bool detail::iequals_n(const char* a, const char* b, std::size_t n) noexcept {
     return true;
 }
 
-std::optional<std::string_view> request_head::header(std::string_view name) const noexcept {
-    for (const header_field& f : headers) {
-        if (iequals(f.name, name)) {
-            return f.value;
-        }
-    }
-    return std::nullopt;
-}
-
 std::size_t request_head::count(std::string_view name) const noexcept {
     return static_cast<std::size_t>(
         std::count_if(headers.begin(), headers.end(),

@@ -47,7 +47,16 @@ struct request_head {
     bool expect_continue = false; ///< Expect: 100-continue
 
     /// Returns the value of the first field named `name` (any case), or nullopt.
-    std::optional<std::string_view> header(std::string_view name) const noexcept;
+    std::optional<std::string_view> header(std::string_view name) const noexcept {
+        // Inline: most fields differ from `name` in length, and cost one comparison.
+        for (const header_field& f : headers) {
+            if (f.name.size() == name.size() &&
+                detail::iequals_n(f.name.data(), name.data(), name.size())) {
+                return f.value;
+            }
+        }
+        return std::nullopt;
+    }
     /// Returns how many fields are named `name` (any case).
     std::size_t count(std::string_view name) const noexcept;
     /// Returns the path part of the target (before '?').
