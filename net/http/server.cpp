@@ -997,6 +997,51 @@ task<void> server_state::accept_loop(context base) {
 
 // ---- request / response_writer ------------------------------------------------------------
 
+namespace {
+
+// Copies the request's head out of the connection's buffer into the request and points its
+// views there, if they still point into the buffer: reading more of a chunked body moves
+// and grows that buffer, and the views stay valid until the handler completes.
+void keep_head(request& req, const detail::conn* c) {
+    const char* const b = c->in.data();
+    const char* const e = b + c->in.size();
+    auto inside = [b, e](std::string_view v) { return v.data() >= b && v.data() < e; };
+    request_head& h = req.head;
+    if (!inside(h.method)) {
+        return; // copied already (or never in the buffer)
+    }
+    const char* lo = h.method.data();
+    const char* hi = h.method.data() + h.method.size();
+    auto widen = [&](std::string_view v) {
+        if (!v.empty() && inside(v)) {
+            lo = std::min(lo, v.data());
+            hi = std::max(hi, v.data() + v.size());
+        }
+    };
+    widen(h.target);
+    for (const header_field& f : h.headers) {
+        widen(f.name);
+        widen(f.value);
+    }
+    req.head_copy_.assign(lo, static_cast<std::size_t>(hi - lo));
+    const char* const to = req.head_copy_.data();
+    auto move = [&](std::string_view& v) {
+        if (!v.empty() && inside(v)) {
+            v = std::string_view(to + (v.data() - lo), v.size());
+        } else if (v.empty()) {
+            v = std::string_view{};
+        }
+    };
+    move(h.method);
+    move(h.target);
+    for (header_field& f : h.headers) {
+        move(f.name);
+        move(f.value);
+    }
+}
+
+} // namespace
+
 task<result<std::size_t>> request::read_body(std::span<char> buf) {
     detail::conn* c = conn_;
     if (c == nullptr || c->body_done || buf.empty()) {
@@ -1068,6 +1113,7 @@ task<result<std::size_t>> request::read_body(std::span<char> buf) {
                 co_return produced;
             }
         }
+        keep_head(*this, c);
         if (bool more = co_await c->srv->read_more(c); !more) {
             c->body_error = true;
             c->close_after = true;

@@ -122,6 +122,9 @@ public:
     detail::conn* conn_ = nullptr;
 
     net::address remote; ///< the client's address (after the fields a request touches)
+    /// The head's bytes, once reading a chunked body needs the connection's buffer back
+    /// (the views in `head` then point here).
+    std::string head_copy_;
 };
 
 /// Builds the response: status, header fields and body.
