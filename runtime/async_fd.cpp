@@ -72,7 +72,7 @@ struct fd_poll {
         io_uring_sqe* sqe = l.get_sqe();
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(static_cast<completion*>(&s)),
                                0);
-        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_data(sqe, &ignored_cqe);
         io_uring_sqe_set_flags(sqe, l.skip_success_flag());
         s.canceling = true;
         ++cancels;

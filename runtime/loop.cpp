@@ -26,6 +26,8 @@ namespace detail {
 // to __tls_get_addr), and 8 bytes fit the static TLS that even a dlopen'ed libtether gets.
 [[gnu::tls_model("initial-exec")]] constinit thread_local loop* tls_loop = nullptr;
 
+constinit completion ignored_cqe{[](completion*, int, std::uint32_t) noexcept {}};
+
 loop* current_loop() noexcept {
     return tls_loop;
 }
@@ -291,7 +293,7 @@ void uring_op_cancel(waiter* w) noexcept {
     loop_impl& l = op->lp->impl();
     io_uring_sqe* sqe = l.get_sqe();
     io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(static_cast<completion*>(op)), 0);
-    io_uring_sqe_set_data64(sqe, 0);
+    io_uring_sqe_set_data(sqe, &ignored_cqe);
     // The target's own CQE is what resumes the coroutine: a cancel that worked needs none.
     io_uring_sqe_set_flags(sqe, l.skip_success_flag());
     ++l.submitted_cancels;
@@ -788,9 +790,8 @@ bool loop_impl::fire_timers() {
 }
 
 void loop_impl::dispatch(std::uint64_t user_data, int res, std::uint32_t flags) {
-    if (user_data == 0) {
-        return; // the CQE of an ASYNC_CANCEL: the target's own CQE is what matters
-    }
+    // Never 0: an SQE whose CQE needs no handling carries &ignored_cqe.
+    assert(user_data != 0);
     auto* c = reinterpret_cast<completion*>(static_cast<std::uintptr_t>(user_data));
     c->complete(c, res, flags);
 }
@@ -1133,7 +1134,7 @@ void loop_impl::flush_for_embedder() {
                     sqe, &notify_timer_ts_,
                     reinterpret_cast<std::uintptr_t>(static_cast<completion*>(&notify_timer_op_)),
                     IORING_TIMEOUT_ABS);
-                io_uring_sqe_set_data64(sqe, 0);
+                io_uring_sqe_set_data(sqe, &ignored_cqe);
             }
             notify_timer_at_ = next;
         }

@@ -186,7 +186,7 @@ struct recv_state final : completion, recv_core, orphan {
         }
         io_uring_sqe* sqe = impl().get_sqe();
         io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(target), 0);
-        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_data(sqe, &tether::detail::ignored_cqe);
         flag = true;
     }
 

@@ -424,7 +424,7 @@ task<void> server_state::settle_send(conn* c, const context& ctx) {
         io_uring_prep_cancel64(
             sqe,
             reinterpret_cast<std::uintptr_t>(static_cast<tether::detail::completion*>(&c->sop)), 0);
-        io_uring_sqe_set_data64(sqe, 0);
+        io_uring_sqe_set_data(sqe, &tether::detail::ignored_cqe);
         io_uring_sqe_set_flags(sqe, l.skip_success_flag());
     }
     send_wait sw{c};

@@ -15,9 +15,16 @@ struct completion {
     void (*complete)(completion*, int res, std::uint32_t flags) noexcept;
 
     completion() noexcept : complete(nullptr) {}
+    constexpr explicit completion(void (*fn)(completion*, int, std::uint32_t) noexcept) noexcept
+        : complete(fn) {}
     /// Leaves `complete` uninitialized: set before the SQE is queued.
     explicit completion(lazy_init_t) noexcept {}
 };
+
+/// The user_data of an SQE whose CQE needs no handling (an ASYNC_CANCEL's, a timeout
+/// update's: the target's own CQE is what matters); its handler does nothing. A completion
+/// like any other, so that the reap loop calls each CQE's handler without a test (loop.cpp).
+extern constinit completion ignored_cqe;
 
 /// One SQE awaited by one coroutine, canceled in the kernel (IORING_OP_ASYNC_CANCEL) when
 /// its context is done; the coroutine resumes only when the operation's own CQE arrives,
