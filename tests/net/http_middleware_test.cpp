@@ -9,9 +9,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace tether;
@@ -343,6 +345,74 @@ TEST_CASE("request_id and access_log outermost: a handler's exception is logged 
     REQUIRE(lines.size() == 1);
     CHECK(lines[0].find("\"GET /t HTTP/1.1\" 500 ") != std::string::npos);
     CHECK(lines[0].ends_with(" id=ex-2"));
+}
+
+namespace {
+
+// Around steps that note what they do in `trace`; `throw_before` / `throw_after` make a step
+// throw there.
+struct noting_steps final : http::detail::around_steps {
+    std::string name;
+    std::string* trace;
+    bool throw_before = false;
+    bool throw_after = false;
+    noting_steps(std::string n, std::string* t, bool tb, bool ta)
+        : name(std::move(n)), trace(t), throw_before(tb), throw_after(ta) {}
+    void before(request&, response_writer&, http::detail::around_state&) const override {
+        *trace += "before " + name + (throw_before ? " throws; " : "; ");
+        if (throw_before) {
+            throw std::runtime_error("before");
+        }
+    }
+    void after(request&, response_writer&, http::detail::around_state&,
+               bool failed) const override {
+        *trace += "after " + name + (failed ? " failed" : "") + (throw_after ? " throws; " : "; ");
+        if (throw_after) {
+            throw std::runtime_error("after");
+        }
+    }
+};
+
+// `h` inside around steps named a (outermost), b and c; step `before_throws` throws in
+// `before`, step `after_throws` in `after` (none: ' '). Returns the trace and the reply's
+// status line.
+std::pair<std::string, std::string> run_steps(char before_throws, char after_throws) {
+    std::string trace;
+    http::handler h = [&trace](request&, response_writer& w) -> task<void> {
+        trace += "handler; ";
+        w.write("ok");
+        co_return;
+    };
+    for (char n : {'c', 'b', 'a'}) {
+        h = http::detail::around_handler{
+            std::move(h), std::make_shared<noting_steps>(std::string(1, n), &trace,
+                                                         n == before_throws, n == after_throws)};
+    }
+    std::string got = roundtrip(h, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    return {trace, got.substr(0, got.find("\r\n"))};
+}
+
+} // namespace
+
+TEST_CASE("around steps run outermost first before the handler, innermost first after it") {
+    auto [trace, status] = run_steps(' ', ' ');
+    CHECK(trace == "before a; before b; before c; handler; after c; after b; after a; ");
+    CHECK(status == "HTTP/1.1 200 OK");
+}
+
+TEST_CASE(
+    "around steps: a `before` that throws skips the handler; the steps before it end failed") {
+    auto [trace, status] = run_steps('b', ' ');
+    CHECK(trace == "before a; before b throws; after a failed; ");
+    CHECK(status == "HTTP/1.1 500 Internal Server Error");
+}
+
+TEST_CASE("around steps: an `after` that throws fails the request for the steps outside it") {
+    auto [trace, status] = run_steps(' ', 'c');
+    CHECK(
+        trace ==
+        "before a; before b; before c; handler; after c throws; after b failed; after a failed; ");
+    CHECK(status == "HTTP/1.1 500 Internal Server Error");
 }
 
 TEST_CASE("access_log(FILE*): every line is in the file once shutdown has returned") {
