@@ -152,20 +152,15 @@ struct thread_log_holder {
     ~thread_log_holder() { log.flush(); }
 };
 thread_local thread_log_holder thread_lines;
-// The thread's lines, reached with one %fs-relative load (initial-exec, constant-initialized:
-// no guard and no __tls_get_addr, which `thread_lines` itself takes for its destructor's
-// registration); null until the thread's first line.
+} // namespace
+
+// Reached without the guard and __tls_get_addr that `thread_lines` itself takes for its
+// destructor's registration.
 [[gnu::tls_model("initial-exec")]] constinit thread_local log_lines* thread_lines_ptr = nullptr;
 
 [[gnu::noinline]] log_lines& first_thread_log() noexcept {
     thread_lines_ptr = &thread_lines.log;
     return *thread_lines_ptr;
-}
-} // namespace
-
-log_lines& thread_log() noexcept {
-    log_lines* l = thread_lines_ptr;
-    return l != nullptr ? *l : first_thread_log();
 }
 
 // A resettable one-shot signal made of a context: set() cancels it, waiters await its

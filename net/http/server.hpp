@@ -66,8 +66,19 @@ struct log_lines {
     }
 };
 
-/// Returns the calling thread's gathered access-log lines.
-log_lines& thread_log() noexcept;
+/// The calling thread's gathered access-log lines, once it has had a line (else null): one
+/// %fs-relative load (initial-exec, constant-initialized: no guard, no __tls_get_addr).
+[[gnu::tls_model("initial-exec")]] extern constinit thread_local log_lines* thread_lines_ptr;
+
+/// Points `thread_lines_ptr` at the calling thread's lines (at its first line).
+log_lines& first_thread_log() noexcept;
+
+/// Returns the calling thread's gathered access-log lines. Inline: the access log takes them
+/// at every line.
+inline log_lines& thread_log() noexcept {
+    log_lines* l = thread_lines_ptr;
+    return l != nullptr ? *l : first_thread_log();
+}
 
 /// What a connection keeps for the access log: its peer's address as text, formatted once.
 struct conn_log {
