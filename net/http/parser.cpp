@@ -579,32 +579,29 @@ inline __m128i load16(const char* p) noexcept {
     return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
 }
 
-// The bytes of the sixteen at `p` that can't be in a request-target (up to SP, and DEL), as
-// a bit mask.
-inline unsigned not_target_mask(const char* p) noexcept {
-    const __m128i v = load16(p);
-    const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v);
-    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
-    return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
-}
-
-// The bytes of the sixteen at `p` that end a run of plain field-value characters (a
-// control, HTAB included, or DEL), as a bit mask.
-inline unsigned not_plain_field_mask(const char* p) noexcept {
-    const __m128i v = load16(p);
-    const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
-    return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+// Scans [p, end) sixteen bytes at a time for a byte at most `max` or equal to DEL (SP and
+// below can't be in a request-target; a control, HTAB included, ends a run of plain
+// field-value characters). Returns that byte, or null with `p` at the first byte not
+// scanned (fewer than sixteen are left).
+inline const char* find_low_or_del16(const char*& p, const char* end, char max) noexcept {
+    for (; end - p >= 16; p += 16) {
+        const __m128i v = load16(p);
+        const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(max)), v);
+        const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+        if (const auto m = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+            m != 0) {
+            return p + std::countr_zero(m);
+        }
+    }
+    return nullptr;
 }
 #endif
 
 // Returns the first byte of [p, end) that can't be in a request-target, or end.
 inline const char* skip_target_chars(const char* p, const char* end) noexcept {
 #if defined(__SSE2__)
-    for (; end - p >= 16; p += 16) {
-        if (const unsigned m = not_target_mask(p); m != 0) {
-            return p + std::countr_zero(m);
-        }
+    if (const char* hit = find_low_or_del16(p, end, 0x20)) {
+        return hit;
     }
 #endif
     while (p < end && is_target_char(static_cast<unsigned char>(*p))) {
@@ -640,10 +637,8 @@ inline const char* skip_target_chars(const char* p, const char* end) noexcept {
 // one control a value may hold), or end: sixteen bytes at a time (SSE2) while there are.
 inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
 #if defined(__SSE2__)
-    for (; end - p >= 16; p += 16) {
-        if (const unsigned m = not_plain_field_mask(p); m != 0) {
-            return p + std::countr_zero(m);
-        }
+    if (const char* hit = find_low_or_del16(p, end, 0x1f)) {
+        return hit;
     }
 #endif
     return skip_plain_field_chars_tail(p, end);

@@ -88,6 +88,14 @@ task<void> shut_after_write(tcp_stream* s, std::string text) {
     REQUIRE(s->shutdown(shutdown_how::write));
 }
 
+// A receive bounded by a 10 ms timeout, and a task that spawns one and returns its handle.
+task<result<recv_buffer>> receive_briefly(tcp_stream* s) {
+    co_return co_await tether::with_timeout(10ms, s->receive());
+}
+task<join_handle<result<recv_buffer>>> start_brief_receive(tcp_stream* s) {
+    co_return co_await spawn(receive_briefly(s));
+}
+
 } // namespace
 
 TEST_CASE("receive echoes with pool buffers, one multishot recv for many receives") {
@@ -209,15 +217,7 @@ TEST_CASE("a canceled receive takes nothing; bytes arriving later wait for the n
     loop l({.clock = &clk});
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    struct d {
-        static task<result<recv_buffer>> briefly(tcp_stream* s) {
-            co_return co_await tether::with_timeout(10ms, s->receive());
-        }
-        static task<join_handle<result<recv_buffer>>> start(tcp_stream* s) {
-            co_return co_await spawn(briefly(s));
-        }
-    };
-    auto h = l.block_on(d::start(&p.server));
+    auto h = l.block_on(start_brief_receive(&p.server));
     l.run_until_idle();
     clk.advance(9ms);
     l.run_until_idle();
@@ -262,12 +262,6 @@ TEST_CASE("a receive waiting on the armed multishot recv obeys its context") {
 
     // A deadline while it waits.
     struct d {
-        static task<result<recv_buffer>> briefly(tcp_stream* s) {
-            co_return co_await tether::with_timeout(10ms, s->receive());
-        }
-        static task<join_handle<result<recv_buffer>>> start(tcp_stream* s) {
-            co_return co_await spawn(briefly(s));
-        }
         // Receives until its context ends; returns how many buffers it got. Its awaits
         // share its task's registration (await_chain) from the fourth on.
         static task<int> count(tcp_stream* s) {
@@ -284,7 +278,7 @@ TEST_CASE("a receive waiting on the armed multishot recv obeys its context") {
             co_return co_await spawn(count(s));
         }
     };
-    auto h = l.block_on(d::start(&p.server));
+    auto h = l.block_on(start_brief_receive(&p.server));
     l.run_until_idle();
     clk.advance(9ms);
     l.run_until_idle();
