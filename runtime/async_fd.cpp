@@ -68,12 +68,7 @@ struct fd_poll {
         if (!s.armed || s.canceling) {
             return;
         }
-        loop_impl& l = impl();
-        io_uring_sqe* sqe = l.get_sqe();
-        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(static_cast<completion*>(&s)),
-                               0);
-        io_uring_sqe_set_data(sqe, &ignored_cqe);
-        io_uring_sqe_set_flags(sqe, l.skip_success_flag());
+        impl().cancel_in_kernel(&s);
         s.canceling = true;
         ++cancels;
     }

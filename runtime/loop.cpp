@@ -291,11 +291,8 @@ void uring_op_cancel(waiter* w) noexcept {
     }
     op->cancel_requested = true;
     loop_impl& l = op->lp->impl();
-    io_uring_sqe* sqe = l.get_sqe();
-    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(static_cast<completion*>(op)), 0);
-    io_uring_sqe_set_data(sqe, &ignored_cqe);
-    // The target's own CQE is what resumes the coroutine: a cancel that worked needs none.
-    io_uring_sqe_set_flags(sqe, l.skip_success_flag());
+    // The target's own CQE is what resumes the coroutine.
+    l.cancel_in_kernel(op);
     ++l.submitted_cancels;
 }
 

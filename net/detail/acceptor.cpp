@@ -108,10 +108,7 @@ struct acceptor final : completion, orphan {
         if (!armed || canceling) {
             return;
         }
-        io_uring_sqe* sqe = impl().get_sqe();
-        io_uring_prep_cancel64(sqe,
-                               reinterpret_cast<std::uintptr_t>(static_cast<completion*>(this)), 0);
-        io_uring_sqe_set_data(sqe, &tether::detail::ignored_cqe); // the cancel's own CQE is ignored
+        impl().cancel_in_kernel(this);
         canceling = true;
     }
 

@@ -184,9 +184,7 @@ struct recv_state final : completion, recv_core, orphan {
         if (flag) {
             return;
         }
-        io_uring_sqe* sqe = impl().get_sqe();
-        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(target), 0);
-        io_uring_sqe_set_data(sqe, &tether::detail::ignored_cqe);
+        impl().cancel_in_kernel(target);
         flag = true;
     }
 

@@ -407,13 +407,7 @@ task<void> server_state::settle_send(conn* c, const context& ctx) {
     }
     if (ctx.is_done() && !c->send_canceled) {
         c->send_canceled = true;
-        tether::detail::loop_impl& l = tether::detail::tls_loop->impl();
-        io_uring_sqe* sqe = l.get_sqe();
-        io_uring_prep_cancel64(
-            sqe,
-            reinterpret_cast<std::uintptr_t>(static_cast<tether::detail::completion*>(&c->sop)), 0);
-        io_uring_sqe_set_data(sqe, &tether::detail::ignored_cqe);
-        io_uring_sqe_set_flags(sqe, l.skip_success_flag());
+        tether::detail::tls_loop->impl().cancel_in_kernel(&c->sop);
     }
     send_wait sw{c};
     co_await sw;
@@ -1000,8 +994,6 @@ void keep_head(request& req, const detail::conn* c) {
     auto move = [&](std::string_view& v) {
         if (!v.empty() && inside(v)) {
             v = std::string_view(to + (v.data() - lo), v.size());
-        } else if (v.empty()) {
-            v = std::string_view{};
         }
     };
     move(h.method);

@@ -157,6 +157,15 @@ public:
     /// IOSQE_CQE_SKIP_SUCCESS where the kernel has it (for SQEs whose success needs no CQE),
     /// else 0.
     std::uint8_t skip_success_flag() const noexcept { return skip_success_; }
+    /// Queues an IORING_OP_ASYNC_CANCEL of the SQE whose user_data is `target`. The cancel's
+    /// own CQE needs no handling (its user_data is &ignored_cqe; skipped when it succeeds,
+    /// where the kernel can): the target's own CQE is what matters.
+    void cancel_in_kernel(completion* target) {
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(target), 0);
+        io_uring_sqe_set_data(sqe, &ignored_cqe);
+        io_uring_sqe_set_flags(sqe, skip_success_);
+    }
     void schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
     /// Resumes `h` at once if a CQE handler called from reap() completed its await and
     /// nothing else is ready (and this reap has resumed fewer than `direct_budget` so far);
