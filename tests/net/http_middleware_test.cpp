@@ -6,6 +6,7 @@
 #include "runtime/spawn.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +112,43 @@ TEST_CASE("access_log writes one line with the request ID, status and bytes") {
     static const std::regex whole(
         R"(^(127\.0\.0\.1|\[::1\]):[0-9]+ "GET /p\?q=1 HTTP/1\.1" 200 5 [0-9]+\.[0-9]{3}ms id=r1$)");
     CHECK_MESSAGE(std::regex_match(lines[0], whole), lines[0]);
+}
+
+TEST_CASE("access_log writes statuses and body sizes of every length in decimal") {
+    // Each request's path names the status and the body size its handler answers with: one,
+    // two, three and more digits, on both sides of each boundary.
+    std::vector<std::string> lines;
+    auto sized = [](request& req, response_writer& w) -> task<void> {
+        const std::string path(req.path().substr(1));
+        const auto slash = path.find('/');
+        w.write_header(std::atoi(path.substr(0, slash).c_str()));
+        w.write(std::string(std::strtoul(path.substr(slash + 1).c_str(), nullptr, 10), 'x'));
+        co_return;
+    };
+    auto h =
+        http::chain(sized, {http::request_id(),
+                            http::access_log([&](std::string_view l) { lines.emplace_back(l); })});
+    const std::vector<std::pair<int, std::size_t>> cases = {
+        {200, 0},   {201, 9},    {404, 10},   {299, 99},     {500, 100},
+        {418, 999}, {200, 1000}, {202, 4096}, {200, 123456}, {999, 7},
+    };
+    std::string raw;
+    for (const auto& [status, size] : cases) {
+        raw += fmt::format("GET /{}/{} HTTP/1.1\r\nHost: x\r\n\r\n", status, size);
+    }
+    raw += "GET /200/1 HTTP/1.0\r\n\r\n";
+    (void)roundtrip(h, raw);
+    REQUIRE(lines.size() == cases.size() + 1);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        const auto& [status, size] = cases[i];
+        CAPTURE(lines[i]);
+        const std::regex line(fmt::format(
+            R"(^.* "GET /{0}/{1} HTTP/1\.1" {0} {1} [0-9]+\.[0-9]{{3}}ms id=[0-9a-f]{{32}}$)",
+            status, size));
+        CHECK(std::regex_match(lines[i], line));
+    }
+    static const std::regex ten(R"(^.* "GET /200/1 HTTP/1\.0" 200 1 [0-9]+\.[0-9]{3}ms id=.*$)");
+    CHECK_MESSAGE(std::regex_match(lines.back(), ten), lines.back());
 }
 
 TEST_CASE("access_log outside request_id still logs the request ID") {
