@@ -440,9 +440,11 @@ enum class known_field : unsigned char {
 // tokens: name_is would also take a CR for the '-' of a name, which is checked itself.
 [[gnu::always_inline]] inline known_field classify(std::string_view name) noexcept {
     const char* n = name.data();
-    switch (name.size()) {
-    case 4:
+    if (name.size() == 4) {
+        // Host, in every HTTP/1.1 request: before the jump table.
         return name_is(n, "host") ? known_field::host : known_field::other;
+    }
+    switch (name.size()) {
     case 6:
         return name_is(n, "expect") ? known_field::expect : known_field::other;
     case 10:
@@ -583,13 +585,16 @@ inline __m128i load16(const char* p) noexcept {
 // below can't be in a request-target; a control, HTAB included, ends a run of plain
 // field-value characters). Returns that byte, or null with `p` at the first byte not
 // scanned (fewer than sixteen are left).
+inline unsigned low_or_del_mask(const char* q, char max) noexcept {
+    const __m128i v = load16(q);
+    const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(max)), v);
+    const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+    return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
+}
+
 inline const char* find_low_or_del16(const char*& p, const char* end, char max) noexcept {
     for (; end - p >= 16; p += 16) {
-        const __m128i v = load16(p);
-        const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(max)), v);
-        const __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
-        if (const auto m = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
-            m != 0) {
+        if (const unsigned m = low_or_del_mask(p, max); m != 0) {
             return p + std::countr_zero(m);
         }
     }
@@ -634,11 +639,23 @@ inline const char* skip_target_chars(const char* p, const char* end) noexcept {
 }
 
 // Returns the first byte of [p, end) that is not a field-value character or is HTAB (the
-// one control a value may hold), or end: sixteen bytes at a time (SSE2) while there are.
-inline const char* skip_plain_field_chars(const char* p, const char* end) noexcept {
+// one control a value may hold), or end: sixteen bytes at a time (SSE2), the last ones as the
+// sixteen ending at `end` (bytes before p masked off) when the buffer from `begin` has them.
+// No call unless it is under sixteen bytes: a call in the loop over the fields would move
+// its values to callee-saved registers (and the stack) on every head.
+inline const char* skip_plain_field_chars(const char* begin, const char* p,
+                                          const char* end) noexcept {
 #if defined(__SSE2__)
     if (const char* hit = find_low_or_del16(p, end, 0x1f)) {
         return hit;
+    }
+    if (p == end) {
+        return end;
+    }
+    if (end - begin >= 16) [[likely]] {
+        const char* const q = end - 16;
+        const unsigned m = low_or_del_mask(q, 0x1f) >> (p - q);
+        return m != 0 ? p + std::countr_zero(m) : end;
     }
 #endif
     return skip_plain_field_chars_tail(p, end);
@@ -728,6 +745,8 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     out.version_minor = minor;
     p += 10;
     field_state fs;
+    std::size_t fields_left = limits_.max_headers; // clear_head emptied out.headers
+    std::size_t hosts = 0;                         // fs.hosts, kept in a register
     for (;;) {
         if (p == end) {
             return false;
@@ -773,13 +792,15 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             name_len = static_cast<std::size_t>(p - n);
             k = classify(std::string_view(n, name_len));
         }
-        ++p;
-        while (p < end && (*p == ' ' || *p == '\t')) {
+        // The value up to the line's CR, then trimmed of its OWS (the CR ends the leading run
+        // without a bound check). The usual single SP is stepped over first, so that the
+        // scan's sixteen bytes start at the value.
+        if (++p != end && *p == ' ') {
             ++p;
         }
-        const char* const v = p;
+        const char* v = p;
         for (;;) {
-            p = skip_plain_field_chars(p, end);
+            p = skip_plain_field_chars(begin, p, end);
             if (p == end || *p != '\t') {
                 break;
             }
@@ -788,23 +809,30 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
         if (end - p < 2 || load_word<std::uint16_t>(p) != word_of<std::uint16_t>("\r\n")) {
             return false;
         }
+        // (A byte above SP ends either run with one comparison.)
+        while (static_cast<unsigned char>(*v) <= ' ' && (*v == ' ' || *v == '\t')) {
+            ++v;
+        }
         const char* ve = p;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
+        while (ve > v && static_cast<unsigned char>(ve[-1]) <= ' ' &&
+               (ve[-1] == ' ' || ve[-1] == '\t')) {
             --ve;
         }
         p += 2;
-        if (out.headers.size() == limits_.max_headers) {
+        if (fields_left == 0) {
             return false;
         }
+        --fields_left;
         out.headers.push_back(header_field{std::string_view(n, name_len),
                                            std::string_view(v, static_cast<std::size_t>(ve - v))});
         if (k == known_field::host) {
-            ++fs.hosts;
+            ++hosts;
         } else if (k != known_field::other &&
                    !take_known(static_cast<unsigned char>(k), out.headers.back(), fs, out)) {
             return false;
         }
     }
+    fs.hosts = hosts;
     const auto head_end = static_cast<std::size_t>(p - begin);
     if (head_end > limits_.max_header_bytes + 4) {
         return false;
