@@ -32,23 +32,73 @@ constexpr std::uint64_t drain_limit = 256 * 1024;
 constexpr std::chrono::seconds linger_time{1};
 constexpr std::size_t linger_bytes = 1 << 20;
 
+// Output buffers no connection holds, the most recently given back first. A connection holds
+// one only while it has bytes queued or being sent: with a thousand keep-alive connections
+// taking turns, the few sends in flight at a time reuse the same warm buffers, where each
+// connection's own buffer would be cold at its every turn (and written cold: a miss per
+// line of responses). Idle connections hold none.
+struct out_pool {
+    struct spare {
+        char* data;
+        std::size_t cap;
+    };
+    std::vector<spare> spares;
+    std::size_t limit = 0; // keeps at most this many (the server's connections)
+
+    ~out_pool() {
+        for (const spare& s : spares) {
+            delete[] s.data;
+        }
+    }
+};
+
 // The bytes a connection has queued to send. The buffer keeps its size: bytes are written in
 // place past `used` (`room`, then `commit`), so that a response head costs no zero-filling
-// resize, and short pieces are copied without calls to memcpy.
+// resize, and short pieces are copied without calls to memcpy. Its storage comes from the
+// pool when bytes are first queued and goes back once they are sent (`release`).
 struct out_buffer {
     using value_type = char; // for std::back_inserter
-    std::string buf;         ///< [0, used) queued; the rest is room
+    char* data = nullptr;    ///< [0, used) queued; the rest, to cap, is room
+    std::size_t cap = 0;
     std::size_t used = 0;
+    out_pool* pool = nullptr;
+
+    // Buffers this large or larger are freed, not pooled (a large response's).
+    static constexpr std::size_t pooled_max = 64 * 1024;
+    // A buffer made for the pool: a turn's worth of small responses.
+    static constexpr std::size_t first_cap = 4096;
+
+    out_buffer() noexcept = default;
+    out_buffer(const out_buffer&) = delete;
+    out_buffer& operator=(const out_buffer&) = delete;
+    ~out_buffer() { delete[] data; }
 
     /// Returns where `n` more bytes may be written.
     char* room(std::size_t n) {
-        if (buf.size() - used < n) {
-            buf.resize(std::max({used + n, 2 * buf.size(), std::size_t{256}}));
+        if (cap - used < n) [[unlikely]] {
+            grow(n);
         }
-        return buf.data() + used;
+        return data + used;
+    }
+    [[gnu::noinline]] void grow(std::size_t n) {
+        if (data == nullptr && pool != nullptr && !pool->spares.empty() &&
+            pool->spares.back().cap >= n) {
+            data = pool->spares.back().data;
+            cap = pool->spares.back().cap;
+            pool->spares.pop_back();
+            return;
+        }
+        const std::size_t want = std::max({used + n, 2 * cap, first_cap});
+        char* bigger = new char[want];
+        if (used != 0) {
+            std::memcpy(bigger, data, used);
+        }
+        delete[] data;
+        data = bigger;
+        cap = want;
     }
     /// Makes the bytes written at `room()` up to `end` part of what is queued.
-    void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - buf.data()); }
+    void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - data); }
     void append(std::string_view s) { commit(put_short(room(s.size()), s)); }
     out_buffer& operator+=(std::string_view s) {
         append(s);
@@ -58,10 +108,28 @@ struct out_buffer {
         *room(1) = ch;
         ++used;
     }
-    std::string_view view() const noexcept { return {buf.data(), used}; }
+    std::string_view view() const noexcept { return {data, used}; }
     bool empty() const noexcept { return used == 0; }
     std::size_t size() const noexcept { return used; }
-    void clear() noexcept { used = 0; }
+    /// Drops what is queued and gives the storage back to the pool (the bytes were sent).
+    void release() noexcept {
+        used = 0;
+        if (data == nullptr) {
+            return;
+        }
+        if (pool != nullptr && cap < pooled_max && pool->spares.size() < pool->limit) {
+            try {
+                pool->spares.push_back({data, cap});
+                data = nullptr;
+                cap = 0;
+                return;
+            } catch (...) {
+            }
+        }
+        delete[] data;
+        data = nullptr;
+        cap = 0;
+    }
 };
 
 // A send the connection does not wait for (write-behind): the responses of a turn go out
@@ -107,6 +175,7 @@ struct alignas(64) conn {
     std::size_t send_done = 0;
     send_behind sop;
     std::coroutine_handle<> send_waiter; // the task, waiting for the send to end
+    std::uint64_t unused_ = 0;           // free: keeps the timer's `when` ending the third line
 
     // One timer for whichever phase the connection is in (idle, head, body, write): when
     // the phase's deadline passes the connection's context is canceled and the connection
@@ -226,6 +295,8 @@ struct server_state {
     // Request states no connection holds, most recently given back first (the warmest).
     request_state* spare_states = nullptr;
     std::size_t spare_count = 0;
+    // Output buffers no connection holds (see out_pool).
+    out_pool out_bufs;
 
     ~server_state() {
         assert(conns.empty());
@@ -343,7 +414,7 @@ namespace {
 
 void submit_send(conn* c) noexcept {
     io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
-    io_uring_prep_send(sqe, c->sock.native_handle(), c->out.buf.data() + c->send_done,
+    io_uring_prep_send(sqe, c->sock.native_handle(), c->out.data + c->send_done,
                        c->send_size - c->send_done, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(&c->sop));
 }
@@ -358,7 +429,7 @@ void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noe
         }
     }
     c->send_inflight = false;
-    c->out.clear();
+    c->out.release();
     if (c->send_done < c->send_size) {
         c->send_failed = true;
     }
@@ -461,7 +532,7 @@ task<result<void>> server_state::write_out(conn* c) {
         co_return result<void>{};
     }
     auto [n, err] = co_await c->sock.write_all(c->out.view());
-    c->out.clear();
+    c->out.release();
     if (err) {
         co_return err;
     }
@@ -900,6 +971,12 @@ task<void> server_state::serve_conn(conn* c) {
         give_state(rs.release());
     }
     conns.erase(c->pos);
+    c->out.release();
+    out_bufs.limit = conns.size();
+    while (out_bufs.spares.size() > out_bufs.limit) {
+        delete[] out_bufs.spares.back().data;
+        out_bufs.spares.pop_back();
+    }
     slot_free.set();
     if (conns.empty()) {
         drained.set();
@@ -952,8 +1029,10 @@ task<void> server_state::accept_loop(context base) {
             c->peer_len = c->remote.size();
         }
         context cctx = opts.conn_context ? opts.conn_context(base, c->remote) : base;
+        c->out.pool = &out_bufs;
         conns.push_back(c);
         c->pos = std::prev(conns.end());
+        out_bufs.limit = conns.size();
         drained.reset();
         c->task = tether::spawn(cctx, serve_conn(c));
     }

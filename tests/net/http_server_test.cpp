@@ -545,3 +545,58 @@ TEST_CASE("the head's views stay valid while a long chunked body is read") {
     CHECK(got.find("HTTP/1.1 200 OK") == 0);
     CHECK(got.find("\r\n\r\nPOST /after?q=1 tag-value /after 256000") != std::string::npos);
 }
+
+namespace {
+
+// The body of request `i` of connection `k`: short ones, and every seventh one larger than a
+// connection's pooled output buffer.
+std::string body_of(int k, int i) {
+    std::string b = "c" + std::to_string(k) + "-" + std::to_string(i) + ";";
+    if (i % 7 == 3) {
+        b += std::string(70000, static_cast<char>('a' + (k + i) % 26));
+    }
+    return b;
+}
+
+// Pipelines `n` echo requests and a GET on one connection and checks that the answers carry
+// the bodies in order, each whole.
+task<bool> echo_many(net::address at, int k, int n) {
+    std::string reqs;
+    for (int i = 0; i < n; ++i) {
+        std::string b = body_of(k, i);
+        reqs += "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(b.size()) +
+                "\r\n\r\n" + b;
+    }
+    reqs += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string got = co_await exchange(at, reqs, "Hello, World!", 1);
+    std::size_t pos = 0;
+    for (int i = 0; i < n; ++i) {
+        std::string want = "\r\n\r\n" + body_of(k, i) + "HTTP/1.1 200 OK\r\n";
+        auto p = got.find(want, pos);
+        if (p == std::string::npos) {
+            co_return false;
+        }
+        pos = p + want.size();
+    }
+    co_return got.find("Hello, World!", pos) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("connections answered at the same time each get their own responses whole") {
+    server_fixture f;
+    f.start();
+    bool ok = f.l.block_on([](net::address a) -> task<bool> {
+        std::vector<join_handle<bool>> runs;
+        for (int k = 0; k < 8; ++k) {
+            runs.push_back(co_await spawn(echo_many(a, k, 16)));
+        }
+        bool all = true;
+        for (auto& r : runs) {
+            auto got = co_await r;
+            all = all && got.has_value() && *got;
+        }
+        co_return all;
+    }(f.addr));
+    CHECK(ok);
+}
