@@ -257,14 +257,18 @@ void route_table::remember_exact() {
             if (exact_.size() == max_exact) {
                 return;
             }
-            if (method.empty() || std::any_of(exact_.begin(), exact_.end(), [&](const auto& e) {
-                    return e.method == method && e.path == path;
-                })) {
+            // (A method over 8 bytes is left to the walk: the table's keys hold 8.)
+            if (method.empty() || method.size() > 8 ||
+                std::any_of(exact_.begin(), exact_.end(),
+                            [&](const auto& e) { return e.method == method && e.path == path; })) {
                 continue;
             }
             route_match m = match_slow(method, path, scratch);
             if (m.result == route_match::kind::found && plain(routes_[m.index])) {
-                exact_.push_back({std::string(method), path, m.index});
+                exact_.push_back({short_key(method), path.size() <= 8 ? short_key(path) : 0,
+                                  static_cast<std::uint32_t>(method.size()),
+                                  static_cast<std::uint32_t>(path.size()), m.index,
+                                  std::string(method), path});
             }
         }
     }
@@ -337,10 +341,19 @@ int route_table::compare(const route& a, const route& b) {
     return 0;
 }
 
-std::ptrdiff_t route_table::match_known(std::string_view method, std::string_view path,
-                                        path_params& params) const noexcept {
+void path_params::drop_all() noexcept {
+    items_.clear();
+}
+
+std::ptrdiff_t route_table::match_known_long(std::string_view method, std::string_view path,
+                                             path_params& params) const noexcept {
+    if (method.size() > 8) {
+        return -1; // no entry has such a method
+    }
+    const std::uint64_t mk = short_key(method);
     for (const exact_match& e : exact_) {
-        if (same_bytes(e.path, path) && same_bytes(e.method, method)) {
+        if (e.method_len == method.size() && e.path_len == path.size() && e.method_key == mk &&
+            same_bytes(e.path, path)) {
             params.clear();
             return static_cast<std::ptrdiff_t>(e.index);
         }

@@ -3,6 +3,8 @@
 // against a method and a path, most specific pattern first.
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -29,10 +31,15 @@ public:
     void set(std::string_view name, std::string value) {
         items_.emplace_back(name, std::move(value));
     }
-    void clear() noexcept { items_.clear(); }
+    void clear() noexcept {
+        if (!items_.empty()) { // most patterns have no wildcards: nothing to drop, no call
+            drop_all();
+        }
+    }
     std::size_t size() const noexcept { return items_.size(); }
 
 private:
+    void drop_all() noexcept;
     std::vector<std::pair<std::string_view, std::string>> items_;
 };
 
@@ -73,8 +80,25 @@ public:
     /// Returns what `match` would find when it is known without a walk over the patterns
     /// (the path of a pattern without wildcards: `params` is cleared), as its index; else
     /// -1, and `match` has the answer. No `route_match` (and its strings) is made.
+    ///
+    /// Inline: it runs once per request, and in most of them answers from the table's first
+    /// entries.
     std::ptrdiff_t match_known(std::string_view method, std::string_view path,
-                               path_params& params) const noexcept;
+                               path_params& params) const noexcept {
+        if (method.size() > 8 || path.size() > 8) [[unlikely]] {
+            return match_known_long(method, path, params);
+        }
+        const std::uint64_t mk = short_key(method);
+        const std::uint64_t pk = short_key(path);
+        for (const exact_match& e : exact_) {
+            if (e.path_key == pk && e.method_key == mk && e.path_len == path.size() &&
+                e.method_len == method.size()) {
+                params.clear();
+                return static_cast<std::ptrdiff_t>(e.index);
+            }
+        }
+        return -1;
+    }
     std::size_t size() const noexcept { return routes_.size(); }
 
 private:
@@ -110,11 +134,41 @@ private:
     // what match_slow() gives, when it finds a pattern without wildcards (no params to fill
     // in). A request whose method and path are one of these, byte for byte, gets the answer
     // a walk would give: it is one.
+    //
+    // Methods and most paths are short: an entry keeps the bytes of each, up to 8, as a word
+    // (short_key), so that a lookup compares words, not bytes.
     struct exact_match {
-        std::string method;
-        std::string path;
+        std::uint64_t method_key; // short_key(method)
+        std::uint64_t path_key;   // short_key(path), if path is 8 bytes or shorter
+        std::uint32_t method_len;
+        std::uint32_t path_len;
         std::size_t index;
+        std::string method; // at most 8 bytes
+        std::string path;
     };
+    // Up to 8 bytes as a word that, with their count, tells them apart from any others.
+    static std::uint64_t short_key(std::string_view s) noexcept {
+        const char* p = s.data();
+        const std::size_t n = s.size();
+        if (n >= 4) {
+            // The first and the last four bytes (overlapping below 8): every byte, in place.
+            std::uint32_t a;
+            std::uint32_t b;
+            std::memcpy(&a, p, 4);
+            std::memcpy(&b, p + n - 4, 4);
+            return a | std::uint64_t{b} << 32;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        // Bytes 0, n/2 and n-1: each of one to three bytes, in place.
+        return std::uint64_t{static_cast<unsigned char>(p[0])} |
+               std::uint64_t{static_cast<unsigned char>(p[n / 2])} << 8 |
+               std::uint64_t{static_cast<unsigned char>(p[n - 1])} << 16;
+    }
+    // match_known() for a method or a path over 8 bytes.
+    std::ptrdiff_t match_known_long(std::string_view method, std::string_view path,
+                                    path_params& params) const noexcept;
     static constexpr std::size_t max_exact = 32; // a scan of more would cost as much as a walk
     std::vector<route> routes_;
     std::vector<exact_match> exact_;

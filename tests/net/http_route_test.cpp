@@ -2,10 +2,12 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 using tether::http::path_params;
 using tether::http::route_match;
@@ -223,4 +225,42 @@ TEST_CASE("a literal path's answer follows every later pattern (the exact-path s
     auto end = f.t.add("GET /{$}");
     CHECK(f.find("GET", "/") == static_cast<long>(end));
     CHECK(f.find("DELETE", "/") == -405);
+}
+
+TEST_CASE("the exact-path shortcut tells apart paths and methods that differ in any one byte") {
+    // Paths of 1 to 12 bytes (the shortcut keeps up to 8 as a word), each with a twin that
+    // differs in one byte, at every position; methods of 3 to 10 bytes.
+    fixture f;
+    std::vector<std::pair<std::string, long>> paths;
+    for (std::size_t n = 1; n <= 12; ++n) {
+        for (std::size_t at = 1; at < n; ++at) {
+            std::string a = "/" + std::string(n - 1, 'a');
+            std::string b = a;
+            b[at] = 'b';
+            if (std::none_of(paths.begin(), paths.end(),
+                             [&](const auto& p) { return p.first == b; })) {
+                paths.emplace_back(b, static_cast<long>(f.t.add("GET " + b)));
+            }
+        }
+        std::string a = "/" + std::string(n - 1, 'a');
+        paths.emplace_back(a, static_cast<long>(f.t.add("GET " + a)));
+    }
+    for (const auto& [path, index] : paths) {
+        CHECK(f.find("GET", path) == index);
+        CHECK(f.find("HEAD", path) == index);
+        CHECK(f.find("PUT", path) == -405);
+    }
+    // Methods: one pattern each, on one path; a method one byte off is not allowed.
+    fixture g;
+    std::vector<std::pair<std::string, long>> methods;
+    for (std::string m :
+         {"PUT", "POST", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "MKACTIVITY", "VERSIONCTL"}) {
+        methods.emplace_back(m, static_cast<long>(g.t.add(m + " /m")));
+    }
+    for (const auto& [m, index] : methods) {
+        CHECK(g.find(m, "/m") == index);
+        std::string off = m;
+        off[m.size() / 2] = static_cast<char>(off[m.size() / 2] + 1);
+        CHECK(g.find(off, "/m") == -405);
+    }
 }
