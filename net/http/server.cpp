@@ -1191,16 +1191,14 @@ void response_writer::reset(detail::conn* c, bool head_request) noexcept {
     body_bytes_ = 0;
 }
 
-void response_writer::write_header(int status) noexcept {
-    if (status_ == 0) {
-        status_ = status;
+void detail::body_buffer::grow(std::size_t n) {
+    const std::size_t want = std::max({size_ + n, 2 * cap_, std::size_t{256}});
+    std::unique_ptr<char[]> bigger(new char[want]);
+    if (size_ != 0) {
+        std::memcpy(bigger.get(), data_.get(), size_);
     }
-}
-
-void response_writer::write(std::string_view data) {
-    write_header(200);
-    body_bytes_ += data.size();
-    body_ += data;
+    data_ = std::move(bigger);
+    cap_ = want;
 }
 
 task<result<void>> response_writer::flush() {

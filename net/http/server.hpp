@@ -138,6 +138,42 @@ public:
     std::string head_copy_;
 };
 
+namespace detail {
+/// A response body being built: bytes appended in place (short pieces without a call to
+/// memcpy), the storage kept across `clear()` for the next response.
+class body_buffer {
+public:
+    body_buffer() noexcept = default;
+    body_buffer(const body_buffer&) = delete;
+    body_buffer& operator=(const body_buffer&) = delete;
+
+    /// Appends `s`.
+    void append(std::string_view s) {
+        if (cap_ - size_ < s.size()) [[unlikely]] {
+            grow(s.size());
+        }
+        put_short(data_.get() + size_, s);
+        size_ += s.size();
+    }
+    body_buffer& operator+=(std::string_view s) {
+        append(s);
+        return *this;
+    }
+    /// Drops the bytes; the storage stays.
+    void clear() noexcept { size_ = 0; }
+    bool empty() const noexcept { return size_ == 0; }
+    std::size_t size() const noexcept { return size_; }
+    const char* data() const noexcept { return data_.get(); }
+    operator std::string_view() const noexcept { return {data_.get(), size_}; }
+
+private:
+    void grow(std::size_t n); // makes room for n more bytes
+    std::unique_ptr<char[]> data_;
+    std::size_t size_ = 0;
+    std::size_t cap_ = 0;
+};
+} // namespace detail
+
 /// Builds the response: status, header fields and body.
 ///
 /// Until the first `flush()`, the body is buffered and sent with a Content-Length. A
@@ -149,9 +185,17 @@ public:
     /// The header fields to send; change them before the first write or flush.
     header_map& headers() noexcept { return headers_; }
     /// Sets the status (the first call wins; a write without it sends 200).
-    void write_header(int status) noexcept;
+    void write_header(int status) noexcept {
+        if (status_ == 0) {
+            status_ = status;
+        }
+    }
     /// Appends `data` to the body.
-    void write(std::string_view data);
+    void write(std::string_view data) {
+        write_header(200);
+        body_bytes_ += data.size();
+        body_.append(data);
+    }
     /// Sends what is buffered now (the head, then body bytes as they come).
     ///
     /// Errors: the connection's write error or the context's error.
@@ -166,7 +210,7 @@ public:
     void reset(detail::conn* c, bool head_request) noexcept;
     detail::conn* conn_ = nullptr;
     header_map headers_;
-    std::string body_;
+    detail::body_buffer body_;
     int status_ = 0;
     bool head_sent_ = false;
     bool chunked_ = false;
