@@ -581,10 +581,7 @@ inline __m128i load16(const char* p) noexcept {
     return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
 }
 
-// Scans [p, end) sixteen bytes at a time for a byte at most `max` or equal to DEL (SP and
-// below can't be in a request-target; a control, HTAB included, ends a run of plain
-// field-value characters). Returns that byte, or null with `p` at the first byte not
-// scanned (fewer than sixteen are left).
+// Returns the mask of the sixteen bytes at `q` that are at most `max` or equal to DEL.
 inline unsigned low_or_del_mask(const char* q, char max) noexcept {
     const __m128i v = load16(q);
     const __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(max)), v);
@@ -592,6 +589,10 @@ inline unsigned low_or_del_mask(const char* q, char max) noexcept {
     return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(low, del)));
 }
 
+// Scans [p, end) sixteen bytes at a time for a byte at most `max` or equal to DEL (SP and
+// below can't be in a request-target; a control, HTAB included, ends a run of plain
+// field-value characters). Returns that byte, or null with `p` at the first byte not
+// scanned (fewer than sixteen are left).
 inline const char* find_low_or_del16(const char*& p, const char* end, char max) noexcept {
     for (; end - p >= 16; p += 16) {
         if (const unsigned m = low_or_del_mask(p, max); m != 0) {
