@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstddef>
 #include <cstring>
@@ -137,9 +138,17 @@ struct out_buffer {
 // marks it done (resubmitting the rest of a short send), without resuming the connection's
 // task. So a keep-alive turn is one visit to the connection's state (read, answer, send and
 // read again), not two (the second for the send's completion): with many connections, those
-// lines are cold again by the time the send completes.
-struct send_behind : tether::detail::completion {
-    conn* c = nullptr;
+// lines are cold again by the time the send completes. (Its completion is `conn::sop`; the
+// handler finds the connection from its address.)
+//
+// The connection's reads of request bytes are its own too (`conn::rop`, a plain recv into
+// its buffer): the completion keeps the result in the connection's first lines and resumes
+// the task, touching none of the per-await state a generic read keeps in the task's frame
+// and its await chain. Its cancellation (a timeout, shutdown, the server's context) comes
+// from one registration on the connection's context made when the connection starts
+// (conn_watch), not one per read.
+struct recv_behind : tether::detail::completion {
+    int res = 0; // the recv's result: bytes, 0 at EOF, or -errno
 };
 
 // What a keep-alive turn touches comes first, in three cache lines (the struct is aligned to
@@ -162,7 +171,9 @@ struct alignas(64) conn {
     bool send_inflight = false;
     bool send_failed = false;
     bool send_canceled = false; // a kernel cancel was sent for it
+    bool send_awaited = false;  // `waiter` waits for the send to end
     bool ending = false;        // the task is past its loop: a failed send cancels nothing
+    bool ctx_done = false;      // the connection's context is done (conn_watch saw it)
     // The body of the current request.
     bool body_chunked = false;
     bool body_done = true;
@@ -173,9 +184,11 @@ struct alignas(64) conn {
     std::uint64_t body_total = 0;
     std::size_t send_size = 0;
     std::size_t send_done = 0;
-    send_behind sop;
-    std::coroutine_handle<> send_waiter; // the task, waiting for the send to end
-    std::uint64_t unused_ = 0;           // free: keeps the timer's `when` ending the third line
+    tether::detail::completion sop; // the write-behind send's
+    recv_behind rop;                // the connection's recv
+    // The coroutine waiting for the recv (the connection's task: the recv is in the kernel)
+    // or, with send_awaited, for the send to end (the task, or a flush() under it).
+    std::coroutine_handle<> waiter;
 
     // One timer for whichever phase the connection is in (idle, head, body, write): when
     // the phase's deadline passes the connection's context is canceled and the connection
@@ -212,6 +225,19 @@ static_assert(offsetof(conn, peer_len) >= 192 && offsetof(conn, peer) + sizeof(c
 conn_log& log_of(conn* c) noexcept {
     return c->log;
 }
+
+namespace {
+// The connection whose `sop` or `rop` a CQE names.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+conn* conn_of_send(tether::detail::completion* comp) noexcept {
+    return reinterpret_cast<conn*>(reinterpret_cast<char*>(comp) - offsetof(conn, sop));
+}
+conn* conn_of_recv(tether::detail::completion* comp) noexcept {
+    return reinterpret_cast<conn*>(reinterpret_cast<char*>(comp) - offsetof(conn, rop));
+}
+#pragma GCC diagnostic pop
+} // namespace
 
 namespace {
 // Lines left at the thread's end are written then (none should be: every connection that
@@ -416,11 +442,11 @@ void submit_send(conn* c) noexcept {
     io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
     io_uring_prep_send(sqe, c->sock.native_handle(), c->out.data + c->send_done,
                        c->send_size - c->send_done, MSG_NOSIGNAL);
-    io_uring_sqe_set_data(sqe, static_cast<tether::detail::completion*>(&c->sop));
+    io_uring_sqe_set_data(sqe, &c->sop);
 }
 
 void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noexcept {
-    conn* c = static_cast<send_behind*>(comp)->c;
+    conn* c = conn_of_send(comp);
     if (res > 0) {
         c->send_done += static_cast<std::size_t>(res);
         if (c->send_done < c->send_size && !c->send_canceled) {
@@ -439,16 +465,77 @@ void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noe
         c->close_after = true;
         c->task.cancel();
     }
-    if (c->send_waiter) {
-        tether::detail::tls_loop->impl().schedule(std::exchange(c->send_waiter, {}));
+    if (c->send_awaited) {
+        c->send_awaited = false;
+        tether::detail::tls_loop->impl().schedule(std::exchange(c->waiter, {}));
     }
 }
+
+void recv_complete(tether::detail::completion* comp, int res, std::uint32_t) noexcept {
+    conn* c = conn_of_recv(comp);
+    c->rop.res = res;
+    // The last act: the task may run to its end and free the connection.
+    tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+}
+
+// Receives into `buf` with the connection's own recv (see recv_behind); the result is in
+// c->rop.res. Under a done context nothing is submitted and the result is -ECANCELED.
+struct recv_wait {
+    conn* c;
+    std::span<std::byte> buf;
+    bool await_ready() const noexcept {
+        if (c->ctx_done) {
+            c->rop.res = -ECANCELED;
+            return true;
+        }
+        return false;
+    }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+        io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
+        io_uring_prep_recv(sqe, c->sock.native_handle(), buf.data(), buf.size(), 0);
+        io_uring_sqe_set_data(sqe, &c->rop);
+        c->rop.complete = &recv_complete;
+        c->waiter = h;
+    }
+    void await_resume() const noexcept {}
+};
+
+// The connection's context is done: its recv, if one is in the kernel, is canceled there (its
+// CQE resumes the task); later reads fail at once. (Called once: the registration fires once.)
+void conn_canceled(tether::detail::waiter* w) noexcept {
+    conn* c = static_cast<conn*>(w->data);
+    c->ctx_done = true;
+    if (c->waiter && !c->send_awaited) {
+        tether::detail::tls_loop->impl().cancel_in_kernel(&c->rop);
+    }
+}
+
+// The registration behind conn_canceled: armed on the connection's context when the
+// connection starts, disarmed when its task ends (or its frame goes).
+struct conn_watch {
+    tether::detail::waiter w;
+    conn_watch(conn* c, const context& ctx) noexcept {
+        w.lp = tether::detail::tls_loop;
+        w.owner = nullptr; // a registration of its own, not the task's await chain
+        w.data = c;
+        w.on_cancel = &conn_canceled;
+        if (!w.arm(ctx)) {
+            c->ctx_done = true;
+        }
+    }
+    conn_watch(const conn_watch&) = delete;
+    conn_watch& operator=(const conn_watch&) = delete;
+    ~conn_watch() { (void)w.finish_quietly({}); }
+};
 
 // Waits for the write-behind send to end (not cancelable: see settle_send).
 struct send_wait {
     conn* c;
     bool await_ready() const noexcept { return !c->send_inflight; }
-    void await_suspend(std::coroutine_handle<> h) noexcept { c->send_waiter = h; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+        c->waiter = h;
+        c->send_awaited = true;
+    }
     void await_resume() const noexcept {}
 };
 
@@ -464,7 +551,6 @@ void server_state::start_send(conn* c) {
     c->send_done = 0;
     c->send_inflight = true;
     c->send_canceled = false;
-    c->sop.c = c;
     c->sop.complete = &send_complete;
     submit_send(c);
 }
@@ -721,6 +807,7 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
 
 task<void> server_state::serve_conn(conn* c) {
     context conn_ctx = co_await this_coro::context;
+    conn_watch watch_ctx(c, conn_ctx);
     c->in.resize(4096);
     // The parser, request and response of the request at hand (see request_state): taken
     // when bytes of a request are buffered, given back while the connection waits with
@@ -778,17 +865,17 @@ task<void> server_state::serve_conn(conn* c) {
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
-            // The read as read_more() does it, awaited here: no frame of its own, and its
-            // state sits in this frame, which the turn touches anyway. A plain recv (what
-            // read_some does on a stream that never used receive(), as a connection's
-            // doesn't), without read_some's state for the loop-buffer path: a turn touches
-            // fewer lines of the frame.
-            std::span<std::byte> room = read_room(c);
-            net::detail::some_awaiter read(net::detail::transfer_op::kind::recv,
-                                           c->sock.native_handle(), room.data(), room.size(), 0,
-                                           true);
-            result<std::size_t> got = co_await read;
-            bool more = read_done(c, got);
+            // The connection's own recv (see recv_behind), as read_more() reads: a plain
+            // recv (what read_some does on a stream that never used receive(), as a
+            // connection's doesn't).
+            recv_wait read{c, read_room(c)};
+            co_await read;
+            bool more = c->rop.res > 0;
+            if (more) {
+                c->in_end += static_cast<std::size_t>(c->rop.res);
+            } else {
+                c->read_eof = c->rop.res == 0;
+            }
             if (rs == nullptr) {
                 rs.reset(take_state(c));
             }
@@ -981,6 +1068,7 @@ task<void> server_state::serve_conn(conn* c) {
     if (conns.empty()) {
         drained.set();
     }
+    (void)watch_ctx.w.finish_quietly({}); // nothing refers to `c` afterwards
     delete c;
 }
 
