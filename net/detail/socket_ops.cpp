@@ -90,6 +90,7 @@ namespace {
     if (op->stream && op->size == 0 && op->k != transfer_op::kind::connect) {
         // Nothing to move: a 0-byte recv would look like EOF. Still sticky to the context.
         op->error = c.err();
+        op->res = 0; // what end_error() reads when the context is not done
         return false;
     }
     op->prep = &prep_transfer;
@@ -134,13 +135,12 @@ bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
     on_cancel = &uring_op_cancel;
     complete = &transfer_complete;
     ctx = &c;
-    completed = false;
-    cancel_requested = false;
+    // An op begins once: `completed` and `cancel_requested` are still false, as constructed.
+    assert(done == 0 && !completed && !cancel_requested && "an op begins once");
     if (ch != nullptr) {
         ch->current = this;
         on_chain = true;
     }
-    assert(done == 0 && "an op begins once");
     if (k == kind::send) {
         io_uring_prep_send(sqe, fd, data, size, msg_flags);
     } else {

@@ -51,10 +51,11 @@ struct transfer_op : tether::detail::uring_op {
     std::byte* data = nullptr; // recv/send
     std::size_t size = 0;      // bytes asked for (sendmsg: the sum of the iovecs)
     std::size_t done = 0;      // bytes moved so far
-    ::msghdr* msg = nullptr;   // sendmsg/recvmsg: owned by the awaiter
+    ::msghdr* msg;             // sendmsg/recvmsg: set by the awaiter; else unset
     // connect: `data` is the sockaddr and `size` its length.
 
-    // Lazily initialized (see waiter(lazy_init_t)): begin() sets what the constructor leaves.
+    // Lazily initialized (see uring_op(lazy_init_t)): begin() sets what the constructor
+    // leaves, the awaiters of sendmsg and recvmsg set `msg`.
     transfer_op(kind kd, int f, std::byte* d, std::size_t n, int flags) noexcept
         : uring_op(tether::detail::lazy_init), k(kd), fd(f), msg_flags(flags), data(d), size(n) {}
     /// Copies the parameters of an op that has not started (awaiters move until awaited);
@@ -115,6 +116,7 @@ public:
         return op_.begin(tether::detail::context_of(h), h);
     }
     io_result await_resume() const noexcept {
+        op_.assume_released();
         if (op_.done == op_.size && !op_.error) {
             // Everything moved (what end_error() finds, without the call).
             return {op_.done, tether::detail::no_error};
@@ -308,6 +310,7 @@ public:
         return ring_read_suspend(*rs_, fd_, rr_, c, h);
     }
     result<recv_buffer> await_resume() noexcept {
+        rr_.assume_released();
         if (rr_.error) {
             return rr_.error;
         }

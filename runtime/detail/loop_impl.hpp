@@ -356,7 +356,7 @@ void finish_slow_resume(waiter* w, std::error_code e) noexcept;
 /// registration of its own to disarm (none, or its task's chain), nothing queued from another
 /// thread.
 inline void finish_inline(waiter& w, std::error_code e) noexcept {
-    if (w.completed || w.reg.is_armed() || w.remote_queued) {
+    if (w.reg.is_armed() || w.completed_or_queued()) {
         finish_slow(&w, e);
         return;
     }
@@ -376,7 +376,7 @@ inline void finish_inline(waiter& w, std::error_code e) noexcept {
 /// For a waiter made for this await (a stream's read or write), whose `error` nothing has
 /// set since it was made: it is still no_error, and is not written again.
 inline void finish_completed(waiter& w) noexcept {
-    if (w.completed || w.reg.is_armed() || w.remote_queued) {
+    if (w.reg.is_armed() || w.completed_or_queued()) {
         finish_slow_resume(&w, no_error);
         return;
     }

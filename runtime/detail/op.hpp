@@ -30,13 +30,15 @@ extern constinit completion ignored_cqe;
 /// its context is done; the coroutine resumes only when the operation's own CQE arrives,
 /// so buffers lent to the kernel stay alive until then.
 struct uring_op : completion, waiter {
-    void (*prep)(uring_op*, void* sqe) noexcept = nullptr;
-    int res = 0;
-    std::uint32_t cqe_flags = 0;
+    void (*prep)(uring_op*, void* sqe) noexcept;
+    int res;
+    std::uint32_t cqe_flags;
 
-    uring_op() noexcept = default;
+    uring_op() noexcept : prep(nullptr), res(0), cqe_flags(0) {}
     /// See waiter(lazy_init_t) and completion(lazy_init_t): `lp`, `handle`, `on_cancel`,
-    /// `owner` and `complete` are set before arm().
+    /// `owner` and `complete` are set before arm(). Leaves `prep` (set before start()), `res`
+    /// and `cqe_flags` (set with the CQE) uninitialized too: whoever reads `res` of an op
+    /// that never went to the kernel sets it.
     explicit uring_op(lazy_init_t) noexcept : completion(lazy_init), waiter(lazy_init) {}
 
     /// Submits the op under `c` for coroutine `h`; returns false if it must not suspend

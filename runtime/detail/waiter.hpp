@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cassert>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <system_error>
 
 namespace tether {
@@ -57,9 +59,10 @@ struct waiter {
     void (*on_cancel)(waiter*) noexcept;
     void* data; // for on_cancel
     bool completed;
-    bool cancel_requested;
-    // Cross-thread cancel queue (guarded by the loop's remote mutex).
+    // Cross-thread cancel queue (guarded by the loop's remote mutex). Next to `completed`:
+    // finish() tests both with one load (completed_or_queued).
     bool remote_queued;
+    bool cancel_requested;
     bool on_chain; // the current await of its owner's chain (see await_chain)
     waiter* remote_prev;
     waiter* remote_next;
@@ -70,13 +73,13 @@ struct waiter {
 
     waiter() noexcept
         : lp(nullptr), handle(nullptr), error(no_error), ctx(nullptr), on_cancel(nullptr),
-          data(nullptr), completed(false), cancel_requested(false), remote_queued(false),
+          data(nullptr), completed(false), remote_queued(false), cancel_requested(false),
           on_chain(false), remote_prev(nullptr), remote_next(nullptr), owner(nullptr) {}
     /// Leaves uninitialized what is set before every read: `lp`, `handle`, `on_cancel` and
     /// `owner` (by the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links
     /// and the registration's node. For the waiters a stream's reads and writes make per await.
     explicit waiter(lazy_init_t) noexcept
-        : error(no_error), completed(false), cancel_requested(false), remote_queued(false),
+        : error(no_error), completed(false), remote_queued(false), cancel_requested(false),
           on_chain(false), reg(lazy_init) {}
     waiter(const waiter&) = delete;
     waiter& operator=(const waiter&) = delete;
@@ -106,6 +109,26 @@ struct waiter {
     std::error_code cancel_error() const noexcept;
     /// Stops being its chain's current await.
     void leave_chain() noexcept;
+    /// Returns `completed || remote_queued`: the two adjacent bytes with one load. Only once
+    /// `reg` is known disarmed: a cancel callback on another thread may be queueing an armed
+    /// waiter (writing `remote_queued`).
+    bool completed_or_queued() const noexcept {
+        static_assert(offsetof(waiter, remote_queued) == offsetof(waiter, completed) + 1);
+        std::uint16_t both;
+        std::memcpy(&both,
+                    reinterpret_cast<const unsigned char*>(this) + offsetof(waiter, completed),
+                    sizeof both);
+        return both != 0;
+    }
+    /// Tells the compiler what every end of an await leaves: off its chain and disarmed
+    /// (finish() does both; an arm that fails sets neither), so that the destructor's two
+    /// tests fold away in an await_resume() that calls this.
+    void assume_released() const noexcept {
+        assert(!on_chain && !reg.is_armed());
+        if (on_chain || reg.is_armed()) {
+            __builtin_unreachable();
+        }
+    }
 };
 
 /// One cancel registration shared by the awaits of a spawned task (or fan-out child): its own
@@ -142,13 +165,18 @@ bool arm_slow(waiter* w, const context& c) noexcept;
 /// register), and another await of a task whose chain is armed on this context's cancel state
 /// (a connection's reads and writes), on its loop.
 ///
-/// `Fresh`: the caller knows the waiter is neither on its chain nor armed (one made for this
-/// await), which saves testing it.
+/// `Fresh`: the caller knows the waiter is neither on its chain nor armed, nor was it ever
+/// (one made for this await: its flags are as constructed), which saves testing and resetting
+/// them.
 template <bool Fresh = false>
 inline bool arm_inline(waiter& w, const context& c, const loop* here) noexcept {
     w.ctx = &c;
-    w.completed = false;
-    w.cancel_requested = false;
+    if constexpr (Fresh) {
+        assert(!w.completed && !w.cancel_requested && "as constructed");
+    } else {
+        w.completed = false;
+        w.cancel_requested = false;
+    }
     const node* n = c.node();
     if (Fresh || (!w.on_chain && !w.reg.is_armed())) {
         assert(!w.on_chain && !w.reg.is_armed());
