@@ -350,6 +350,10 @@ struct server_state {
     void disarm(conn* c);
     void drop_timer(conn* c); // takes the timer out of the heap (the connection is ending)
     void finish_response(conn* c, response_writer& w, bool keep_alive);
+    // ok_status_and_date() as read at the start of the connection turn at hand (and again
+    // after an await that may have taken long): the responses of a turn start with it, with
+    // no clock read each. (It changes once a second, in place, at the same length.)
+    std::string_view ok_start;
     void start_send(conn* c);
     task<void> settle_send(conn* c, const context& ctx);
 };
@@ -641,9 +645,12 @@ char* put(char* p, std::string_view s) noexcept {
 
 // Appends a response head, then `body`. By hand rather than with fmt, sized once and written
 // in place: it runs once per response and was the largest user-space cost of a small one.
+// `ok_start` is ok_status_and_date() as the caller read it (see server_state::ok_start), or
+// empty: read here.
 [[gnu::always_inline]] inline void append_head(out_buffer& out, int status, const header_map& h,
                                                std::optional<std::uint64_t> len, bool chunked,
-                                               bool close, std::string_view body = {}) {
+                                               bool close, std::string_view body = {},
+                                               std::string_view ok_start = {}) {
     constexpr std::size_t http_date_size = 29; // "Sun, 06 Nov 1994 08:49:37 GMT"
     std::string_view reason = status == 200 ? std::string_view("OK") : status_text(status);
     const bool has_date = h.has("date");
@@ -657,7 +664,7 @@ char* put(char* p, std::string_view s) noexcept {
     if (status == 200 && !has_date) {
         // Most of them: the status line and the Date field as made once a second, copied by
         // a few stores.
-        const std::string_view start = ok_status_and_date();
+        const std::string_view start = ok_start.empty() ? ok_status_and_date() : ok_start;
         if (start.size() >= 32 && start.size() <= 64) {
             copy_ends<32>(p, start.data(), start.size());
             p += start.size();
@@ -748,6 +755,7 @@ struct run_handler {
     int fd;
     cancel_handle* cancel_req;
     join_handle<void>* watch;
+    bool* suspended;
     bool await_ready() const noexcept { return false; }
     [[gnu::always_inline]] bool await_suspend(std::coroutine_handle<> parent) {
         h.promise().ctx_ = ctx;
@@ -758,6 +766,7 @@ struct run_handler {
         }
         h.promise().continuation_ = parent;
         *watch = tether::spawn(*ctx, watch_client(fd, cancel_req));
+        *suspended = true;
         return true;
     }
     void await_resume() { h.promise().take(); }
@@ -787,7 +796,7 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
         const bool no_body = status_has_no_body(w.status());
         append_head(c->out, w.status(), w.headers_,
                     no_body ? std::nullopt : std::optional<std::uint64_t>(w.body_.size()), false,
-                    close, w.head_request_ || no_body ? std::string_view{} : w.body_);
+                    close, w.head_request_ || no_body ? std::string_view{} : w.body_, ok_start);
         w.head_sent_ = true;
     } else if (w.chunked_) {
         if (!w.body_.empty() && !w.head_request_) {
@@ -818,6 +827,9 @@ task<void> server_state::serve_conn(conn* c) {
     context req_ctx;
     cancel_handle cancel_req;
     const tether::detail::node* req_node = nullptr;
+    // The client-gone watch of a handler that suspended (run_handler).
+    join_handle<void> watch;
+    ok_start = ok_status_and_date();
     (void)c->sock.set_nodelay(true);
 
     while (!c->close_after) {
@@ -870,6 +882,7 @@ task<void> server_state::serve_conn(conn* c) {
             // connection's doesn't).
             recv_wait read{c, read_room(c)};
             co_await read;
+            ok_start = ok_status_and_date(); // a new turn
             bool more = c->rop.res > 0;
             if (more) {
                 c->in_end += static_cast<std::size_t>(c->rop.res);
@@ -960,7 +973,6 @@ task<void> server_state::serve_conn(conn* c) {
         req.conn_ = c;
         req.params.clear();
         w.reset(c, req.head.method == "HEAD");
-        join_handle<void> watch;
         // Synchronous middleware (request ID, access log; none for a plain handler): its
         // steps run here, around the task of the handler it wraps, which runs under req.ctx_
         // as they left it.
@@ -969,13 +981,15 @@ task<void> server_state::serve_conn(conn* c) {
         // virtual call each way.
         std::size_t entered = 0; // the around steps whose `before` returned, outermost first
         bool failed = false;
+        bool suspended = false; // the handler suspended: `watch` runs
         try {
             for (; entered < around_count; ++entered) {
                 around[entered]->before(req, w, rs->around_st[entered]);
             }
             task<void> t = (*inner)(req, w);
             // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
-            run_handler rh{t.handle(), &req.ctx_, c->sock.native_handle(), &cancel_req, &watch};
+            run_handler rh{t.handle(),  &req.ctx_, c->sock.native_handle(),
+                           &cancel_req, &watch,    &suspended};
             co_await rh;
         } catch (...) {
             failed = true;
@@ -996,7 +1010,10 @@ task<void> server_state::serve_conn(conn* c) {
             answer_failed(w);
             c->close_after = true;
         }
-        watch = {}; // cancels the watch, if any
+        if (suspended) {
+            watch = {}; // cancels the watch
+            ok_start = ok_status_and_date();
+        }
         // The handler has returned: its context ends (Go does the same). If nothing but
         // `req` and `cancel_req` refers to it and nothing is registered on it, ending it
         // would change nothing anyone can see: the next request reuses it, saving a node,
@@ -1012,6 +1029,7 @@ task<void> server_state::serve_conn(conn* c) {
         if (!c->body_done && !c->body_error && c->body_total + c->body_left <= drain_limit) {
             task<void> drained_body = drain_body(req);
             co_await std::move(drained_body);
+            ok_start = ok_status_and_date();
         }
         finish_response(c, w, req.head.keep_alive);
         disarm(c);
@@ -1028,6 +1046,7 @@ task<void> server_state::serve_conn(conn* c) {
                 c->close_after = true;
             }
             disarm(c);
+            ok_start = ok_status_and_date();
         }
     }
     c->ending = true;

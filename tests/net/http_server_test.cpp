@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <ctime>
 #include <string>
 
 using namespace tether;
@@ -599,4 +600,45 @@ TEST_CASE("connections answered at the same time each get their own responses wh
         co_return all;
     }(f.addr));
     CHECK(ok);
+}
+
+namespace {
+
+// Returns the time in the Date field of `response`, or -1.
+std::time_t date_of(const std::string& response) {
+    auto at = response.find("\r\nDate: ");
+    if (at == std::string::npos) {
+        return -1;
+    }
+    std::tm tm{};
+    const std::string value = response.substr(at + 8, 29);
+    if (strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) == nullptr) {
+        return -1;
+    }
+    return timegm(&tm);
+}
+
+} // namespace
+
+TEST_CASE("the Date of a response that waited is the time it was answered") {
+    // The responses of a connection's turn share the date read when the turn began; a handler
+    // that waited (here 2.1 s) gets the date read when it returns.
+    server_fixture f;
+    f.mux.handle("GET /wait", [](request&, response_writer& w) -> task<void> {
+        (void)co_await sleep_for(2100ms);
+        w.write("waited");
+    });
+    f.start();
+    std::string got = f.l.block_on(
+        exchange(f.addr, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "Hello, World!", 1));
+    const std::time_t now = std::time(nullptr);
+    auto second = got.find("HTTP/1.1 200", 1);
+    REQUIRE(second != std::string::npos);
+    const std::time_t first_date = date_of(got.substr(0, second));
+    const std::time_t second_date = date_of(got.substr(second));
+    CHECK(first_date >= now - 1);
+    CHECK(first_date <= now);
+    CHECK(second_date >= now - 1); // pipelined behind it, answered after it
+    CHECK(second_date <= now);
 }
