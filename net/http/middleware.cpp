@@ -169,6 +169,20 @@ void append_lead(std::string& out, const net::address& a) {
     out += " \"";
 }
 
+// Formats a connection's text for the access log (see conn_log).
+[[gnu::noinline]] void set_lead(detail::conn_log& log, const net::address& a) {
+    std::string text;
+    append_lead(text, a);
+    char* to = log.text;
+    if (text.size() > detail::conn_log::inline_max) {
+        log.more = std::make_unique_for_overwrite<char[]>(text.size());
+        to = log.more.get();
+    }
+    std::memcpy(to, text.data(), text.size());
+    log.size = static_cast<std::uint32_t>(text.size());
+    log.data = to;
+}
+
 // Where batched lines go.
 struct file_batch final : detail::log_batch {
     std::FILE* out;
@@ -482,10 +496,11 @@ struct log_sink {
         if (detail::conn* c = req.conn_; c != nullptr) {
             // The peer's text is formatted once per connection.
             detail::conn_log& log = detail::log_of(c);
-            if (!log.peer_known) {
-                append_lead(log.peer, req.remote);
-                log.peer_known = true;
+            if (!log.known()) [[unlikely]] {
+                set_lead(log, req.remote);
             }
+            // (log.lead() at each use: read again after a call rather than kept in a register
+            // across it, which spilled it.)
             if (batch) {
                 // Gathered on this thread until a connection writes its responses (this
                 // one will, or will end): see server.cpp.
@@ -494,15 +509,15 @@ struct log_sink {
                     lines.flush(); // another log's lines
                     lines.to = batch;
                 }
-                char* at = lines.room(line_bound(log.peer, req, id));
+                char* at = lines.room(line_bound(log.lead(), req, id));
                 lines.commit(
-                    write_line(at, log.peer, req, status, w.bytes_written(), us, id, true));
+                    write_line(at, log.lead(), req, status, w.bytes_written(), us, id, true));
                 if (lines.used >= log_flush_bytes) {
                     lines.flush();
                 }
             } else {
                 std::string line;
-                append_line(line, log.peer, req, status, w.bytes_written(), us, id, false);
+                append_line(line, log.lead(), req, status, w.bytes_written(), us, id, false);
                 sink(line);
             }
         } else {

@@ -203,12 +203,14 @@ struct alignas(64) conn {
     // one line, not the three `remote` spans.
     socklen_t peer_len = 0; // 0: another family (the state copies `remote`)
     ::sockaddr_in6 peer;
+    // The peer as the access log writes it, right after: a line reads the text from one line
+    // more (its `std::string` took the string's line and its heap block's).
+    conn_log log;
 
     join_handle<void> task; // its context is the connection's context
     chunked_decoder dec;
     std::list<conn*>::iterator pos;
     net::address remote;
-    conn_log log; // the peer as the access log writes it
 
     std::string_view buffered() const noexcept { return {in.data() + in_start, in_end - in_start}; }
 };
@@ -220,6 +222,8 @@ static_assert(offsetof(conn, timer) + sizeof(time_point) == 192,
               "the timer's `when` ends a turn's three cache lines");
 static_assert(offsetof(conn, peer_len) >= 192 && offsetof(conn, peer) + sizeof(conn::peer) <= 256,
               "the peer's copy is in one cache line");
+static_assert(offsetof(conn, log) >= 192 && offsetof(conn, log) + sizeof(conn_log) <= 320,
+              "the access log's text for the peer is in the peer's line and the next one");
 #pragma GCC diagnostic pop
 
 conn_log& log_of(conn* c) noexcept {

@@ -80,10 +80,26 @@ inline log_lines& thread_log() noexcept {
     return l != nullptr ? *l : first_thread_log();
 }
 
-/// What a connection keeps for the access log: its peer's address as text, formatted once.
+/// What a connection keeps for the access log: its peer's address as text and ` "` (a line's
+/// start), formatted at its first line. Held in the connection itself when it is short (any
+/// IPv4 peer's is at most 23 bytes), next to the peer's address: a line reads it without
+/// following a pointer to another cache line.
 struct conn_log {
-    std::string peer; ///< the client's address as text and ` "` (a line's start), once `peer_known`
-    bool peer_known = false;
+    static constexpr std::size_t inline_max = 23;
+    const char* data = nullptr; ///< the text (in `text` or `more`); null until formatted
+    std::uint32_t size = 0;     ///< its length
+    char text[inline_max];
+    std::unique_ptr<char[]> more; ///< a longer text (other families, most IPv6 peers)
+
+    conn_log() noexcept = default;
+    conn_log(const conn_log&) = delete; // `data` may point into the object
+    conn_log& operator=(const conn_log&) = delete;
+    ~conn_log() = default;
+
+    /// Returns true once the text is formatted.
+    bool known() const noexcept { return data != nullptr; }
+    /// Returns the text (once `known()`).
+    std::string_view lead() const noexcept { return {data, size}; }
 };
 
 /// Returns the access-log state of connection `c` (not null).

@@ -519,6 +519,67 @@ TEST_CASE("access_log_batched: a connection's lines come in batches, each line e
     CHECK(several);
 }
 
+TEST_CASE("access_log: a peer's text longer than the connection keeps inline is logged whole") {
+    // An IPv4 client of a dual-stack listener is the IPv4-mapped IPv6 address:
+    // `[::ffff:127.0.0.1]:PORT "` is 26 bytes or more, past what conn_log holds inline.
+    std::vector<std::string> lines;
+    auto h = http::chain(show_id, {http::request_id(), http::access_log([&](std::string_view l) {
+                                       lines.emplace_back(l);
+                                   })});
+    http::server srv(h);
+    if (!srv.listen(net::address::ipv6_any(0)).has_value()) {
+        MESSAGE("no IPv6 here: skipped");
+        return;
+    }
+    result<net::address> mapped =
+        net::address::parse(fmt::format("[::ffff:127.0.0.1]:{}", srv.local_addr()->port()));
+    REQUIRE(mapped.has_value());
+    loop l;
+    const bool served = l.block_on([](http::server* s, net::address a) -> task<bool> {
+        auto serving = co_await spawn(s->serve());
+        bool ok = true;
+        for (int i = 0; i < 2 && ok; ++i) { // two connections, three requests each
+            auto c = co_await net::tcp_stream::connect(a);
+            if (!c) {
+                ok = false; // IPv6-only sockets here
+                break;
+            }
+            std::string raw = pipelined(3);
+            (void)co_await c->write_all(std::string_view(raw));
+            char buf[4096];
+            for (;;) {
+                auto r = co_await c->read_some(std::as_writable_bytes(std::span(buf)));
+                if (!r || *r == 0) {
+                    break;
+                }
+            }
+        }
+        (void)co_await s->shutdown();
+        (void)co_await serving;
+        co_return ok;
+    }(&srv, *mapped));
+    if (!served) {
+        MESSAGE("no IPv4-mapped connections here: skipped");
+        return;
+    }
+    REQUIRE(lines.size() == 6);
+    static const std::regex whole(
+        R"(^\[::ffff:127\.0\.0\.1\]:([0-9]+) "GET /r([0-9]) HTTP/1\.1" 200 35 [0-9]+\.[0-9]{3}ms id=[0-9a-f]{32}$)");
+    std::vector<std::string> ports;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+        std::smatch m;
+        REQUIRE_MESSAGE(std::regex_match(lines[i], m, whole), lines[i]);
+        CHECK(m[2].str() == std::to_string(i % 3));
+        ports.push_back(m[1].str());
+    }
+    // Each connection's lines carry its own port.
+    CHECK(ports[0] == ports[1]);
+    CHECK(ports[0] == ports[2]);
+    CHECK(ports[3] == ports[4]);
+    CHECK(ports[3] == ports[5]);
+    CHECK(ports[0] != ports[3]);
+}
+
 TEST_CASE("access_log(FILE*) outside a server writes the line at once") {
     char* text = nullptr;
     std::size_t size = 0;
