@@ -19,12 +19,30 @@ namespace detail {
 /// the last W bytes, each loaded before it is stored.
 template <std::size_t W>
 inline void copy_ends(char* p, const char* q, std::size_t n) noexcept {
-    char a[W];
-    char b[W];
-    std::memcpy(a, q, W);
-    std::memcpy(b, q + n - W, W);
-    std::memcpy(p, a, W);
-    std::memcpy(p + n - W, b, W);
+    if constexpr (W == 32) {
+        // As four 16-byte values: GCC keeps a 32-byte array on the stack, a store and a load
+        // more for each half.
+        using v16 = char __attribute__((vector_size(16)));
+        v16 a0;
+        v16 a1;
+        v16 b0;
+        v16 b1;
+        std::memcpy(&a0, q, 16);
+        std::memcpy(&a1, q + 16, 16);
+        std::memcpy(&b0, q + n - 32, 16);
+        std::memcpy(&b1, q + n - 16, 16);
+        std::memcpy(p, &a0, 16);
+        std::memcpy(p + 16, &a1, 16);
+        std::memcpy(p + n - 32, &b0, 16);
+        std::memcpy(p + n - 16, &b1, 16);
+    } else {
+        char a[W];
+        char b[W];
+        std::memcpy(a, q, W);
+        std::memcpy(b, q + n - W, W);
+        std::memcpy(p, a, W);
+        std::memcpy(p + n - W, b, W);
+    }
 }
 
 /// Copies `s` to `p` and returns the end. Up to 32 bytes (names, values, IDs, addresses)
