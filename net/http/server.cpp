@@ -773,7 +773,12 @@ struct run_handler {
         *suspended = true;
         return true;
     }
-    void await_resume() { h.promise().take(); }
+    void await_resume() {
+        // take() is a call (GCC keeps it out of line): made only if the handler threw.
+        if (h.promise().e_) [[unlikely]] {
+            h.promise().take();
+        }
+    }
 };
 
 // Reads and drops the rest of `req`'s body (a coroutine of its own: its buffer is no part of
