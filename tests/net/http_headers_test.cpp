@@ -1,9 +1,14 @@
+#include "net/http/detail/put.hpp"
 #include "net/http/headers.hpp"
 #include "net/http/parser.hpp"
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <iterator>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -198,4 +203,39 @@ TEST_CASE("http_date is an IMF-fixdate and the 200 head start carries the same d
     CHECK(start.substr(start.size() - 2) == "\r\n");
     const std::string in_start = start.substr(23, 29);
     CHECK((in_start == date || in_start == again));
+}
+
+TEST_CASE("put_uint writes every number as std::to_string does") {
+    std::vector<std::uint64_t> vs;
+    for (std::uint64_t v = 0; v < 20000; ++v) {
+        vs.push_back(v);
+    }
+    for (std::uint64_t p = 10; p <= std::numeric_limits<std::uint64_t>::max() / 10; p *= 10) {
+        vs.push_back(p - 1);
+        vs.push_back(p);
+        vs.push_back(p + 1);
+        vs.push_back(p * 10 - 1);
+    }
+    vs.push_back(std::numeric_limits<std::uint64_t>::max());
+    for (std::uint64_t v : vs) {
+        char buf[24];
+        std::fill(std::begin(buf), std::end(buf), '#');
+        char* end = tether::http::detail::put_uint(buf, v);
+        REQUIRE(std::string(buf, end) == std::to_string(v));
+        REQUIRE(*end == '#'); // nothing written past the end
+    }
+}
+
+TEST_CASE("copy_ends<32> copies 32 to 64 bytes exactly") {
+    std::string src;
+    for (int i = 0; i < 64; ++i) {
+        src.push_back(static_cast<char>('A' + i % 58));
+    }
+    for (std::size_t n = 32; n <= 64; ++n) {
+        std::string dst(80, '#');
+        tether::http::detail::copy_ends<32>(dst.data() + 4, src.data(), n);
+        CHECK(dst.substr(0, 4) == "####");
+        CHECK(dst.substr(4, n) == src.substr(0, n));
+        CHECK(dst.substr(4 + n) == std::string(80 - 4 - n, '#'));
+    }
 }
