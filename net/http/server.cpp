@@ -750,16 +750,22 @@ task<void> watch_client(int fd, cancel_handle* cancel_req) {
     }
 }
 
+// What run_handler needs should the handler suspend: the same for every request of a
+// connection, so set up once (the awaiter, made per request, holds a pointer to it).
+struct handler_env {
+    int fd;
+    cancel_handle* cancel_req;
+    join_handle<void>* watch;
+    bool suspended; // the handler of the request at hand suspended: `watch` runs
+};
+
 // Resumes the handler inline; if it suspends, `on_suspend` runs (arming the client-gone
 // watch) and the awaiting task resumes when the handler completes. A handler that never
 // suspends costs no watch at all.
 struct run_handler {
     task<void>::handle_type h;
     const context* ctx;
-    int fd;
-    cancel_handle* cancel_req;
-    join_handle<void>* watch;
-    bool* suspended;
+    handler_env* env;
     bool await_ready() const noexcept { return false; }
     [[gnu::always_inline]] bool await_suspend(std::coroutine_handle<> parent) {
         h.promise().ctx_ = ctx;
@@ -769,8 +775,8 @@ struct run_handler {
             return false;
         }
         h.promise().continuation_ = parent;
-        *watch = tether::spawn(*ctx, watch_client(fd, cancel_req));
-        *suspended = true;
+        *env->watch = tether::spawn(*ctx, watch_client(env->fd, env->cancel_req));
+        env->suspended = true;
         return true;
     }
     void await_resume() {
@@ -838,6 +844,7 @@ task<void> server_state::serve_conn(conn* c) {
     const tether::detail::node* req_node = nullptr;
     // The client-gone watch of a handler that suspended (run_handler).
     join_handle<void> watch;
+    handler_env henv{c->sock.native_handle(), &cancel_req, &watch, false};
     ok_start = ok_status_and_date();
     (void)c->sock.set_nodelay(true);
 
@@ -990,15 +997,14 @@ task<void> server_state::serve_conn(conn* c) {
         // virtual call each way.
         std::size_t entered = 0; // the around steps whose `before` returned, outermost first
         bool failed = false;
-        bool suspended = false; // the handler suspended: `watch` runs
+        henv.suspended = false;
         try {
             for (; entered < around_count; ++entered) {
                 around[entered]->before(req, w, rs->around_st[entered]);
             }
             task<void> t = (*inner)(req, w);
             // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
-            run_handler rh{t.handle(),  &req.ctx_, c->sock.native_handle(),
-                           &cancel_req, &watch,    &suspended};
+            run_handler rh{t.handle(), &req.ctx_, &henv};
             co_await rh;
         } catch (...) {
             failed = true;
@@ -1019,7 +1025,7 @@ task<void> server_state::serve_conn(conn* c) {
             answer_failed(w);
             c->close_after = true;
         }
-        if (suspended) {
+        if (henv.suspended) {
             watch = {}; // cancels the watch
             ok_start = ok_status_and_date();
         }
