@@ -961,20 +961,28 @@ task<void> server_state::serve_conn(conn* c) {
         }
 
         // ---- the body ----
-        c->body_chunked = req.head.chunked;
-        c->body_left = req.head.chunked ? 0 : req.head.content_length.value_or(0);
-        c->body_done = !req.head.chunked && c->body_left == 0;
         c->body_total = 0;
         c->body_error = false;
-        if (req.head.chunked) {
-            c->dec = chunked_decoder{};
-        }
-        c->continue_pending = req.head.expect_continue && !c->body_done;
-        if (req.head.content_length && *req.head.content_length > opts.max_body_bytes) {
-            error_response(c->out, 413, "request body too large");
-            c->close_after = true;
-            c->linger = true;
-            break;
+        if (!req.head.chunked && !req.head.content_length) [[likely]] {
+            // Most requests: no body, nothing to test.
+            c->body_chunked = false;
+            c->body_left = 0;
+            c->body_done = true;
+            c->continue_pending = false;
+        } else {
+            c->body_chunked = req.head.chunked;
+            c->body_left = req.head.chunked ? 0 : req.head.content_length.value_or(0);
+            c->body_done = !req.head.chunked && c->body_left == 0;
+            if (req.head.chunked) {
+                c->dec = chunked_decoder{};
+            }
+            c->continue_pending = req.head.expect_continue && !c->body_done;
+            if (req.head.content_length && *req.head.content_length > opts.max_body_bytes) {
+                error_response(c->out, 413, "request body too large");
+                c->close_after = true;
+                c->linger = true;
+                break;
+            }
         }
 
         // ---- the handler, under a child of the connection's context ----
