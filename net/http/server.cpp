@@ -845,6 +845,10 @@ task<void> server_state::serve_conn(conn* c) {
     // The client-gone watch of a handler that suspended (run_handler).
     join_handle<void> watch;
     handler_env henv{c->sock.native_handle(), &cancel_req, &watch, false};
+    // What bounds a request from its head on (its body, its handler): the read timeout, or
+    // the write timeout if there is none, or nothing. (The options don't change.)
+    const std::chrono::nanoseconds request_timeout =
+        opts.read_timeout.count() > 0 ? opts.read_timeout : opts.write_timeout;
     ok_start = ok_status_and_date();
     (void)c->sock.set_nodelay(true);
 
@@ -956,8 +960,8 @@ task<void> server_state::serve_conn(conn* c) {
         }
         c->in_start += rs->parser.consumed();
         disarm(c);
-        if (opts.read_timeout.count() > 0 || opts.write_timeout.count() > 0) {
-            arm(c, opts.read_timeout.count() > 0 ? opts.read_timeout : opts.write_timeout);
+        if (request_timeout.count() > 0) {
+            arm(c, request_timeout);
         }
 
         // ---- the body ----
