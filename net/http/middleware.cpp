@@ -428,17 +428,22 @@ std::atomic<std::uint64_t> first_mult{0};
 // 2^63 of them take a century at GHz rates).
 constexpr std::uint64_t mono_mark = std::uint64_t{1} << 63;
 
-// Reads the clock for a span that clock_elapsed_ns() ends: the bare TSC once this thread has
-// measured its rate, else the monotonic clock (marked). Converted once, at the end.
-[[gnu::always_inline]] inline std::uint64_t clock_mark() noexcept {
-    int src = tsc_clocksource.load(std::memory_order_relaxed);
-    if (src == 0) {
-        src = look_at_clocksource() ? 1 : 2;
-    }
-    if (src == 1 && scale.mult != 0) [[likely]] {
-        return __rdtsc();
+// clock_mark() until the thread has measured the TSC's rate, if it ever does.
+[[gnu::noinline]] std::uint64_t clock_mark_mono() noexcept {
+    if (tsc_clocksource.load(std::memory_order_relaxed) == 0) {
+        look_at_clocksource();
     }
     return static_cast<std::uint64_t>(mono_ns()) | mono_mark;
+}
+
+// Reads the clock for a span that clock_elapsed_ns() ends: the bare TSC once this thread has
+// measured its rate (which it does only where the TSC is the clocksource), else the
+// monotonic clock (marked). Converted once, at the end.
+[[gnu::always_inline]] inline std::uint64_t clock_mark() noexcept {
+    if (scale.mult != 0) [[likely]] {
+        return __rdtsc();
+    }
+    return clock_mark_mono();
 }
 
 // clock_elapsed_ns() when the thread's rate is to be measured (again) first.
