@@ -599,7 +599,16 @@ struct request_id_steps final : detail::around_steps {
         context& spare = spare_id_ctx();
         if (tether::detail::node* kept = spare.node(); kept != nullptr) [[likely]] {
             // Ours alone: it takes the place of a new node under the request's context.
-            tether::detail::link_child(*kept, req.ctx_);
+            if (tether::detail::node* p = req.ctx_.node(); p != nullptr) [[likely]] {
+                // What link_child() does, inline (exported, it is a call through the PLT).
+                kept->parent = p;
+                p->add_ref();
+                kept->canceler = p->canceler;
+                kept->clk = p->clk;
+                kept->deadline = p->deadline;
+            } else {
+                tether::detail::link_child(*kept, req.ctx_);
+            }
             v = &static_cast<node_type*>(kept)->value;
             ctx = std::move(spare);
         } else {
@@ -641,7 +650,13 @@ struct request_id_steps final : detail::around_steps {
             if (context& spare = spare_id_ctx(); spare.node() == nullptr) {
                 tether::detail::node* parent = std::exchange(n->parent, nullptr);
                 n->canceler = nullptr;
-                if (parent != nullptr) {
+                if (parent != nullptr && parent == req.ctx_.node()) [[likely]] {
+                    // req.ctx_ holds the parent too: ours is not the last reference (a
+                    // decrement, without release()'s call and its test for the last one).
+                    if (!parent->immortal) {
+                        parent->refs.fetch_sub(1, std::memory_order_release);
+                    }
+                } else if (parent != nullptr) {
                     parent->release();
                 }
                 spare = std::move(mine);
