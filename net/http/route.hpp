@@ -161,10 +161,14 @@ private:
         if (n == 0) {
             return 0;
         }
-        // Bytes 0, n/2 and n-1: each of one to three bytes, in place.
-        return std::uint64_t{static_cast<unsigned char>(p[0])} |
-               std::uint64_t{static_cast<unsigned char>(p[n / 2])} << 8 |
-               std::uint64_t{static_cast<unsigned char>(p[n - 1])} << 16;
+        // Bytes 0 and 1 (or 0 alone) and byte n-1: each of one to three bytes, in place.
+        std::uint64_t k = static_cast<unsigned char>(p[n - 1]);
+        if (n >= 2) {
+            std::uint16_t a;
+            std::memcpy(&a, p, 2);
+            return a | k << 16;
+        }
+        return k | k << 16;
     }
     // match_known() for a method or a path over 8 bytes.
     std::ptrdiff_t match_known_long(std::string_view method, std::string_view path,
