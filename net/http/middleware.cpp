@@ -369,6 +369,7 @@ std::int64_t mono_ns() noexcept {
 // the bare TSC reading, its span scaled once at the end (~10 instructions less than scaling
 // both readings). Elsewhere, or when the clocksource can't be read, clock_gettime.
 __extension__ typedef unsigned __int128 u128; // products of 64-bit counts
+__extension__ typedef __int128 i128;
 
 struct tsc_scale {
     std::uint64_t tsc0 = 0;     // the anchor: a TSC reading ...
@@ -446,12 +447,23 @@ constexpr std::uint64_t mono_mark = std::uint64_t{1} << 63;
     return clock_mark_mono();
 }
 
+// The span from TSC reading `mark` to `t` in nanoseconds at `mult`: negative if `t` is
+// before `mark` (a request that ended on a CPU whose TSC reads a little behind the one it
+// started on; record() counts it as 0), where an unsigned difference would be some 2^64
+// ticks. A signed product (`mult`, nanoseconds per tick in 32.32, is far below 2^63): one
+// imul, as many instructions as the unsigned one.
+inline std::int64_t ticks_to_ns(std::uint64_t mark, std::uint64_t t, std::uint64_t mult) noexcept {
+    const auto dt = static_cast<std::int64_t>(t - mark);
+    return static_cast<std::int64_t>(
+        (static_cast<i128>(dt) * static_cast<i128>(static_cast<std::int64_t>(mult))) >> 32);
+}
+
 // clock_elapsed_ns() when the thread's rate is to be measured (again) first.
 [[gnu::noinline]] std::int64_t elapsed_measuring(std::uint64_t mark, std::uint64_t t) noexcept {
     measure_tsc(scale, t);
     const std::uint64_t mult =
         scale.mult != 0 ? scale.mult : first_mult.load(std::memory_order_relaxed);
-    return static_cast<std::int64_t>((static_cast<u128>(t - mark) * mult) >> 32);
+    return ticks_to_ns(mark, t, mult);
 }
 
 // Nanoseconds since clock_mark() gave `mark`.
@@ -468,7 +480,7 @@ constexpr std::uint64_t mono_mark = std::uint64_t{1} << 63;
     }
     const std::uint64_t t = __rdtsc();
     if (scale.mult != 0 && t - scale.tsc0 < scale.next - scale.tsc0) [[likely]] {
-        return static_cast<std::int64_t>((static_cast<u128>(t - mark) * scale.mult) >> 32);
+        return ticks_to_ns(mark, t, scale.mult);
     }
     return elapsed_measuring(mark, t);
 }
