@@ -713,6 +713,13 @@ char* put(char* p, std::string_view s) noexcept {
     } else if (len && !has_length) {
         p = put(p, "Content-Length: ");
         p = put_decimal(p, *len);
+        if (!close) {
+            // Most heads end here: the field's CRLF and the empty line in one store.
+            p = put(p, "\r\n\r\n");
+            p = put_short(p, body);
+            out.commit(p);
+            return;
+        }
         p = put(p, "\r\n");
     }
     if (close) {
