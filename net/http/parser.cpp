@@ -203,6 +203,7 @@ std::string_view request_head::query() const noexcept {
 }
 
 request_parser::status request_parser::parse_general(std::string_view buf, request_head& out) {
+    scanned_ = true;
     // Skip empty lines before the request line (RFC 9112 §2.2). They count towards the
     // header-size limit: a client can't grow the buffer with them forever.
     std::size_t start = 0;

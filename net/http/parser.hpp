@@ -138,6 +138,10 @@ public:
     /// Forgets the scan position: call before parsing the next request.
     void reset() noexcept {
         consumed_ = 0;
+        if (!scanned_) {
+            return; // only parse_fast ran since the last reset: nothing else to forget
+        }
+        scanned_ = false;
         line_state_ = line_scan::method;
         line_pos_ = 0;
         target_begin_ = 0;
@@ -184,6 +188,8 @@ private:
     static constexpr std::size_t known_lfs = 24;
     std::uint32_t lf_at_[known_lfs];
     std::size_t lfs_ = 0;
+    // parse_general ran since the last reset (the scan fields above may have moved).
+    bool scanned_ = false;
     parse_error error_;
 };
 
