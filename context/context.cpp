@@ -304,24 +304,6 @@ std::size_t reaped_node_blocks() noexcept {
 
 // ---- nodes -----------------------------------------------------------------------------
 
-namespace {
-
-// link_child(), inline here: exported, it is called through the PLT.
-inline void link_to_parent(detail::node& child, const context& parent) noexcept {
-    detail::node* p = parent.node();
-    child.parent = p;
-    if (p != nullptr) {
-        p->add_ref();
-        child.canceler = p->canceler;
-        child.clk = p->clk;
-        child.deadline = p->deadline;
-    } else {
-        child.clk = &real_clock();
-    }
-}
-
-} // namespace
-
 namespace detail {
 
 void node::release_slow() noexcept {
@@ -691,10 +673,6 @@ void cancel_state::unlink_from_parent_slow() noexcept {
     unlinked.store(true, std::memory_order_release);
 }
 
-void link_child(node& child, const context& parent) noexcept {
-    link_to_parent(child, parent);
-}
-
 std::uint32_t registration_count(const context& ctx) noexcept {
     node* n = ctx.node();
     if (n == nullptr || n->canceler != n) {
@@ -858,7 +836,7 @@ State* make_cancel_node(const context& parent, time_point deadline = time_point:
     n->refs.store(2, std::memory_order_relaxed);
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_state<State>;
-    link_to_parent(*n, parent);
+    detail::link_child(*n, parent);
     detail::cancel_state* pc = n->canceler; // the parent's
     n->canceler = n;
     if constexpr (std::is_same_v<State, detail::deadline_state>) {
@@ -917,7 +895,7 @@ std::pair<context, cancel_handle> make_done_child(const context& parent, time_po
     auto* n = new_node<detail::node>();
     n->kind = detail::node_kind::cancel;
     n->destroy = &destroy_plain;
-    link_to_parent(*n, parent); // canceler: the parent's, done
+    detail::link_child(*n, parent); // canceler: the parent's, done
     if (deadline <= n->deadline && deadline != time_point::max()) {
         n->kind = detail::node_kind::deadline; // prints as WithDeadline, as Go's timerCtx
         n->deadline = deadline;
@@ -959,7 +937,7 @@ void init_cancel_child(cancel_state* n, const context& parent,
     n->refs.store(2, std::memory_order_relaxed); // the caller's context and cancel reference
     n->kind = node_kind::cancel;
     n->destroy = destroy;
-    link_to_parent(*n, parent);
+    detail::link_child(*n, parent);
     cancel_state* pc = n->canceler; // the parent's
     n->canceler = n;
     link_to_canceler(n, pc);
@@ -1072,7 +1050,7 @@ context without_cancel(const context& parent) {
     auto* n = new_node<detail::node>();
     n->kind = detail::node_kind::without_cancel;
     n->destroy = &destroy_plain;
-    link_to_parent(*n, parent);
+    detail::link_child(*n, parent);
     n->canceler = nullptr;
     n->deadline = time_point::max();
     return context::adopt(n);

@@ -67,8 +67,21 @@ struct value_node : value_node_base {
     }
 };
 
-/// Fills the inherited fields of a new node derived from `parent`.
-void link_child(node& child, const context& parent) noexcept;
+/// Fills the inherited fields of a new node derived from `parent`. Inline: every derivation
+/// (with_value's template, the context functions, the request-ID middleware's reused node)
+/// would otherwise call into the library through the PLT.
+inline void link_child(node& child, const context& parent) noexcept {
+    node* p = parent.node();
+    child.parent = p;
+    if (p != nullptr) [[likely]] {
+        p->add_ref();
+        child.canceler = p->canceler;
+        child.clk = p->clk;
+        child.deadline = p->deadline;
+    } else {
+        child.clk = &real_clock();
+    }
+}
 
 } // namespace detail
 

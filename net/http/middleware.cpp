@@ -611,16 +611,7 @@ struct request_id_steps final : detail::around_steps {
         context& spare = spare_id_ctx();
         if (tether::detail::node* kept = spare.node(); kept != nullptr) [[likely]] {
             // Ours alone: it takes the place of a new node under the request's context.
-            if (tether::detail::node* p = req.ctx_.node(); p != nullptr) [[likely]] {
-                // What link_child() does, inline (exported, it is a call through the PLT).
-                kept->parent = p;
-                p->add_ref();
-                kept->canceler = p->canceler;
-                kept->clk = p->clk;
-                kept->deadline = p->deadline;
-            } else {
-                tether::detail::link_child(*kept, req.ctx_);
-            }
+            tether::detail::link_child(*kept, req.ctx_); // inline
             v = &static_cast<node_type*>(kept)->value;
             ctx = std::move(spare);
         } else {
