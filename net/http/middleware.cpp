@@ -656,9 +656,7 @@ struct request_id_steps final : detail::around_steps {
                 if (parent != nullptr && parent == req.ctx_.node()) [[likely]] {
                     // req.ctx_ holds the parent too: ours is not the last reference (a
                     // decrement, without release()'s call and its test for the last one).
-                    if (!parent->immortal) {
-                        parent->refs.fetch_sub(1, std::memory_order_release);
-                    }
+                    parent->release_not_last();
                 } else if (parent != nullptr) {
                     parent->release();
                 }
