@@ -84,6 +84,15 @@ private:
 /// no case starves).
 void random_order(std::uint8_t* order, std::size_t n) noexcept;
 
+/// What a channel case's poll makes of the channel's answer: true if the case is taken
+/// (done, or closed with `channel_errc::closed` recorded for it), false if it would block.
+inline bool settled(chan_outcome o, select_core& core) noexcept {
+    if (o == chan_outcome::closed) {
+        core.case_error = make_error_code(channel_errc::closed);
+    }
+    return o != chan_outcome::would_block;
+}
+
 /// The state of one select case, by the kind of operation it was made from.
 template <class Op>
 struct select_case;
@@ -97,18 +106,7 @@ struct select_case<receive_op<T>> {
     chan_node node;
 
     explicit select_case(receive_op<T>&& op) noexcept : ch(op.ch) {}
-    bool poll(select_core& core) noexcept {
-        switch (ch->receive_now(slot)) {
-        case chan_outcome::done:
-            return true;
-        case chan_outcome::closed:
-            core.case_error = make_error_code(channel_errc::closed);
-            return true;
-        case chan_outcome::would_block:
-            break;
-        }
-        return false;
-    }
+    bool poll(select_core& core) noexcept { return settled(ch->receive_now(slot), core); }
     chan_node* prepare() noexcept {
         node.item = &slot;
         node.queue = &ch->receive_queue();
@@ -136,18 +134,7 @@ struct select_case<send_op<T>> {
     chan_node node;
 
     explicit select_case(send_op<T>&& op) noexcept : ch(op.ch), value(std::move(op.value)) {}
-    bool poll(select_core& core) noexcept {
-        switch (ch->send_now(value)) {
-        case chan_outcome::done:
-            return true;
-        case chan_outcome::closed:
-            core.case_error = make_error_code(channel_errc::closed);
-            return true;
-        case chan_outcome::would_block:
-            break;
-        }
-        return false;
-    }
+    bool poll(select_core& core) noexcept { return settled(ch->send_now(value), core); }
     chan_node* prepare() noexcept {
         node.item = &value;
         node.queue = &ch->send_queue();
