@@ -95,9 +95,10 @@ void header_map::append_slow(std::string_view name, std::string_view value) {
     if (need > max - size_) [[unlikely]] {
         throw std::length_error("http::header_map: fields too large");
     }
+    // Grows (moving the bytes): `name` or `value` may point into the old buffer, which
+    // stays alive in `old` until append() below has copied them.
+    std::unique_ptr<char[]> old;
     if (cap_ - size_ < need) {
-        // Grows (moving the bytes): `name` or `value` may point into the old buffer, which
-        // stays alive until they have been copied.
         std::size_t cap =
             std::max<std::size_t>({std::size_t{size_} + need, 2 * std::size_t{cap_}, 256});
         cap = std::min(cap, max);
@@ -105,19 +106,13 @@ void header_map::append_slow(std::string_view name, std::string_view value) {
         if (size_ != 0) {
             std::memcpy(bigger.get(), buf_.get(), size_);
         }
-        std::unique_ptr<char[]> old = std::exchange(buf_, std::move(bigger));
+        old = std::exchange(buf_, std::move(bigger));
         cap_ = static_cast<std::uint32_t>(cap);
-        append(name, value);
-        return;
     }
-    fields_.push_back(entry{size_, static_cast<std::uint32_t>(name.size()),
-                            static_cast<std::uint32_t>(value.size())});
-    char* p = detail::put_short(buf_.get() + size_, name);
-    std::memcpy(p, ": ", 2);
-    p = detail::put_short(p + 2, value);
-    std::memcpy(p, "\r\n", 2);
-    size_ += static_cast<std::uint32_t>(need);
-    names_ |= name_bit(name);
+    if (fields_.size() == fields_.capacity()) {
+        fields_.reserve(std::max<std::size_t>(8, 2 * fields_.capacity()));
+    }
+    append(name, value); // now the inline path has room for both
 }
 
 std::optional<std::string_view> header_map::get(std::string_view name) const noexcept {
