@@ -42,77 +42,52 @@ struct all_sink {
 };
 
 template <class... T>
-class all_awaiter {
+class all_awaiter : public fan_awaiter<all_awaiter<T...>> {
 public:
     using value_type = std::tuple<unwrapped_t<T>...>;
 
-    explicit all_awaiter(task<T>... t) : tasks_(std::move(t)...) {}
+    explicit all_awaiter(task<T>... t)
+        : fan_awaiter<all_awaiter>(fanout::mode::all), tasks_(std::move(t)...) {}
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-        if (!fan_.open(context_of(h))) {
-            return false;
-        }
-        start(std::index_sequence_for<T...>{});
-        return fan_.suspend(h);
-    }
     result<value_type> await_resume() {
-        fan_.finish();
-        if (std::error_code e = fan_.error()) {
+        if (std::error_code e = this->finish()) {
             return e;
         }
         return collect(std::index_sequence_for<T...>{});
     }
 
 private:
+    friend fan_awaiter<all_awaiter>;
+    std::array<child_driver, sizeof...(T)> make_children() {
+        return make_children(std::index_sequence_for<T...>{});
+    }
     template <std::size_t... I>
-    void start(std::index_sequence<I...>) {
-        // Every frame is made before any child starts: if an allocation throws, nothing runs.
-        [[maybe_unused]] std::array<child_driver, sizeof...(T)> d{
-            drive(std::move(std::get<I>(tasks_)),
-                  all_sink<unwrapped_t<T>>{&fan_, &std::get<I>(slots_)})...};
-        (void)(fan_.start(d[I], I) && ...);
+    std::array<child_driver, sizeof...(T)> make_children(std::index_sequence<I...>) {
+        return {drive(std::move(std::get<I>(tasks_)),
+                      all_sink<unwrapped_t<T>>{&this->fan_, &std::get<I>(slots_)})...};
     }
     template <std::size_t... I>
     value_type collect(std::index_sequence<I...>) {
         return value_type{std::move(*std::get<I>(slots_))...};
     }
 
-    fanout fan_{fanout::mode::all};
     std::tuple<task<T>...> tasks_;
     std::tuple<std::optional<unwrapped_t<T>>...> slots_;
 };
 
 template <class T>
-class all_range_awaiter {
+class all_range_awaiter : public fan_awaiter<all_range_awaiter<T>> {
 public:
     using element_type = unwrapped_t<T>;
     /// `result<void>` when the children return nothing, else a vector of their values.
     using value_type = std::conditional_t<std::is_same_v<element_type, std::monostate>, void,
                                           std::vector<element_type>>;
 
-    explicit all_range_awaiter(std::vector<task<T>> t) : tasks_(std::move(t)) {}
+    explicit all_range_awaiter(std::vector<task<T>> t)
+        : fan_awaiter<all_range_awaiter>(fanout::mode::all), tasks_(std::move(t)) {}
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-        if (!fan_.open(context_of(h))) {
-            return false;
-        }
-        slots_.resize(tasks_.size());
-        std::vector<child_driver> d;
-        d.reserve(tasks_.size());
-        for (std::size_t i = 0; i < tasks_.size(); ++i) {
-            d.push_back(drive(std::move(tasks_[i]), all_sink<element_type>{&fan_, &slots_[i]}));
-        }
-        for (std::size_t i = 0; i < d.size() && fan_.start(d[i], i); ++i) {
-        }
-        return fan_.suspend(h);
-    }
     result<value_type> await_resume() {
-        fan_.finish();
-        if (std::error_code e = fan_.error()) {
+        if (std::error_code e = this->finish()) {
             return e;
         }
         if constexpr (std::is_void_v<value_type>) {
@@ -128,7 +103,18 @@ public:
     }
 
 private:
-    fanout fan_{fanout::mode::all};
+    friend fan_awaiter<all_range_awaiter>;
+    std::vector<child_driver> make_children() {
+        slots_.resize(tasks_.size());
+        std::vector<child_driver> d;
+        d.reserve(tasks_.size());
+        for (std::size_t i = 0; i < tasks_.size(); ++i) {
+            d.push_back(
+                drive(std::move(tasks_[i]), all_sink<element_type>{&this->fan_, &slots_[i]}));
+        }
+        return d;
+    }
+
     std::vector<task<T>> tasks_;
     std::vector<std::optional<element_type>> slots_;
 };

@@ -47,80 +47,67 @@ struct any_range_sink {
 };
 
 template <class... T>
-class any_awaiter {
+class any_awaiter : public fan_awaiter<any_awaiter<T...>> {
 public:
     using variant_type = std::variant<value_or_monostate_t<T>...>;
     using value_type = std::pair<std::size_t, variant_type>;
 
-    explicit any_awaiter(task<T>... t) : tasks_(std::move(t)...) {}
+    explicit any_awaiter(task<T>... t)
+        : fan_awaiter<any_awaiter>(fanout::mode::any), tasks_(std::move(t)...) {}
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-        if (!fan_.open(context_of(h))) {
-            return false;
-        }
-        start(std::index_sequence_for<T...>{});
-        return fan_.suspend(h);
-    }
     result<value_type> await_resume() {
-        fan_.finish();
-        if (std::error_code e = fan_.error()) {
+        if (std::error_code e = this->finish()) {
             return e;
         }
-        return value_type{fan_.winner(), std::move(*out_)};
+        return value_type{this->fan_.winner(), std::move(*out_)};
     }
 
 private:
+    friend fan_awaiter<any_awaiter>;
+    std::array<child_driver, sizeof...(T)> make_children() {
+        return make_children(std::index_sequence_for<T...>{});
+    }
     template <std::size_t... I>
-    void start(std::index_sequence<I...>) {
-        // Every frame is made before any child starts: if an allocation throws, nothing runs.
-        [[maybe_unused]] std::array<child_driver, sizeof...(T)> d{
-            drive(std::move(std::get<I>(tasks_)), any_sink<variant_type, I>{&fan_, &out_})...};
-        (void)(fan_.start(d[I], I) && ...);
+    std::array<child_driver, sizeof...(T)> make_children(std::index_sequence<I...>) {
+        return {drive(std::move(std::get<I>(tasks_)),
+                      any_sink<variant_type, I>{&this->fan_, &out_})...};
     }
 
-    fanout fan_{fanout::mode::any};
     std::tuple<task<T>...> tasks_;
     std::optional<variant_type> out_;
 };
 
 template <class T>
-class any_range_awaiter {
+class any_range_awaiter : public fan_awaiter<any_range_awaiter<T>> {
 public:
     using element_type = value_or_monostate_t<T>;
     using value_type = std::pair<std::size_t, element_type>;
 
-    explicit any_range_awaiter(std::vector<task<T>> t) : tasks_(std::move(t)) {}
+    explicit any_range_awaiter(std::vector<task<T>> t)
+        : fan_awaiter<any_range_awaiter>(fanout::mode::any), tasks_(std::move(t)) {}
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) {
-        if (!fan_.open(context_of(h))) {
-            return false;
-        }
-        std::vector<child_driver> d;
-        d.reserve(tasks_.size());
-        for (std::size_t i = 0; i < tasks_.size(); ++i) {
-            d.push_back(drive(std::move(tasks_[i]), any_range_sink<element_type>{&fan_, &out_, i}));
-        }
-        for (std::size_t i = 0; i < d.size() && fan_.start(d[i], i); ++i) {
-        }
-        return fan_.suspend(h);
-    }
     result<value_type> await_resume() {
-        fan_.finish();
-        if (std::error_code e = fan_.error()) {
+        if (std::error_code e = this->finish()) {
             return e;
         }
         if (!out_) {
             return std::make_error_code(std::errc::invalid_argument); // an empty range
         }
-        return value_type{fan_.winner(), std::move(*out_)};
+        return value_type{this->fan_.winner(), std::move(*out_)};
     }
 
 private:
-    fanout fan_{fanout::mode::any};
+    friend fan_awaiter<any_range_awaiter>;
+    std::vector<child_driver> make_children() {
+        std::vector<child_driver> d;
+        d.reserve(tasks_.size());
+        for (std::size_t i = 0; i < tasks_.size(); ++i) {
+            d.push_back(
+                drive(std::move(tasks_[i]), any_range_sink<element_type>{&this->fan_, &out_, i}));
+        }
+        return d;
+    }
+
     std::vector<task<T>> tasks_;
     std::optional<element_type> out_;
 };

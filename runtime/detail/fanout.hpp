@@ -297,4 +297,41 @@ private:
     std::coroutine_handle<> awaiting_;
 };
 
+/// The awaiter that when_all and when_any (of a pack or of a range) share: derives the
+/// children's context from the awaiting task's, makes every child's frame and starts them
+/// (`Derived::make_children()`), and suspends until the last one has finished. `Derived`
+/// befriends this class and reads the outcome with `finish()`.
+template <class Derived>
+class fan_awaiter {
+public:
+    fan_awaiter(const fan_awaiter&) = delete;
+    fan_awaiter& operator=(const fan_awaiter&) = delete;
+
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> h) {
+        if (!fan_.open(context_of(h))) {
+            return false;
+        }
+        // Every frame is made before any child starts: if an allocation throws, nothing runs.
+        auto drivers = static_cast<Derived*>(this)->make_children();
+        for (std::size_t i = 0; i < drivers.size() && fan_.start(drivers[i], i); ++i) {
+        }
+        return fan_.suspend(h);
+    }
+
+protected:
+    explicit fan_awaiter(fanout::mode m) noexcept : fan_(m) {}
+    ~fan_awaiter() = default;
+
+    /// After the children: rethrows the exception that decided the outcome, else returns
+    /// the error (the context's, or when_all's first child error), or none.
+    std::error_code finish() {
+        fan_.finish();
+        return fan_.error();
+    }
+
+    fanout fan_;
+};
+
 } // namespace tether::detail
