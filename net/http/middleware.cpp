@@ -93,26 +93,48 @@ void put_hex64(char* out, std::uint64_t v) noexcept {
 // (16 hex digits, drawn once from the system's entropy), then the thread's count of IDs so
 // far (16 hex digits). IDs must not collide, not resist prediction: within a thread the count
 // never repeats, and two threads (or processes) share a prefix with a chance of 2^-64.
+//
+// The thread keeps its last ID as text and counts in it: the last digit goes up by one (one
+// in 16 IDs carries into the digits before it), and the ID is copied out whole, where
+// formatting the count as hex took ~15 instructions more per ID.
 struct id_source {
-    std::uint64_t count; // IDs made so far; 0: no prefix yet
-    char prefix[16];
+    char text[32]; // the last ID; text[0] == 0: no prefix yet
 };
 
-// The thread's prefix, drawn once (random_device, a few KiB of stack: kept out of line).
+// The thread's prefix, drawn once (random_device, a few KiB of stack: kept out of line), and
+// a count of 0.
 [[gnu::noinline]] void seed_ids(id_source& src) noexcept {
     const std::uint64_t r = (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
-    put_hex64(src.prefix, r);
+    put_hex64(src.text, r);
+    std::memset(src.text + 16, '0', 16);
+}
+
+// Counts the text's last hex digit up by one, and carries.
+[[gnu::noinline]] void carry_id(id_source& src) noexcept {
+    for (std::size_t i = 31; i >= 16; --i) {
+        char& c = src.text[i];
+        if (c != 'f') {
+            c = c == '9' ? 'a' : static_cast<char>(c + 1);
+            return;
+        }
+        c = '0'; // and on to the digit before (past the last, the count wraps to 0)
+    }
 }
 
 inline void new_request_id(char* id) noexcept {
     // initial-exec and constant-initialized: read at a fixed offset from the thread pointer,
     // no __tls_get_addr or guard per ID (libtether is linked, not dlopen'ed).
     [[gnu::tls_model("initial-exec")]] constinit thread_local id_source src{};
-    if (src.count == 0) [[unlikely]] {
+    if (src.text[0] == 0) [[unlikely]] {
         seed_ids(src);
     }
-    std::memcpy(id, src.prefix, sizeof src.prefix);
-    put_hex64(id + 16, ++src.count);
+    const char last = src.text[31];
+    if (last != '9' && last != 'f') [[likely]] {
+        src.text[31] = static_cast<char>(last + 1);
+    } else {
+        carry_id(src);
+    }
+    std::memcpy(id, src.text, sizeof src.text);
 }
 
 bool acceptable_id(std::string_view id) noexcept {
@@ -377,6 +399,8 @@ struct tsc_scale {
     std::uint64_t mult = 0;     // nanoseconds per tick, 32.32 fixed point; 0: not measured yet
     std::uint64_t next = 0;     // the TSC reading past which the rate is measured again
     std::uint64_t ticks_1s = 0; // about a second of ticks, once measured
+    std::uint64_t us_mult = 0;  // microseconds per tick, 0.64 fixed point (below 2^63)
+    std::int64_t half_us = 0;   // ticks in half a microsecond (for rounding)
 };
 
 // 1: the clocksource is the TSC; 2: it is not (or unknown); 0: not looked at yet.
@@ -415,6 +439,12 @@ std::atomic<std::uint64_t> first_mult{0};
         static_cast<std::uint64_t>((static_cast<u128>(static_cast<std::uint64_t>(dns)) << 32) / dt);
     s.ticks_1s = static_cast<std::uint64_t>(static_cast<u128>(dt) * 1'000'000'000 /
                                             static_cast<std::uint64_t>(dns));
+    // Below 2^63 (a signed factor) for any rate above 2 MHz; the product can't overflow
+    // 128 bits. (A slower counter's ticks go through nanoseconds: us_mult stays 0.)
+    const u128 us_mult =
+        (static_cast<u128>(static_cast<std::uint64_t>(dns)) << 64) / (static_cast<u128>(dt) * 1000);
+    s.us_mult = us_mult < (u128{1} << 63) ? static_cast<std::uint64_t>(us_mult) : 0;
+    s.half_us = static_cast<std::int64_t>(s.ticks_1s / 2'000'000);
     s.tsc0 = t;
     s.ns0 = ns;
     s.next = t + s.ticks_1s;
@@ -484,12 +514,41 @@ inline std::int64_t ticks_to_ns(std::uint64_t mark, std::uint64_t t, std::uint64
     }
     return elapsed_measuring(mark, t);
 }
+
+// Nanoseconds as whole microseconds, rounded (0 if negative).
+inline std::uint64_t ns_to_us(std::int64_t ns) noexcept {
+    return (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
+}
+
+// clock_elapsed_us() off its fast path.
+[[gnu::noinline]] std::uint64_t elapsed_us_slow(std::uint64_t mark) noexcept {
+    return ns_to_us(clock_elapsed_ns(mark));
+}
+
+// Whole microseconds (rounded; 0 if the span is negative) since clock_mark() gave `mark`:
+// the ticks scaled to microseconds at once (half a microsecond's ticks added, then the high
+// half of one signed product), ~6 instructions less than through nanoseconds.
+[[gnu::always_inline]] inline std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
+    if ((mark & mono_mark) == 0) [[likely]] {
+        const std::uint64_t t = __rdtsc();
+        if (scale.us_mult != 0 && t - scale.tsc0 < scale.next - scale.tsc0) [[likely]] {
+            const std::int64_t dt = static_cast<std::int64_t>(t - mark) + scale.half_us;
+            const auto us = static_cast<std::int64_t>(
+                (static_cast<i128>(dt) *
+                 static_cast<i128>(static_cast<std::int64_t>(scale.us_mult))) >>
+                64);
+            return static_cast<std::uint64_t>(us < 0 ? 0 : us);
+        }
+    }
+    return elapsed_us_slow(mark);
+}
 #else
 std::uint64_t clock_mark() noexcept {
     return static_cast<std::uint64_t>(mono_ns());
 }
-std::int64_t clock_elapsed_ns(std::uint64_t mark) noexcept {
-    return mono_ns() - static_cast<std::int64_t>(mark);
+std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
+    const std::int64_t ns = mono_ns() - static_cast<std::int64_t>(mark);
+    return (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
 }
 #endif
 
@@ -504,8 +563,7 @@ struct log_sink {
                                        bool failed, std::string_view id) const {
         // Milliseconds with three decimals, from whole microseconds (rounded): integers
         // format at a fraction of the cost of a double.
-        const std::int64_t ns = clock_elapsed_ns(static_cast<std::uint64_t>(start));
-        std::uint64_t us = (static_cast<std::uint64_t>(ns < 0 ? 0 : ns) + 500) / 1000;
+        const std::uint64_t us = clock_elapsed_us(static_cast<std::uint64_t>(start));
         if (id.empty()) {
             id = "-";
         }

@@ -328,6 +328,30 @@ TEST_CASE("request_id: the response's X-Request-ID is the context's ID, given or
     CHECK(ids[1] != ids[2]);
 }
 
+TEST_CASE("request_id: a thread's generated IDs share a prefix and count up in hex") {
+    // 300 IDs in a row: the count's last digits carry (9 to a, f to 10, ff to 100) many times.
+    auto h = http::chain([](request&, response_writer&) -> task<void> { co_return; },
+                         {http::request_id()});
+    std::string got = roundtrip(h, pipelined(300));
+    std::vector<std::string> ids;
+    for (std::size_t p = got.find("X-Request-ID: "); p != std::string::npos;
+         p = got.find("X-Request-ID: ", p + 1)) {
+        ids.push_back(got.substr(p + 14, got.find("\r\n", p) - p - 14));
+    }
+    REQUIRE(ids.size() == 300);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        REQUIRE(ids[i].size() == 32);
+        CHECK(ids[i].find_first_not_of("0123456789abcdef") == std::string::npos);
+        CHECK(ids[i].substr(0, 16) == ids[0].substr(0, 16));
+        if (i > 0) {
+            const auto count = [](const std::string& id) {
+                return std::stoull(id.substr(16), nullptr, 16);
+            };
+            CHECK(count(ids[i]) == count(ids[i - 1]) + 1);
+        }
+    }
+}
+
 TEST_CASE("request_id: a context a handler keeps holds its ID while the connection goes on") {
     // The server runs request_id() and access_log() in its own frame and reuses the ID's
     // context node from one request of a connection to the next, unless someone else holds
