@@ -726,7 +726,11 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     }
     out.method = std::string_view(begin, static_cast<std::size_t>(p - begin));
     const char* const t = ++p;
-    p = skip_target_chars(p, end);
+    if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("/ ")) {
+        ++p; // the root, by one comparison (~15 instructions less than the scan)
+    } else {
+        p = skip_target_chars(p, end);
+    }
     if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end || *p != ' ') {
         return false;
     }
