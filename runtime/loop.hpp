@@ -146,10 +146,37 @@ T run(task<T> main) {
 
 namespace detail {
 
+/// What a task run to completion by block_on left: its value or its exception.
 template <class T>
-struct root_state {
+struct root_outcome {
     std::conditional_t<std::is_void_v<T>, char, std::optional<T>> value;
     std::exception_ptr error;
+
+    /// Awaits `t` and keeps its value or exception (run inside block_on's root coroutine).
+    task<void> settle(task<T> t) {
+        try {
+            if constexpr (std::is_void_v<T>) {
+                co_await std::move(t);
+            } else {
+                value.emplace(co_await std::move(t));
+            }
+        } catch (...) {
+            error = std::current_exception();
+        }
+    }
+    /// Rethrows the task's exception, or returns its value.
+    T take() {
+        if (error) {
+            std::rethrow_exception(error);
+        }
+        if constexpr (!std::is_void_v<T>) {
+            return std::move(*value);
+        }
+    }
+};
+
+template <class T>
+struct root_state : root_outcome<T> {
     bool done = false;
 };
 
@@ -169,15 +196,7 @@ struct root_task {
 template <class T>
 root_task drive(const context* ctx, task<T> t, root_state<T>* st) {
     co_await set_context{ctx};
-    try {
-        if constexpr (std::is_void_v<T>) {
-            co_await std::move(t);
-        } else {
-            st->value.emplace(co_await std::move(t));
-        }
-    } catch (...) {
-        st->error = std::current_exception();
-    }
+    co_await st->settle(std::move(t));
     st->done = true;
 }
 
@@ -197,12 +216,7 @@ T loop::block_on(context ctx, task<T> t) {
         run_once();
     }
     r.h.destroy();
-    if (st.error) {
-        std::rethrow_exception(st.error);
-    }
-    if constexpr (!std::is_void_v<T>) {
-        return std::move(*st.value);
-    }
+    return st.take();
 }
 
 } // namespace tether

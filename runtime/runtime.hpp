@@ -85,9 +85,7 @@ private:
         void set();
     };
     template <class T>
-    struct root_state {
-        std::conditional_t<std::is_void_v<T>, char, std::optional<T>> value;
-        std::exception_ptr error;
+    struct root_state : detail::root_outcome<T> {
         done_signal signal;
     };
     /// A coroutine that signals once it is suspended for good (its caller may then destroy
@@ -133,15 +131,7 @@ T run(std::size_t loops, task<T> main) {
 template <class T>
 runtime::root runtime::drive(const context* ctx, task<T> t, root_state<T>* st) {
     co_await detail::set_context{ctx};
-    try {
-        if constexpr (std::is_void_v<T>) {
-            co_await std::move(t);
-        } else {
-            st->value.emplace(co_await std::move(t));
-        }
-    } catch (...) {
-        st->error = std::current_exception();
-    }
+    co_await st->settle(std::move(t));
 }
 
 template <class T>
@@ -153,12 +143,7 @@ T runtime::block_on(task<T> main) {
     loops_[0]->post_resume(r.h);
     st.signal.wait();
     r.h.destroy();
-    if (st.error) {
-        std::rethrow_exception(st.error);
-    }
-    if constexpr (!std::is_void_v<T>) {
-        return std::move(*st.value);
-    }
+    return st.take();
 }
 
 } // namespace tether
