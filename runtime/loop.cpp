@@ -468,10 +468,16 @@ void loop_impl::setup_ring(const loop::options& o) {
         std::uint32_t flags;
         bool single_issuer;
     };
+    // TASKRUN_FLAG lets a spinning loop see completions the kernel queued for it, and only a
+    // spinning loop looks: with DEFER_TASKRUN the flag costs an atomic OR on the rings' shared
+    // cache line from whichever CPU queues a batch's first completion (for a socket, the
+    // peer's: the line then moves between the cores once per batch) and an atomic AND-NOT
+    // each time this thread runs the batch. A loop that sleeps at once asks for the ring the
+    // hand-written io_uring server uses (benches/peers/c/raw_uring.c).
+    const std::uint32_t spin_flag = o.spin > duration::zero() ? IORING_SETUP_TASKRUN_FLAG : 0;
     const attempt attempts[] = {
-        // TASKRUN_FLAG lets a spinning loop see completions the kernel queued for it.
         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
-             IORING_SETUP_TASKRUN_FLAG,
+             spin_flag,
          true},
         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED, true},
         {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, false},

@@ -60,7 +60,9 @@ public:
         /// (more runnable threads than cores: spinning would only take CPU from the thread
         /// it waits for) ends, and the loop sleeps at once for the next 20 ms. The spin
         /// adapts: one that ends empty-handed halves the next (down to spin / 64), one that
-        /// finds work doubles it (up to spin).
+        /// finds work doubles it (up to spin). Only a loop that spins asks for
+        /// IORING_SETUP_TASKRUN_FLAG (the kernel's sign of completions queued for it), which
+        /// costs the kernel an atomic on every batch of completions.
         duration spin = duration::zero();
     };
 

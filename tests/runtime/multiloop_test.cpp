@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <linux/io_uring.h>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -361,6 +362,25 @@ TEST_CASE("loops that spin before sleeping work the same, and need fewer wakes")
         co_return n;
     }());
     CHECK(v == 200 * 199 / 2 + 2);
+}
+
+TEST_CASE("only a loop that spins asks the kernel to flag its pending completions") {
+    // IORING_SETUP_TASKRUN_FLAG costs kernel work on every batch of completions; only the
+    // spin reads the flag. Checked on the DEFER_TASKRUN ring (older kernels fall back).
+    loop plain;
+    loop::options o;
+    o.spin = 1ms;
+    loop spinning(o);
+    if ((plain.ring_flags() & IORING_SETUP_DEFER_TASKRUN) == 0) {
+        MESSAGE("no DEFER_TASKRUN on this kernel: nothing to check");
+        return;
+    }
+    CHECK((plain.ring_flags() & IORING_SETUP_TASKRUN_FLAG) == 0);
+    CHECK((spinning.ring_flags() & IORING_SETUP_DEFER_TASKRUN) != 0);
+    CHECK((spinning.ring_flags() & IORING_SETUP_TASKRUN_FLAG) != 0);
+    // Both still run tasks and their I/O.
+    CHECK(plain.block_on(add_on(2, 3)) == 5);
+    CHECK(spinning.block_on(add_on(4, 5)) == 9);
 }
 
 TEST_CASE("a loop that spins takes posts from another thread and stops when asked mid-spin") {
