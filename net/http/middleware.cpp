@@ -680,11 +680,13 @@ struct request_id_steps final : detail::around_steps {
         if (acceptable_id(given)) {
             v->size = static_cast<std::uint8_t>(given.size());
             detail::put_short(v->data, given);
+            w.headers().set("X-Request-ID", v->view());
         } else {
             v->size = 32;
             new_request_id(v->data);
+            // Its length known here: copied without put_short's tests of the length.
+            w.headers().set("X-Request-ID", std::string_view(v->data, 32));
         }
-        w.headers().set("X-Request-ID", v->view());
         // Moved, not copied: each copy of a context is an atomic increment (and its release
         // a decrement). The handler runs under req.ctx_ itself.
         st.saved = std::exchange(req.ctx_, std::move(ctx));
