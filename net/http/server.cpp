@@ -859,7 +859,9 @@ task<void> server_state::serve_conn(conn* c) {
     // none. (Should the frame go without reaching its end, the state goes with it.)
     std::unique_ptr<request_state> rs(take_state(c));
     // The request's context and its handle, kept for the next request when nobody but us
-    // saw it (see below); `req_ctx` holds it between requests.
+    // saw it (see below). It stays in the request state's `req.ctx_` while the connection
+    // holds the state (from one request of a turn to the next: no moves); `req_ctx` holds
+    // it while the state is back among the spares.
     context req_ctx;
     cancel_handle cancel_req;
     const tether::detail::node* req_node = nullptr;
@@ -917,7 +919,10 @@ task<void> server_state::serve_conn(conn* c) {
                 }
                 arm(c, opts.idle_timeout);
                 // Nothing of a request buffered: the state waits among the spares (its parser
-                // has seen nothing since its reset).
+                // has seen nothing since its reset), without the request context we keep.
+                if (rs->req.ctx_.node() != nullptr) {
+                    req_ctx = std::move(rs->req.ctx_);
+                }
                 give_state(rs.release());
             } else if (!first_byte_seen) {
                 first_byte_seen = true;
@@ -1022,8 +1027,8 @@ task<void> server_state::serve_conn(conn* c) {
             req.ctx_ = std::move(fresh);
             cancel_req = std::move(cancel);
             req_node = req.ctx_.node();
-        } else {
-            req.ctx_ = std::move(req_ctx);
+        } else if (req.ctx_.node() != req_node) {
+            req.ctx_ = std::move(req_ctx); // the state was among the spares
         }
         req.conn_ = c;
         req.params.clear();
@@ -1072,9 +1077,7 @@ task<void> server_state::serve_conn(conn* c) {
         // `req` and `cancel_req` refers to it and nothing is registered on it, ending it
         // would change nothing anyone can see: the next request reuses it, saving a node,
         // its link on the connection's context and the cancel.
-        if (req.ctx_.node() == req_node && tether::detail::cancel_unobserved(req.ctx_)) {
-            req_ctx = std::move(req.ctx_);
-        } else {
+        if (req.ctx_.node() != req_node || !tether::detail::cancel_unobserved(req.ctx_)) {
             cancel_req.reset();
             req.ctx_ = context{};
         }
@@ -1128,6 +1131,7 @@ task<void> server_state::serve_conn(conn* c) {
     (void)c->sock.close();
     thread_log().flush(); // lines of requests whose answers were never written
     if (rs != nullptr) {
+        rs->req.ctx_ = context{}; // the spares hold no request's context
         give_state(rs.release());
     }
     conns.erase(c->pos);
