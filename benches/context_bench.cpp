@@ -42,8 +42,6 @@
 #include <unistd.h>
 #include <vector>
 
-extern char** environ;
-
 // ---- counting allocator --------------------------------------------------------------------
 //
 // Per thread and without atomics, so that counting costs next to nothing: every workload runs
@@ -52,6 +50,9 @@ extern char** environ;
 namespace {
 
 using tether::bench::find_go;
+using tether::bench::go_cache_dir;
+using tether::bench::go_environment;
+using tether::bench::json_escape;
 using tether::bench::run_command;
 
 struct alloc_stats {
@@ -529,18 +530,6 @@ struct go_result {
 /// Go's results by case name, in the order Go printed them.
 using go_results = std::vector<std::pair<std::string, go_result>>;
 
-// The directory of this executable, where Go's build cache is kept between runs.
-std::string exe_dir() {
-    std::array<char, 4096> buf{};
-    ssize_t len = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-    if (len <= 0) {
-        return ".";
-    }
-    std::string p(buf.data(), static_cast<std::size_t>(len));
-    std::size_t slash = p.rfind('/');
-    return slash == std::string::npos ? "." : p.substr(0, slash);
-}
-
 // Runs `argv` in `cwd` with `env`, calling `on_line` for each line of its stdout and stderr.
 // Returns its exit status, or -1 if it couldn't be started.
 // Parses "BenchmarkX/y-4   123   45.6 ns/op   7 B/op   8 allocs/op" into the case name
@@ -714,27 +703,9 @@ private:
             note_ = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
             return;
         }
-        cache_ = exe_dir() + "/go-cache";
-        if (::mkdir(cache_.c_str(), 0755) != 0 && errno != EEXIST) {
-            cache_ = "/tmp/tether-context-bench-go-cache";
-            ::mkdir(cache_.c_str(), 0755);
-        }
-        // Go's environment: one P, our cache, no GOFLAGS from the caller (-race would skew
-        // it), and a HOME for Go's config when the caller has none (CI).
-        for (char** e = environ; *e != nullptr; ++e) {
-            std::string_view v(*e);
-            if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
-                v.starts_with("GOFLAGS=")) {
-                continue;
-            }
-            env_.emplace_back(v);
-        }
+        cache_ = go_cache_dir("context-bench");
+        env_ = go_environment(cache_);
         env_.push_back("GOMAXPROCS=1");
-        env_.push_back("GOCACHE=" + cache_);
-        env_.push_back("GOFLAGS=");
-        if (std::getenv("HOME") == nullptr) {
-            env_.push_back("HOME=" + cache_);
-        }
         ok_ = true;
         std::string version;
         if (!run_go_command({*go, "version"}, cache_, [&](const std::string& line) {
@@ -859,30 +830,6 @@ void print_table(const std::vector<row>& rows) {
                    w, t_ns, r.tether ? format_spread(r.tether_ns) : "n/a", sw, t_al, g_ns,
                    format_spread(r.go_ns), sw, g_al, ratio);
     }
-}
-
-std::string json_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
-            out += "\\n";
-            break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-            } else {
-                out += c;
-            }
-        }
-    }
-    return out;
 }
 
 // What the Go side came to, for the output.

@@ -75,7 +75,12 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
+using tether::bench::exe_dir;
 using tether::bench::find_go;
+using tether::bench::go_cache_dir;
+using tether::bench::go_environment;
+using tether::bench::json_escape;
+using tether::bench::median;
 using tether::bench::run_command;
 
 struct settings {
@@ -408,14 +413,6 @@ std::optional<double> raw_msg_ring(steady::duration bt) {
 
 // ---- Go ------------------------------------------------------------------------------------
 
-std::string self_dir() {
-    std::array<char, 4096> buf{};
-    ssize_t len = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-    std::string path = len > 0 ? std::string(buf.data(), static_cast<std::size_t>(len)) : ".";
-    std::size_t slash = path.rfind('/');
-    return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
 struct go_side {
     bool ready = false;
     std::string note;
@@ -437,29 +434,10 @@ go_side build_go() {
         g.note = fmt::format("Go columns skipped: {} is missing", src);
         return g;
     }
-    std::string dir = self_dir();
-    std::string cache = dir + "/go-cache";
-    if (::mkdir(cache.c_str(), 0755) != 0 && errno != EEXIST) {
-        cache = "/tmp/tether-multiloop-bench-go-cache";
-        ::mkdir(cache.c_str(), 0755);
-    }
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-        std::string_view v(*e);
-        if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
-            v.starts_with("GOFLAGS=") || v.starts_with("GO111MODULE=") || v.starts_with("GOGC=") ||
-            v.starts_with("GODEBUG=")) {
-            continue;
-        }
-        env.emplace_back(*e);
-    }
-    env.push_back("GOCACHE=" + cache);
-    env.push_back("GOFLAGS=");
+    std::string cache = go_cache_dir("multiloop-bench");
+    std::vector<std::string> env = go_environment(cache);
     env.push_back("GO111MODULE=off");
-    if (std::getenv("HOME") == nullptr) {
-        env.push_back("HOME=" + cache);
-    }
-    g.binary = dir + "/multiloop_bench_go";
+    g.binary = exe_dir() + "/multiloop_bench_go";
     std::vector<std::string> out;
     int st = run_command({*go, "build", "-o", g.binary, src}, env,
                          [&](const std::string& line) { out.push_back(line); });
@@ -528,15 +506,6 @@ std::string loadavg() {
     return out.empty() ? "unknown" : out;
 }
 
-double median(std::vector<double> v) {
-    if (v.empty()) {
-        return 0;
-    }
-    std::sort(v.begin(), v.end());
-    std::size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
 // "min..max" of a case's rounds, "-" without any.
 std::string spread(const std::vector<double>& v) {
     if (v.empty()) {
@@ -565,17 +534,6 @@ struct row {
         return p / t;
     }
 };
-
-std::string json_escape(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-        }
-        out += c;
-    }
-    return out;
-}
 
 bool write_json(const std::string& file, const std::vector<row>& rows) {
     std::string out = "{\"area\": \"multiloop\", \"cases\": [\n";

@@ -73,7 +73,12 @@ extern char** environ;
 
 namespace {
 
+using tether::bench::exe_dir;
 using tether::bench::find_go;
+using tether::bench::go_cache_dir;
+using tether::bench::go_environment;
+using tether::bench::json_escape;
+using tether::bench::median;
 using tether::bench::run_command;
 struct frame_probe {};
 std::size_t probed_frame_size = 0;
@@ -674,11 +679,6 @@ std::string self_exe() {
     return len > 0 ? std::string(buf.data(), static_cast<std::size_t>(len)) : std::string();
 }
 
-std::string dir_of(const std::string& path) {
-    std::size_t slash = path.rfind('/');
-    return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
 std::vector<std::string> environment() {
     std::vector<std::string> env;
     for (char** e = environ; *e != nullptr; ++e) {
@@ -711,29 +711,10 @@ go_side build_go() {
         g.note = fmt::format("Go columns skipped: {} is missing", src);
         return g;
     }
-    std::string dir = dir_of(self_exe());
-    std::string cache = dir + "/go-cache";
-    if (::mkdir(cache.c_str(), 0755) != 0 && errno != EEXIST) {
-        cache = "/tmp/tether-runtime-bench-go-cache";
-        ::mkdir(cache.c_str(), 0755);
-    }
-    std::vector<std::string> env;
-    for (const auto& e : environment()) {
-        std::string_view v(e);
-        if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
-            v.starts_with("GOFLAGS=") || v.starts_with("GO111MODULE=") || v.starts_with("GOGC=") ||
-            v.starts_with("GODEBUG=")) {
-            continue;
-        }
-        env.push_back(e);
-    }
-    env.push_back("GOCACHE=" + cache);
-    env.push_back("GOFLAGS=");
+    std::string cache = go_cache_dir("runtime-bench");
+    std::vector<std::string> env = go_environment(cache);
     env.push_back("GO111MODULE=off");
-    if (std::getenv("HOME") == nullptr) {
-        env.push_back("HOME=" + cache);
-    }
-    g.binary = dir + "/runtime_bench_go";
+    g.binary = exe_dir() + "/runtime_bench_go";
     std::vector<std::string> out;
     int st = run_command({*go, "build", "-o", g.binary, src}, env,
                          [&](const std::string& line) { out.push_back(line); });
@@ -865,15 +846,6 @@ void run_tether_case(const std::string& name, const settings& s, tether::loop& l
 }
 
 // ---- output --------------------------------------------------------------------------------
-
-double median(std::vector<double> v) {
-    if (v.empty()) {
-        return 0;
-    }
-    std::sort(v.begin(), v.end());
-    std::size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
 
 std::optional<double> median_of(const samples& s, const std::string& key) {
     auto it = s.find(key);
@@ -1030,30 +1002,6 @@ void print_table(const std::vector<row>& rows) {
                    w, t, format_spread(r.tether_spread), sw, g, format_spread(r.go_spread), sw,
                    r.def.unit, q, verdict);
     }
-}
-
-std::string json_escape(std::string_view s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
-            out += "\\n";
-            break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-            } else {
-                out += c;
-            }
-        }
-    }
-    return out;
 }
 
 std::string json_samples(const samples& s, const std::string& key) {

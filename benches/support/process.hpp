@@ -1,7 +1,11 @@
 #pragma once
-// What the benchmarks that run Go side by side share: finding `go` and running a program
-// with its output read line by line.
+// What the benchmarks that run Go side by side share: finding `go`, its environment and
+// build cache, running a program with its output read line by line, and the bits of output
+// (medians, JSON strings) every table and result file uses.
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
@@ -9,6 +13,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -102,6 +108,89 @@ inline std::optional<std::string> find_go() {
         }
         start = colon + 1;
     }
+}
+
+/// The directory of this executable ("." if unknown): where Go's build cache is kept
+/// between runs.
+inline std::string exe_dir() {
+    std::array<char, 4096> buf{};
+    ssize_t len = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+    if (len <= 0) {
+        return ".";
+    }
+    std::string path(buf.data(), static_cast<std::size_t>(len));
+    std::size_t slash = path.rfind('/');
+    return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+/// Go's build cache for the benchmark `name`: `go-cache` next to this executable, or
+/// `/tmp/tether-NAME-go-cache` where that can't be made.
+inline std::string go_cache_dir(std::string_view name) {
+    std::string cache = exe_dir() + "/go-cache";
+    if (::mkdir(cache.c_str(), 0755) != 0 && errno != EEXIST) {
+        cache = fmt::format("/tmp/tether-{}-go-cache", name);
+        ::mkdir(cache.c_str(), 0755);
+    }
+    return cache;
+}
+
+/// The environment to run `go` and the Go side's programs in: the caller's, without the
+/// variables that would skew a measurement or change what gets built (GOMAXPROCS, GOGC,
+/// GODEBUG, GOFLAGS such as -race, GO111MODULE, GOCACHE), with `cache` as the build cache
+/// and a HOME for Go's config when the caller has none (CI). The caller adds GOMAXPROCS and,
+/// for a lone main package, GO111MODULE=off.
+inline std::vector<std::string> go_environment(const std::string& cache) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+        std::string_view v(*e);
+        if (v.starts_with("GOMAXPROCS=") || v.starts_with("GOCACHE=") ||
+            v.starts_with("GOFLAGS=") || v.starts_with("GO111MODULE=") || v.starts_with("GOGC=") ||
+            v.starts_with("GODEBUG=")) {
+            continue;
+        }
+        env.emplace_back(v);
+    }
+    env.push_back("GOCACHE=" + cache);
+    env.push_back("GOFLAGS=");
+    if (std::getenv("HOME") == nullptr) {
+        env.push_back("HOME=" + cache);
+    }
+    return env;
+}
+
+/// The median of `v` (0 if empty).
+inline double median(std::vector<double> v) {
+    if (v.empty()) {
+        return 0;
+    }
+    std::sort(v.begin(), v.end());
+    std::size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/// `s` as the inside of a JSON string.
+inline std::string json_escape(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        switch (c) {
+        case '"':
+            out += "\\\"";
+            break;
+        case '\\':
+            out += "\\\\";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        default:
+            if (static_cast<unsigned char>(c) < 0x20) {
+                out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+            } else {
+                out += c;
+            }
+        }
+    }
+    return out;
 }
 
 } // namespace tether::bench
