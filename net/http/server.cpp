@@ -39,29 +39,19 @@ constexpr std::size_t linger_bytes = 1 << 20;
 // connection's own buffer would be cold at its every turn (and written cold: a miss per
 // line of responses). Idle connections hold none.
 struct out_pool {
-    struct spare {
-        char* data;
-        std::size_t cap;
-    };
-    std::vector<spare> spares;
+    std::vector<byte_buffer::storage> spares;
     std::size_t limit = 0; // keeps at most this many (the server's connections)
 
     ~out_pool() {
-        for (const spare& s : spares) {
+        for (const byte_buffer::storage& s : spares) {
             delete[] s.data;
         }
     }
 };
 
-// The bytes a connection has queued to send. The buffer keeps its size: bytes are written in
-// place past `used` (`room`, then `commit`), so that a response head costs no zero-filling
-// resize, and short pieces are copied without calls to memcpy. Its storage comes from the
+// The bytes a connection has queued to send, in a byte_buffer whose storage comes from the
 // pool when bytes are first queued and goes back once they are sent (`release`).
-struct out_buffer {
-    using value_type = char; // for std::back_inserter
-    char* data = nullptr;    ///< [0, used) queued; the rest, to cap, is room
-    std::size_t cap = 0;
-    std::size_t used = 0;
+struct out_buffer : byte_buffer {
     out_pool* pool = nullptr;
 
     // Buffers this large or larger are freed, not pooled (a large response's).
@@ -69,67 +59,47 @@ struct out_buffer {
     // A buffer made for the pool: a turn's worth of small responses.
     static constexpr std::size_t first_cap = 4096;
 
-    out_buffer() noexcept = default;
-    out_buffer(const out_buffer&) = delete;
-    out_buffer& operator=(const out_buffer&) = delete;
-    ~out_buffer() { delete[] data; }
-
-    /// Returns where `n` more bytes may be written.
+    /// Returns where `n` more bytes may be written: in a spare from the pool if the buffer
+    /// has no storage yet.
     char* room(std::size_t n) {
-        if (cap - used < n) [[unlikely]] {
-            grow(n);
+        if (capacity() - size() < n) [[unlikely]] {
+            refill(n);
         }
-        return data + used;
+        return tail();
     }
-    [[gnu::noinline]] void grow(std::size_t n) {
-        if (data == nullptr && pool != nullptr && !pool->spares.empty() &&
+    [[gnu::noinline]] void refill(std::size_t n) {
+        if (capacity() == 0 && pool != nullptr && !pool->spares.empty() &&
             pool->spares.back().cap >= n) {
-            data = pool->spares.back().data;
-            cap = pool->spares.back().cap;
+            adopt(pool->spares.back());
             pool->spares.pop_back();
             return;
         }
-        const std::size_t want = std::max({used + n, 2 * cap, first_cap});
-        char* bigger = new char[want];
-        if (used != 0) {
-            std::memcpy(bigger, data, used);
-        }
-        delete[] data;
-        data = bigger;
-        cap = want;
+        grow(n, first_cap);
     }
-    /// Makes the bytes written at `room()` up to `end` part of what is queued.
-    void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - data); }
     void append(std::string_view s) { commit(put_short(room(s.size()), s)); }
     out_buffer& operator+=(std::string_view s) {
         append(s);
         return *this;
     }
     void push_back(char ch) {
-        *room(1) = ch;
-        ++used;
+        char* p = room(1);
+        *p = ch;
+        commit(p + 1);
     }
-    std::string_view view() const noexcept { return {data, used}; }
-    bool empty() const noexcept { return used == 0; }
-    std::size_t size() const noexcept { return used; }
     /// Drops what is queued and gives the storage back to the pool (the bytes were sent).
     void release() noexcept {
-        used = 0;
-        if (data == nullptr) {
+        storage s = release_storage();
+        if (s.data == nullptr) {
             return;
         }
-        if (pool != nullptr && cap < pooled_max && pool->spares.size() < pool->limit) {
+        if (pool != nullptr && s.cap < pooled_max && pool->spares.size() < pool->limit) {
             try {
-                pool->spares.push_back({data, cap});
-                data = nullptr;
-                cap = 0;
+                pool->spares.push_back(s);
                 return;
             } catch (...) {
             }
         }
-        delete[] data;
-        data = nullptr;
-        cap = 0;
+        delete[] s.data;
     }
 };
 
@@ -457,7 +427,7 @@ namespace {
 
 void submit_send(conn* c) noexcept {
     io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
-    io_uring_prep_send(sqe, c->sock.native_handle(), c->out.data + c->send_done,
+    io_uring_prep_send(sqe, c->sock.native_handle(), c->out.data() + c->send_done,
                        c->send_size - c->send_done, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &c->sop);
 }
@@ -1356,13 +1326,14 @@ void response_writer::reset(detail::conn* c, bool head_request) noexcept {
     body_bytes_ = 0;
 }
 
-void detail::body_buffer::grow(std::size_t n) {
-    const std::size_t want = std::max({size_ + n, 2 * cap_, std::size_t{256}});
-    std::unique_ptr<char[]> bigger(new char[want]);
+void detail::byte_buffer::grow(std::size_t n, std::size_t min_cap) {
+    const std::size_t want = std::max({size_ + n, 2 * cap_, min_cap});
+    char* bigger = new char[want];
     if (size_ != 0) {
-        std::memcpy(bigger.get(), data_.get(), size_);
+        std::memcpy(bigger, data_, size_);
     }
-    data_ = std::move(bigger);
+    delete[] data_;
+    data_ = bigger;
     cap_ = want;
 }
 

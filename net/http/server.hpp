@@ -155,39 +155,87 @@ public:
 };
 
 namespace detail {
-/// A response body being built: bytes appended in place (short pieces without a call to
-/// memcpy), the storage kept across `clear()` for the next response.
-class body_buffer {
+/// A growable byte buffer: bytes appended in place (short pieces without a call to memcpy),
+/// or written past `size()` (`room`, then `commit`) with no zero-filling resize; the storage
+/// is kept across `clear()`. Its storage can be handed over whole (`release_storage`, then
+/// `adopt` in another buffer), as the server's pool of output buffers does.
+class byte_buffer {
 public:
-    body_buffer() noexcept = default;
-    body_buffer(const body_buffer&) = delete;
-    body_buffer& operator=(const body_buffer&) = delete;
+    using value_type = char; // for std::back_inserter
 
+    /// What `release_storage` gives up: a `new char[cap]`, or null.
+    struct storage {
+        char* data;
+        std::size_t cap;
+    };
+
+    byte_buffer() noexcept = default;
+    byte_buffer(const byte_buffer&) = delete;
+    byte_buffer& operator=(const byte_buffer&) = delete;
+    ~byte_buffer() { delete[] data_; }
+
+    /// Returns where `n` more bytes may be written (at least `min_cap` bytes of storage if
+    /// it has to grow).
+    char* room(std::size_t n, std::size_t min_cap = 256) {
+        if (cap_ - size_ < n) [[unlikely]] {
+            grow(n, min_cap);
+        }
+        return data_ + size_;
+    }
+    /// Makes the bytes written at `room()` up to `end` part of the buffer.
+    void commit(const char* end) noexcept { size_ = static_cast<std::size_t>(end - data_); }
     /// Appends `s`.
     void append(std::string_view s) {
-        if (cap_ - size_ < s.size()) [[unlikely]] {
-            grow(s.size());
-        }
-        put_short(data_.get() + size_, s);
+        put_short(room(s.size()), s);
         size_ += s.size();
     }
-    body_buffer& operator+=(std::string_view s) {
+    byte_buffer& operator+=(std::string_view s) {
         append(s);
         return *this;
+    }
+    void push_back(char ch) {
+        *room(1) = ch;
+        ++size_;
     }
     /// Drops the bytes; the storage stays.
     void clear() noexcept { size_ = 0; }
     bool empty() const noexcept { return size_ == 0; }
     std::size_t size() const noexcept { return size_; }
-    const char* data() const noexcept { return data_.get(); }
-    operator std::string_view() const noexcept { return {data_.get(), size_}; }
+    std::size_t capacity() const noexcept { return cap_; }
+    const char* data() const noexcept { return data_; }
+    std::string_view view() const noexcept { return {data_, size_}; }
+    operator std::string_view() const noexcept { return view(); }
+
+    /// Takes `s` (from `release_storage`) as the storage of this buffer, which holds none.
+    void adopt(storage s) noexcept {
+        data_ = s.data;
+        cap_ = s.cap;
+        size_ = 0;
+    }
+    /// Drops the bytes and gives up the storage (the caller adopts it elsewhere, or deletes
+    /// it with `delete[]`).
+    storage release_storage() noexcept {
+        storage s{data_, cap_};
+        data_ = nullptr;
+        cap_ = 0;
+        size_ = 0;
+        return s;
+    }
+
+protected:
+    /// Where the next byte goes.
+    char* tail() noexcept { return data_ + size_; }
+    /// Makes room for n more bytes: at least doubles, to at least min_cap.
+    [[gnu::noinline]] void grow(std::size_t n, std::size_t min_cap);
 
 private:
-    void grow(std::size_t n); // makes room for n more bytes
-    std::unique_ptr<char[]> data_;
+    char* data_ = nullptr; ///< [0, size_) the bytes; the rest, to cap_, is room
     std::size_t size_ = 0;
     std::size_t cap_ = 0;
 };
+
+/// A response body being built (the storage kept for the next response).
+using body_buffer = byte_buffer;
 } // namespace detail
 
 /// Builds the response: status, header fields and body.

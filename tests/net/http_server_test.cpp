@@ -642,3 +642,46 @@ TEST_CASE("the Date of a response that waited is the time it was answered") {
     CHECK(second_date >= now - 1); // pipelined behind it, answered after it
     CHECK(second_date <= now);
 }
+
+TEST_CASE("byte_buffer keeps its bytes as it grows and hands its storage over whole") {
+    http::detail::byte_buffer a;
+    CHECK(a.empty());
+    CHECK(a.capacity() == 0);
+    a += "Hello, ";
+    a.append("World!");
+    CHECK(a.view() == "Hello, World!");
+    CHECK(a.capacity() == 256); // the first storage: at least 256 bytes
+    const std::string big(1000, 'x');
+    a += big; // grows past 256: the bytes so far are kept
+    CHECK(a.size() == 13 + 1000);
+    CHECK(a.capacity() >= a.size());
+    CHECK(a.view().substr(0, 13) == "Hello, World!");
+    CHECK(a.view().substr(13) == big);
+    char* p = a.room(3);
+    p[0] = '.';
+    p[1] = '.';
+    a.commit(p + 2);
+    a.push_back('!');
+    CHECK(a.view().substr(a.size() - 3) == "..!");
+
+    // The storage goes to another buffer, which writes over it; the first is left with none.
+    const char* storage = a.data();
+    const std::size_t cap = a.capacity();
+    http::detail::byte_buffer b;
+    b.adopt(a.release_storage());
+    CHECK(a.empty());
+    CHECK(a.capacity() == 0);
+    CHECK(a.data() == nullptr);
+    CHECK(b.empty());
+    CHECK(b.data() == storage);
+    CHECK(b.capacity() == cap);
+    b += "again";
+    CHECK(b.view() == "again");
+    CHECK(b.data() == storage);
+    b.clear(); // the storage stays
+    CHECK(b.empty());
+    CHECK(b.capacity() == cap);
+    a += "fresh"; // a grows storage of its own again
+    CHECK(a.view() == "fresh");
+    CHECK(a.data() != storage);
+}
