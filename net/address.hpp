@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <netinet/in.h>
 #include <string>
 #include <string_view>
@@ -77,6 +78,24 @@ public:
     /// Errors: `std::errc::address_family_not_supported` for other families;
     /// `std::errc::invalid_argument` if `len` is too short for the family or too long.
     static result<address> from_sockaddr(const sockaddr* sa, socklen_t len) noexcept;
+
+    /// Makes this address the IPv4 or IPv6 address in `sa` (equal to what `from_sockaddr`
+    /// returns for it), copying only its family's bytes: no `sockaddr_storage` is cleared and
+    /// copied whole. Returns false, leaving the address as it was, for another family or a
+    /// `len` too short for the family.
+    bool assign_ip(const sockaddr* sa, socklen_t len) noexcept {
+        if (sa->sa_family == AF_INET && len >= static_cast<socklen_t>(sizeof(sockaddr_in))) {
+            std::memcpy(&storage_, sa, sizeof(sockaddr_in));
+            len_ = sizeof(sockaddr_in);
+            return true;
+        }
+        if (sa->sa_family == AF_INET6 && len >= static_cast<socklen_t>(sizeof(sockaddr_in6))) {
+            std::memcpy(&storage_, sa, sizeof(sockaddr_in6));
+            len_ = sizeof(sockaddr_in6);
+            return true;
+        }
+        return false;
+    }
 
     /// Returns the family of the address.
     address_family family() const noexcept;

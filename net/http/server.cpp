@@ -393,13 +393,11 @@ request_state* server_state::take_state(conn* c) {
     }
     // The peer as the request sees it: rebuilt from the connection's short copy when there is
     // one (what a request reads of the connection's cold lines), else copied whole.
-    if (c->peer_len != 0) {
-        auto peer =
-            net::address::from_sockaddr(reinterpret_cast<const ::sockaddr*>(&c->peer), c->peer_len);
-        if (peer) {
-            s->req.remote = *peer;
-            return s;
-        }
+    // (In place: from_sockaddr's result, cleared and copied whole on its way to `remote`,
+    // took 95 instructions, 6% of an unpipelined request's at 1000 connections.)
+    if (c->peer_len != 0 &&
+        s->req.remote.assign_ip(reinterpret_cast<const ::sockaddr*>(&c->peer), c->peer_len)) {
+        return s;
     }
     s->req.remote = c->remote;
     return s;

@@ -112,6 +112,24 @@ TEST_CASE("from_sockaddr reads what the kernel writes and checks its length") {
           std::errc::address_family_not_supported);
 }
 
+TEST_CASE("assign_ip takes an IPv4 or IPv6 sockaddr in place, as from_sockaddr reads it") {
+    const address v6 = address::ipv6_loopback(8080);
+    const address v4 = address::ipv4({10, 1, 2, 3}, 443);
+    address a = v6;
+    REQUIRE(a.assign_ip(v4.data(), v4.size()));
+    CHECK(a == v4); // the IPv6 bytes past an IPv4 address's length don't count
+    CHECK(a == *address::from_sockaddr(v4.data(), v4.size()));
+    CHECK(fmt::format("{}", a) == "10.1.2.3:443");
+    REQUIRE(a.assign_ip(v6.data(), v6.size()));
+    CHECK(a == v6);
+    CHECK(a.port() == 8080);
+    // Another family, or a length short of the family's: false, the address unchanged.
+    const address u = *address::local("/tmp/sock");
+    CHECK_FALSE(a.assign_ip(u.data(), u.size()));
+    CHECK_FALSE(a.assign_ip(v4.data(), 4));
+    CHECK(a == v6);
+}
+
 TEST_CASE("a default address is unspecified and formats as empty") {
     address a;
     CHECK(a.family() == address_family::unspecified);
