@@ -97,6 +97,11 @@ public:
     /// Once a stream has used `receive`, `read_some` and `read_exact` read through the same
     /// queue (copying), so bytes stay in order; mixing them is fine.
     ///
+    /// Such a stream also registers its fd in the loop's table of registered files once it
+    /// has issued a few dozen reads and writes there (loop::options::fixed_files): its later
+    /// SQEs on that loop name the slot, which spares the kernel a file reference per
+    /// operation. The fd stays an ordinary fd; `close` and `release` empty the slot.
+    ///
     /// Errors: `io_errc::eof` once the peer has shut down its side and every byte before
     /// has been returned; resets as `read_some`.
     ///
@@ -115,7 +120,8 @@ public:
                 const_cast<std::byte*>(buf.data()),
                 buf.size(),
                 MSG_NOSIGNAL,
-                true};
+                true,
+                &rs_};
     }
     /// Writes all of `buf`, resubmitting short writes.
     ///
@@ -128,7 +134,8 @@ public:
                 const_cast<std::byte*>(buf.data()),
                 buf.size(),
                 MSG_NOSIGNAL,
-                true};
+                true,
+                &rs_};
     }
     /// Writes all of `text`; as above.
     [[nodiscard]] detail::all_awaiter write_all(std::string_view text) const noexcept {
@@ -141,7 +148,7 @@ public:
     /// the bytes it names are borrowed until the await resumes.
     [[nodiscard]] detail::writev_awaiter
     writev(std::span<const std::span<const std::byte>> bufs) const {
-        return {fd_, bufs, MSG_NOSIGNAL};
+        return {fd_, bufs, MSG_NOSIGNAL, &rs_};
     }
 
     /// Ends one or both directions; `shutdown_how::write` sends EOF to the peer while

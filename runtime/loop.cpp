@@ -395,7 +395,8 @@ void loop_clock::drop_foreign_timers() noexcept {
 // ---- loop_impl ---------------------------------------------------------------------------
 
 loop_impl::loop_impl(loop& owner, loop::options opts)
-    : owner_(owner), clock_(*this, opts.clock), source_(opts.clock) {
+    : owner_(owner), clock_(*this, opts.clock), source_(opts.clock),
+      files_(owner, opts.fixed_files) {
     setup_ring(opts);
     background_ = tether::background(clock_);
     // The wake is a pipe, not an eventfd. A completion woken from inside an eventfd write
@@ -1214,6 +1215,9 @@ loop* loop::current() noexcept {
 }
 std::uint32_t loop::ring_flags() const noexcept {
     return impl_->flags();
+}
+unsigned loop::fixed_files_in_use() noexcept {
+    return impl_->files().in_use();
 }
 void loop::schedule(std::coroutine_handle<> h) {
     impl_->schedule(h);

@@ -394,12 +394,25 @@ bool ring_active(const recv_core* core) noexcept {
     return rs.in_flight() || rs.queued() > 0;
 }
 
+bool register_fd(recv_core& rs) noexcept {
+    int s = rs.lp->impl().files().add(rs.fd);
+    rs.slot = static_cast<std::int16_t>(s < 0 ? -1 : s); // file_table::max_size fits
+    return s >= 0;
+}
+
 void recv_state_close(recv_core* core) noexcept {
     if (core == nullptr) {
         return;
     }
     recv_state* rs = &recv_state::of(core);
     rs->open = false;
+    if (rs->slot >= 0) {
+        // Before the stream closes its fd: the table's reference would keep the socket open.
+        // Ops issued on the slot keep the file until they complete (the multishot recv uses
+        // the plain fd and holds its own reference until the cancel below ends it).
+        rs->impl().files().remove(rs->slot);
+        rs->slot = -1;
+    }
     for (std::size_t i = rs->head; i < rs->queue.size(); ++i) {
         drop(rs->pool, rs->queue[i]);
     }
@@ -432,6 +445,7 @@ recv_stats recv_state_stats(const recv_core* core) noexcept {
     s.fallbacks = rs->stats.fallbacks;
     s.queued = rs->queued();
     s.receiving = rs->in_flight();
+    s.fixed_slot = rs->slot >= 0 ? rs->slot : -1;
     return s;
 }
 

@@ -83,7 +83,13 @@ struct recv_core {
     std::vector<recv_chunk> queue; // from head
     std::error_code end;           // why the stream ended, once the queue is drained
     ring_read* reader = nullptr;
-    std::uint32_t head = 0; // at most max_queued (plus one CQE batch) past the start
+    // At most max_queued plus one CQE batch (bounded by the pool's 1024 buffers) past the
+    // start.
+    std::uint16_t head = 0;
+    // >= 0: the fd's slot in the loop's table of registered files. Else -1 minus the reads
+    // and writes issued so far on the loop (see count_fixed_use()). One field: the state
+    // stays within its size.
+    std::int16_t slot = -1;
 
     /// Returns true if a lease may wait for the next CQE at once: the multishot recv is armed,
     /// nothing is queued, the stream has not ended (what ring_read_suspend() would find).
@@ -133,6 +139,19 @@ struct ring_read : tether::detail::waiter {
 /// must not suspend (`r.error`, `r.end` or the bytes say why).
 bool ring_read_suspend(recv_core*& rs, int fd, ring_read& r, const context& c,
                        std::coroutine_handle<> h) noexcept;
+/// Reads and writes a stream issues on its receiving loop before it registers its fd in the
+/// loop's file table: an io_uring_register call costs about as much as a few dozen fget/fput
+/// pairs, and a short connection never gets there.
+inline constexpr std::uint16_t fixed_after_uses = 32;
+/// Registers `rs`'s fd in its loop's file table; false if the table is full or the kernel
+/// refused (then the count starts again).
+bool register_fd(recv_core& rs) noexcept;
+/// Counts one read or write issued on `rs`'s loop while its fd has no slot; the one that
+/// reaches fixed_after_uses registers it. Returns true if the fd has a slot now.
+inline bool count_fixed_use(recv_core& rs) noexcept {
+    --rs.slot;
+    return rs.slot <= -1 - fixed_after_uses && register_fd(rs);
+}
 /// Returns true if reads of this stream must go through its queue: a multishot recv is armed
 /// or bytes are waiting.
 bool ring_active(const recv_core* rs) noexcept;
@@ -158,6 +177,7 @@ struct recv_stats {
     std::uint64_t fallbacks = 0; ///< plain recvs into a heap buffer (the pool was empty)
     std::size_t queued = 0;      ///< buffers waiting now
     bool receiving = false;      ///< a receive is in the kernel now
+    int fixed_slot = -1;         ///< the fd's slot in the loop's table of registered files
 };
 recv_stats recv_state_stats(const recv_core* rs) noexcept;
 

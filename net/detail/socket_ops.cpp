@@ -14,6 +14,25 @@ namespace tether::net::detail {
 
 namespace {
 
+// Points `sqe` at the stream's registered file when it has one on `l`, counting the op
+// toward a registration while it has none; else the SQE keeps the plain fd (a stream that
+// does not receive through the pool, or an op issued on another loop: a slot means
+// something on its own ring only).
+inline void use_fixed_file(const transfer_op* op, io_uring_sqe* sqe, tether::loop* l) noexcept {
+    if (op->rs == nullptr) {
+        return;
+    }
+    recv_core* r = *op->rs;
+    if (r == nullptr || r->lp != l) {
+        return;
+    }
+    if (r->slot < 0 && !count_fixed_use(*r)) {
+        return;
+    }
+    sqe->fd = r->slot;
+    sqe->flags |= IOSQE_FIXED_FILE;
+}
+
 void prep_transfer(tether::detail::uring_op* o, void* s) noexcept {
     auto* op = static_cast<transfer_op*>(o);
     auto* sqe = static_cast<io_uring_sqe*>(s);
@@ -35,6 +54,7 @@ void prep_transfer(tether::detail::uring_op* o, void* s) noexcept {
                               static_cast<socklen_t>(op->size));
         break;
     }
+    use_fixed_file(op, sqe, op->lp);
 }
 
 // Drops the first `n` bytes from the iovecs of `m` (after a short sendmsg).
@@ -146,6 +166,7 @@ bool transfer_op::begin(const context& c, std::coroutine_handle<> h) noexcept {
     } else {
         io_uring_prep_recv(sqe, fd, data, size, msg_flags);
     }
+    use_fixed_file(this, sqe, l);
     io_uring_sqe_set_data(sqe, static_cast<completion*>(this));
     return true;
 }
@@ -173,8 +194,10 @@ std::error_code transfer_op::end_error() const noexcept {
     return {};
 }
 
-writev_awaiter::writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags)
+writev_awaiter::writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags,
+                               recv_core* const* rs)
     : op_(transfer_op::kind::sendmsg, fd, nullptr, 0, flags) {
+    op_.rs = rs;
     op_.all = true;
     op_.stream = true;
     iovec* v = small_;

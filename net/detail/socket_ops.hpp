@@ -52,6 +52,9 @@ struct transfer_op : tether::detail::uring_op {
     std::size_t size = 0;      // bytes asked for (sendmsg: the sum of the iovecs)
     std::size_t done = 0;      // bytes moved so far
     ::msghdr* msg;             // sendmsg/recvmsg: set by the awaiter; else unset
+    // A stream's receive state, where its registered file is (fixed_file_of()): on the
+    // stream's loop the SQE names the slot instead of `fd`. Null: not a stream.
+    recv_core* const* rs = nullptr;
     // connect: `data` is the sockaddr and `size` its length.
 
     // Lazily initialized (see uring_op(lazy_init_t)): begin() sets what the constructor
@@ -62,7 +65,7 @@ struct transfer_op : tether::detail::uring_op {
     /// pointers into the old awaiter are fixed by the awaiter.
     transfer_op(transfer_op&& o) noexcept
         : uring_op(tether::detail::lazy_init), k(o.k), all(o.all), stream(o.stream), fd(o.fd),
-          msg_flags(o.msg_flags), data(o.data), size(o.size), done(o.done) {}
+          msg_flags(o.msg_flags), data(o.data), size(o.size), done(o.done), rs(o.rs) {}
     transfer_op& operator=(transfer_op&&) = delete;
 
     /// Submits the op under `c` for `h`; false if the coroutine must not suspend (the
@@ -76,8 +79,9 @@ struct transfer_op : tether::detail::uring_op {
 class some_awaiter {
 public:
     some_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
-                 bool stream) noexcept
+                 bool stream, recv_core* const* rs = nullptr) noexcept
         : op_(k, fd, data, n, flags) {
+        op_.rs = rs;
         op_.stream = stream;
     }
     bool await_ready() const noexcept { return false; }
@@ -100,9 +104,10 @@ private:
 /// Awaits a transfer of every byte asked for: `read_exact`, `write_all`, `writev`.
 class all_awaiter {
 public:
-    all_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
-                bool stream) noexcept
+    all_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags, bool stream,
+                recv_core* const* rs = nullptr) noexcept
         : op_(k, fd, data, n, flags) {
+        op_.rs = rs;
         op_.all = true;
         op_.stream = stream;
     }
@@ -132,7 +137,8 @@ private:
 class writev_awaiter {
 public:
     /// The list is copied (8 entries inline, more on the heap); the bytes are borrowed.
-    writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags);
+    writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags,
+                   recv_core* const* rs = nullptr);
     writev_awaiter(writev_awaiter&& o) noexcept;
     writev_awaiter& operator=(writev_awaiter&&) = delete;
 
@@ -228,6 +234,7 @@ public:
     read_awaiter(recv_core** rs, int fd, std::span<std::byte> buf) noexcept
         : rs_(rs), op_(transfer_op::kind::recv, fd, buf.data(), buf.size(), 0),
           rr_(All ? ring_read::mode::all : ring_read::mode::some) {
+        op_.rs = rs;
         op_.stream = true;
         op_.all = All;
     }

@@ -4,6 +4,7 @@
 
 #include "context/detail/spin_lock.hpp"
 #include "context/detail/timer_heap.hpp"
+#include "runtime/detail/file_table.hpp"
 #include "runtime/detail/op.hpp"
 #include "runtime/detail/waiter.hpp"
 #include "runtime/loop.hpp"
@@ -215,6 +216,8 @@ public:
 
     /// The ring, for registrations other parts make (net's provided buffer ring).
     io_uring& ring() noexcept { return ring_; }
+    /// The table of registered files (streams' fixed files).
+    file_table& files() noexcept { return files_; }
 
     int notify_fd();
     clock& ctx_clock() noexcept { return clock_; }
@@ -345,6 +348,7 @@ private:
     };
     std::vector<stashed> stash_;
     std::vector<stashed> batch_;
+    file_table files_;
 };
 
 /// Everything waiter::finish() does but its common case (loop.cpp).

@@ -586,3 +586,191 @@ TEST_CASE("a moved-from stream is closed; a closed stream reports EBADF") {
     std::array<std::byte, 1> buf;
     CHECK(l.block_on(read_some_of(&moved, buf)).error() == std::errc::bad_file_descriptor);
 }
+
+// ---- registered (fixed) files ----------------------------------------------------------
+
+namespace {
+
+// Enough rounds of ping_pong to register both ends (each round counts one write of each; the
+// first write of `a` comes before `a` receives).
+constexpr std::uint32_t enough_rounds = tether::net::detail::fixed_after_uses + 4;
+
+int slot_of(const tcp_stream& s) {
+    return s.receive_stats().fixed_slot;
+}
+
+// Receives exactly `n` bytes through the pool.
+task<std::string> receive_n(tcp_stream* s, std::size_t n) {
+    std::string got;
+    while (got.size() < n) {
+        result<recv_buffer> b = co_await s->receive();
+        REQUIRE(b);
+        got += to_string(b->data());
+    }
+    co_return got;
+}
+
+// `rounds` ping-pongs through receive() and write_all: `a` writes, `b` echoes, `a` checks.
+task<void> ping_pong(tcp_stream* a, tcp_stream* b, std::uint32_t rounds) {
+    for (std::uint32_t i = 0; i < rounds; ++i) {
+        std::string msg = "ping " + std::to_string(i);
+        io_result w = co_await a->write_all(msg);
+        REQUIRE(w);
+        std::string mid = co_await receive_n(b, msg.size());
+        io_result e = co_await b->write_all(mid);
+        REQUIRE(e);
+        std::string back = co_await receive_n(a, msg.size());
+        CHECK(back == msg);
+    }
+}
+
+// The error that ends a receive (in `error`; `bytes` is what it got).
+task<io_result> receive_error(tcp_stream* s) {
+    result<recv_buffer> b = co_await s->receive();
+    if (!b) {
+        co_return io_result{0, b.error()};
+    }
+    co_return io_result{b->data().size(), std::error_code{}};
+}
+
+task<io_result> receive_error_under(context ctx, tcp_stream* s) {
+    co_return co_await with_context(std::move(ctx), receive_error(s));
+}
+
+task<void> half_close_registered(tcp_pair* p) {
+    REQUIRE(p->client.shutdown(shutdown_how::write));
+    io_result end = co_await receive_error(&p->server);
+    CHECK(end.error == io_errc::eof);
+    io_result w = co_await p->server.write_all("after");
+    REQUIRE(w);
+    std::string got = co_await receive_n(&p->client, 5);
+    CHECK(got == "after");
+}
+
+task<void> write_on(tcp_stream* s, std::string text) {
+    io_result w = co_await s->write_all(text);
+    CHECK(w);
+    CHECK_FALSE(w.error);
+}
+
+} // namespace
+
+TEST_CASE("a busy receiving stream registers its fd; close frees the slot and the peer sees EOF") {
+    loop l;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    // A few ops use the plain fd.
+    l.block_on(ping_pong(&p.client, &p.server, 4));
+    CHECK(slot_of(p.client) == -1);
+    CHECK(slot_of(p.server) == -1);
+    CHECK(l.fixed_files_in_use() == 0);
+    // Enough ops register both ends; the bytes still flow, now through the slots.
+    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    CHECK(slot_of(p.client) >= 0);
+    CHECK(slot_of(p.server) >= 0);
+    CHECK(slot_of(p.client) != slot_of(p.server));
+    CHECK(l.fixed_files_in_use() == 2);
+    // A move keeps the slot.
+    tcp_stream server = std::move(p.server);
+    l.block_on(ping_pong(&p.client, &server, 3));
+    REQUIRE(server.close());
+    CHECK(l.fixed_files_in_use() == 1);
+    // The table let go of the socket: the peer sees the close.
+    CHECK(l.block_on(receive_error(&p.client)).error == io_errc::eof);
+    REQUIRE(p.client.close());
+    CHECK(l.fixed_files_in_use() == 0);
+}
+
+TEST_CASE("on a registered stream, half-close, cancel and peer reset end receives as before") {
+    loop l;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    REQUIRE(slot_of(p.server) >= 0);
+    REQUIRE(slot_of(p.client) >= 0);
+
+    // Half-close: the peer reads EOF and still answers.
+    l.block_on(half_close_registered(&p));
+
+    // A pending receive canceled resumes with the context's error.
+    auto [ctx, cancel] = with_cancel(l.background());
+    auto pending = l.block_on(start(receive_error_under(ctx, &p.client)));
+    l.run_until_idle();
+    REQUIRE_FALSE(pending.done());
+    cancel();
+    CHECK(l.block_on(join(std::move(pending))).error == errc::canceled);
+
+    // A pending receive ends with the peer's reset.
+    auto reading = l.block_on(start(receive_error(&p.client)));
+    l.run_until_idle();
+    REQUIRE_FALSE(reading.done());
+    reset(p.server);
+    CHECK(l.fixed_files_in_use() == 1);
+    CHECK(l.block_on(join(std::move(reading))).error == std::errc::connection_reset);
+    REQUIRE(p.client.close());
+    CHECK(l.fixed_files_in_use() == 0);
+}
+
+TEST_CASE("closing a registered stream while its receive waits ends it and the peer sees EOF") {
+    loop l;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    REQUIRE(slot_of(p.server) >= 0);
+    // The server's multishot recv is armed; its task waits on it.
+    auto waiting = l.block_on(start(receive_error(&p.server)));
+    l.run_until_idle();
+    REQUIRE_FALSE(waiting.done());
+    REQUIRE(p.server.close());
+    CHECK(l.block_on(join(std::move(waiting))).error == io_errc::closed);
+    CHECK(l.block_on(receive_error(&p.client)).error == io_errc::eof);
+    CHECK(l.fixed_files_in_use() == 1);
+}
+
+TEST_CASE("streams beyond a full table keep their plain fds and still work") {
+    loop::options o;
+    o.fixed_files = 1;
+    loop l(o);
+    tcp_listener lis = listen_loopback();
+    tcp_pair a = l.block_on(connect_pair(&lis));
+    tcp_pair b = l.block_on(connect_pair(&lis));
+    l.block_on(ping_pong(&a.client, &a.server, enough_rounds));
+    l.block_on(ping_pong(&b.client, &b.server, enough_rounds));
+    CHECK(l.fixed_files_in_use() == 1);
+    // One end of the first pair took the only slot; the rest use plain fds.
+    REQUIRE((slot_of(a.client) == 0) != (slot_of(a.server) == 0));
+    CHECK(slot_of(b.client) == -1);
+    CHECK(slot_of(b.server) == -1);
+    tcp_stream& registered = slot_of(a.client) == 0 ? a.client : a.server;
+    tcp_stream& peer = slot_of(a.client) == 0 ? a.server : a.client;
+    // The slot comes free with its stream; the next busy stream takes it.
+    REQUIRE(registered.close());
+    CHECK(l.block_on(receive_error(&peer)).error == io_errc::eof);
+    CHECK(l.fixed_files_in_use() == 0);
+    l.block_on(ping_pong(&b.client, &b.server, enough_rounds));
+    CHECK(l.fixed_files_in_use() == 1);
+    CHECK((slot_of(b.client) == 0) != (slot_of(b.server) == 0));
+
+    // No table at all: everything on plain fds.
+    loop::options none;
+    none.fixed_files = 0;
+    loop l0(none);
+    tcp_listener lis0 = listen_loopback(); // a listener accepts on one loop
+    tcp_pair c = l0.block_on(connect_pair(&lis0));
+    l0.block_on(ping_pong(&c.client, &c.server, enough_rounds));
+    CHECK(l0.fixed_files_in_use() == 0);
+    CHECK(slot_of(c.client) == -1);
+}
+
+TEST_CASE("a write issued on another loop than the registered stream's uses the plain fd") {
+    loop a;
+    loop b;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = a.block_on(connect_pair(&lis));
+    a.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    REQUIRE(slot_of(p.client) >= 0);
+    // b's ring has no table: an SQE naming a's slot would fail there with EBADF.
+    b.block_on(write_on(&p.client, "from b"));
+    CHECK(b.fixed_files_in_use() == 0);
+    CHECK(a.block_on(receive_n(&p.server, 6)) == "from b");
+}
