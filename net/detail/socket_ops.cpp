@@ -196,7 +196,7 @@ std::error_code transfer_op::end_error() const noexcept {
 
 writev_awaiter::writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags,
                                recv_core* const* rs)
-    : op_(transfer_op::kind::sendmsg, fd, nullptr, 0, flags) {
+    : transfer_awaiter(transfer_op::kind::sendmsg, fd, nullptr, 0, flags) {
     op_.rs = rs;
     op_.all = true;
     op_.stream = true;
@@ -223,7 +223,7 @@ writev_awaiter::writev_awaiter(int fd, std::span<const std::span<const std::byte
 }
 
 writev_awaiter::writev_awaiter(writev_awaiter&& o) noexcept
-    : op_(std::move(o.op_)), msg_(o.msg_), large_(std::move(o.large_)) {
+    : transfer_awaiter(std::move(o)), msg_(o.msg_), large_(std::move(o.large_)) {
     std::copy(std::begin(o.small_), std::end(o.small_), std::begin(small_));
     if (o.msg_.msg_iov >= o.small_ && o.msg_.msg_iov < std::end(o.small_)) {
         msg_.msg_iov = small_ + (o.msg_.msg_iov - o.small_);
@@ -232,14 +232,14 @@ writev_awaiter::writev_awaiter(writev_awaiter&& o) noexcept
 }
 
 connect_awaiter::connect_awaiter(int fd, const address& to) noexcept
-    : op_(transfer_op::kind::connect, fd, nullptr, 0, 0), to_(to) {
+    : transfer_awaiter(transfer_op::kind::connect, fd, nullptr, 0, 0), to_(to) {
     op_.data = reinterpret_cast<std::byte*>(const_cast<sockaddr*>(to_.data()));
     op_.size = to_.size();
 }
 
 send_to_awaiter::send_to_awaiter(int fd, std::span<const std::byte> data,
                                  const address& to) noexcept
-    : op_(transfer_op::kind::sendmsg, fd, nullptr, data.size(), MSG_NOSIGNAL), to_(to),
+    : transfer_awaiter(transfer_op::kind::sendmsg, fd, nullptr, data.size(), MSG_NOSIGNAL), to_(to),
       iov_{const_cast<std::byte*>(data.data()), data.size()} {
     msg_.msg_name = const_cast<sockaddr*>(to_.data());
     msg_.msg_namelen = to_.size();
@@ -250,7 +250,7 @@ send_to_awaiter::send_to_awaiter(int fd, std::span<const std::byte> data,
 
 recv_from_awaiter::recv_from_awaiter(int fd, std::span<std::byte> buf) noexcept
     // MSG_TRUNC: the result is the datagram's real length, which tells a cut one.
-    : op_(transfer_op::kind::recvmsg, fd, nullptr, buf.size(), MSG_TRUNC),
+    : transfer_awaiter(transfer_op::kind::recvmsg, fd, nullptr, buf.size(), MSG_TRUNC),
       iov_{buf.data(), buf.size()} {
     msg_.msg_name = &from_;
     msg_.msg_namelen = sizeof from_;

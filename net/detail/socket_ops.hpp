@@ -75,38 +75,54 @@ struct transfer_op : tether::detail::uring_op {
     std::error_code end_error() const noexcept;
 };
 
-/// Awaits one transfer and returns its byte count: `read_some`, `write_some`, `send`, `recv`.
-class some_awaiter {
+/// What the awaiters of one transfer_op share: the op, and submitting it under the awaiting
+/// task's context. Each awaiter adds the op's extra state and its own await_resume.
+class transfer_awaiter {
 public:
-    some_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
-                 bool stream, recv_core* const* rs = nullptr) noexcept
-        : op_(k, fd, data, n, flags) {
-        op_.rs = rs;
-        op_.stream = stream;
-    }
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
         op_.owner = tether::detail::owner_of(h);
         return op_.begin(tether::detail::context_of(h), h);
     }
-    result<std::size_t> await_resume() const noexcept {
+
+protected:
+    transfer_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n,
+                     int flags) noexcept
+        : op_(k, fd, data, n, flags) {}
+    transfer_awaiter(transfer_awaiter&&) noexcept = default;
+    transfer_awaiter& operator=(transfer_awaiter&&) = delete;
+    ~transfer_awaiter() = default;
+
+    /// The bytes moved, or why the op ended early.
+    result<std::size_t> bytes_moved() const noexcept {
         if (std::error_code e = op_.end_error()) {
             return e;
         }
         return op_.done;
     }
 
-private:
     transfer_op op_;
 };
 
+/// Awaits one transfer and returns its byte count: `read_some`, `write_some`, `send`, `recv`.
+class some_awaiter : public transfer_awaiter {
+public:
+    some_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags,
+                 bool stream, recv_core* const* rs = nullptr) noexcept
+        : transfer_awaiter(k, fd, data, n, flags) {
+        op_.rs = rs;
+        op_.stream = stream;
+    }
+    result<std::size_t> await_resume() const noexcept { return bytes_moved(); }
+};
+
 /// Awaits a transfer of every byte asked for: `read_exact`, `write_all`, `writev`.
-class all_awaiter {
+class all_awaiter : public transfer_awaiter {
 public:
     all_awaiter(transfer_op::kind k, int fd, std::byte* data, std::size_t n, int flags, bool stream,
                 recv_core* const* rs = nullptr) noexcept
-        : op_(k, fd, data, n, flags) {
+        : transfer_awaiter(k, fd, data, n, flags) {
         op_.rs = rs;
         op_.all = true;
         op_.stream = stream;
@@ -114,12 +130,6 @@ public:
     all_awaiter(all_awaiter&& o) noexcept = default;
     all_awaiter& operator=(all_awaiter&&) = delete;
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        op_.owner = tether::detail::owner_of(h);
-        return op_.begin(tether::detail::context_of(h), h);
-    }
     io_result await_resume() const noexcept {
         op_.assume_released();
         if (op_.done == op_.size && !op_.error) {
@@ -128,13 +138,10 @@ public:
         }
         return {op_.done, op_.end_error()};
     }
-
-private:
-    transfer_op op_;
 };
 
 /// Awaits a gathered write of every byte of several buffers (sendmsg): `writev`.
-class writev_awaiter {
+class writev_awaiter : public transfer_awaiter {
 public:
     /// The list is copied (8 entries inline, more on the heap); the bytes are borrowed.
     writev_awaiter(int fd, std::span<const std::span<const std::byte>> bufs, int flags,
@@ -142,83 +149,50 @@ public:
     writev_awaiter(writev_awaiter&& o) noexcept;
     writev_awaiter& operator=(writev_awaiter&&) = delete;
 
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        op_.owner = tether::detail::owner_of(h);
-        return op_.begin(tether::detail::context_of(h), h);
-    }
     io_result await_resume() const noexcept { return {op_.done, op_.end_error()}; }
 
 private:
-    transfer_op op_;
     ::msghdr msg_{};
     ::iovec small_[8]{};
     std::unique_ptr<::iovec[]> large_;
 };
 
 /// Awaits a connect to `to` (copied): `result<void>`.
-class connect_awaiter {
+class connect_awaiter : public transfer_awaiter {
 public:
     connect_awaiter(int fd, const address& to) noexcept;
     connect_awaiter(connect_awaiter&& o) noexcept : connect_awaiter(o.op_.fd, o.to_) {}
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        op_.owner = tether::detail::owner_of(h);
-        return op_.begin(tether::detail::context_of(h), h);
-    }
     result<void> await_resume() const noexcept { return op_.end_error(); }
 
 private:
-    transfer_op op_;
     address to_;
 };
 
 /// Awaits one datagram sent to `to` (copied): `send_to`.
-class send_to_awaiter {
+class send_to_awaiter : public transfer_awaiter {
 public:
     send_to_awaiter(int fd, std::span<const std::byte> data, const address& to) noexcept;
     send_to_awaiter(send_to_awaiter&& o) noexcept
         : send_to_awaiter(o.op_.fd,
                           {static_cast<const std::byte*>(o.iov_.iov_base), o.iov_.iov_len}, o.to_) {
     }
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        op_.owner = tether::detail::owner_of(h);
-        return op_.begin(tether::detail::context_of(h), h);
-    }
-    result<std::size_t> await_resume() const noexcept {
-        if (std::error_code e = op_.end_error()) {
-            return e;
-        }
-        return op_.done;
-    }
+    result<std::size_t> await_resume() const noexcept { return bytes_moved(); }
 
 private:
-    transfer_op op_;
     address to_;
     ::msghdr msg_{};
     ::iovec iov_;
 };
 
 /// Awaits one datagram and its sender: `recv_from`.
-class recv_from_awaiter {
+class recv_from_awaiter : public transfer_awaiter {
 public:
     recv_from_awaiter(int fd, std::span<std::byte> buf) noexcept;
     recv_from_awaiter(recv_from_awaiter&& o) noexcept
         : recv_from_awaiter(o.op_.fd, {static_cast<std::byte*>(o.iov_.iov_base), o.iov_.iov_len}) {}
-    bool await_ready() const noexcept { return false; }
-    template <class P>
-    bool await_suspend(std::coroutine_handle<P> h) noexcept {
-        op_.owner = tether::detail::owner_of(h);
-        return op_.begin(tether::detail::context_of(h), h);
-    }
     result<datagram> await_resume() const;
 
 private:
-    transfer_op op_;
     ::msghdr msg_{};
     ::sockaddr_storage from_{};
     ::iovec iov_;
