@@ -296,8 +296,8 @@ handler chain(handler h, std::initializer_list<middleware> mws);
 namespace detail {
 /// What a synchronous middleware keeps for one request between its two steps.
 struct around_state {
-    context saved;          ///< the request's context before `before` replaced it
-    std::int64_t start = 0; ///< when the handler started (the access log's clock)
+    context saved;           ///< the request's context before `before` replaced it
+    std::uint64_t start = 0; ///< when the handler started (a mark of the access log's clock)
 };
 
 /// A middleware whose work is synchronous, before and after the handler it wraps (the
