@@ -653,6 +653,13 @@ task<void> write_on(tcp_stream* s, std::string text) {
     CHECK_FALSE(w.error);
 }
 
+// A connected pair on `l` that has ping-ponged enough for both ends to register their fds.
+tcp_pair busy_pair(loop& l, tcp_listener* lis) {
+    tcp_pair p = l.block_on(connect_pair(lis));
+    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    return p;
+}
+
 } // namespace
 
 TEST_CASE("a busy receiving stream registers its fd; close frees the slot and the peer sees EOF") {
@@ -684,8 +691,7 @@ TEST_CASE("a busy receiving stream registers its fd; close frees the slot and th
 TEST_CASE("on a registered stream, half-close, cancel and peer reset end receives as before") {
     loop l;
     tcp_listener lis = listen_loopback();
-    tcp_pair p = l.block_on(connect_pair(&lis));
-    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    tcp_pair p = busy_pair(l, &lis);
     REQUIRE(slot_of(p.server) >= 0);
     REQUIRE(slot_of(p.client) >= 0);
 
@@ -714,8 +720,7 @@ TEST_CASE("on a registered stream, half-close, cancel and peer reset end receive
 TEST_CASE("closing a registered stream while its receive waits ends it and the peer sees EOF") {
     loop l;
     tcp_listener lis = listen_loopback();
-    tcp_pair p = l.block_on(connect_pair(&lis));
-    l.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    tcp_pair p = busy_pair(l, &lis);
     REQUIRE(slot_of(p.server) >= 0);
     // The server's multishot recv is armed; its task waits on it.
     auto waiting = l.block_on(start(receive_error(&p.server)));
@@ -766,8 +771,7 @@ TEST_CASE("a write issued on another loop than the registered stream's uses the 
     loop a;
     loop b;
     tcp_listener lis = listen_loopback();
-    tcp_pair p = a.block_on(connect_pair(&lis));
-    a.block_on(ping_pong(&p.client, &p.server, enough_rounds));
+    tcp_pair p = busy_pair(a, &lis);
     REQUIRE(slot_of(p.client) >= 0);
     // b's ring has no table: an SQE naming a's slot would fail there with EBADF.
     b.block_on(write_on(&p.client, "from b"));
