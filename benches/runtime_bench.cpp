@@ -73,10 +73,8 @@ extern char** environ;
 
 namespace {
 
-using tether::bench::exe_dir;
-using tether::bench::find_go;
-using tether::bench::go_cache_dir;
-using tether::bench::go_environment;
+using tether::bench::build_go_program;
+using tether::bench::go_program;
 using tether::bench::json_escape;
 using tether::bench::median;
 using tether::bench::run_command;
@@ -689,44 +687,14 @@ std::vector<std::string> environment() {
 
 // ---- the Go side ---------------------------------------------------------------------------
 
-struct go_side {
-    bool ready = false;
-    std::string note; // why there are no Go numbers
+// The Go side: its program (built by build_go_program) and the Go version it reports.
+struct go_side : go_program {
     std::string version;
-    std::string binary;
-    std::vector<std::string> env; // for running it: GOMAXPROCS=1
 };
 
-// Builds the Go program next to this executable (GO111MODULE=off: a lone main package needs
-// no module and no download), with Go's build cache there too.
 go_side build_go() {
-    go_side g;
-    std::optional<std::string> go = find_go();
-    if (!go) {
-        g.note = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
-        return g;
-    }
-    std::string src = std::string(TETHER_RUNTIME_BENCH_GO_DIR) + "/main.go";
-    if (::access(src.c_str(), R_OK) != 0) {
-        g.note = fmt::format("Go columns skipped: {} is missing", src);
-        return g;
-    }
-    std::string cache = go_cache_dir("runtime-bench");
-    std::vector<std::string> env = go_environment(cache);
-    env.push_back("GO111MODULE=off");
-    g.binary = exe_dir() + "/runtime_bench_go";
-    std::vector<std::string> out;
-    int st = run_command({*go, "build", "-o", g.binary, src}, env,
-                         [&](const std::string& line) { out.push_back(line); });
-    if (st != 0) {
-        g.note = fmt::format("Go columns skipped: `go build {}` failed (status {}):\n  {}", src, st,
-                             fmt::join(out, "\n  "));
-        return g;
-    }
-    env.push_back("GOMAXPROCS=1");
-    g.env = std::move(env);
-    g.ready = true;
-    return g;
+    return {build_go_program(TETHER_RUNTIME_BENCH_GO_DIR, "runtime-bench", "runtime_bench_go", 1),
+            {}};
 }
 
 // ---- the cases -----------------------------------------------------------------------------

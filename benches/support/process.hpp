@@ -158,6 +158,48 @@ inline std::vector<std::string> go_environment(const std::string& cache) {
     return env;
 }
 
+/// A Go program built for a benchmark's Go side: `ready` once `binary` exists, `note` (why
+/// there are no Go numbers) otherwise; `env` is what to run it with.
+struct go_program {
+    bool ready = false;
+    std::string note;
+    std::string binary;
+    std::vector<std::string> env;
+};
+
+/// Builds `src_dir`/main.go into `binary_name` next to this executable (GO111MODULE=off: a
+/// lone main package needs no module and no download), with Go's build cache for `bench`
+/// there too (go_cache_dir). The program runs with GOMAXPROCS=`gomaxprocs`.
+inline go_program build_go_program(const std::string& src_dir, std::string_view bench,
+                                   const std::string& binary_name, int gomaxprocs) {
+    go_program g;
+    std::optional<std::string> go = find_go();
+    if (!go) {
+        g.note = "Go columns skipped: `go` is not in PATH (Debian: apt-get install golang-go)";
+        return g;
+    }
+    std::string src = src_dir + "/main.go";
+    if (::access(src.c_str(), R_OK) != 0) {
+        g.note = fmt::format("Go columns skipped: {} is missing", src);
+        return g;
+    }
+    std::vector<std::string> env = go_environment(go_cache_dir(bench));
+    env.push_back("GO111MODULE=off");
+    g.binary = exe_dir() + "/" + binary_name;
+    std::vector<std::string> out;
+    int st = run_command({*go, "build", "-o", g.binary, src}, env,
+                         [&](const std::string& line) { out.push_back(line); });
+    if (st != 0) {
+        g.note = fmt::format("Go columns skipped: `go build {}` failed (status {}):\n  {}", src, st,
+                             fmt::join(out, "\n  "));
+        return g;
+    }
+    env.push_back(fmt::format("GOMAXPROCS={}", gomaxprocs));
+    g.env = std::move(env);
+    g.ready = true;
+    return g;
+}
+
 /// The median of `v` (0 if empty).
 inline double median(std::vector<double> v) {
     if (v.empty()) {
