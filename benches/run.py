@@ -451,6 +451,44 @@ def rotated(servers, rnd):
     return servers[k:] + servers[:k]
 
 
+def server_rounds(servers, rounds, server_cpu, name, notes):
+    """Yields (round, spec, started server) for each of `rounds` rounds and each server in
+    its turn (rotated); the server is stopped when the caller moves on. A server that fails
+    to start gets a note and is skipped for that round."""
+    for rnd in range(rounds):
+        for spec in rotated(servers, rnd):
+            try:
+                srv = spec.start(server_cpu)
+            except (RuntimeError, OSError) as e:
+                notes.append(f"{spec.name}: {e} ({name}, round {rnd + 1})")
+                continue
+            try:
+                yield rnd, spec, srv
+            finally:
+                srv.stop()
+
+
+def measured(srv, client_cpu, warmup, run):
+    """Runs the load client's `warmup` (argv, timeout) if any, then its measured `run`
+    (argv, timeout); returns the run's output, its wall time and the server's CPU seconds
+    meanwhile."""
+    if warmup:
+        run_client(warmup[0], client_cpu, warmup[1])
+    cpu0 = srv.cpu()
+    t0 = time.monotonic()
+    out = run_client(run[0], client_cpu, run[1])
+    wall = time.monotonic() - t0
+    return out, wall, srv.cpu() - cpu0
+
+
+def sample(rnd, rps, p50_us, p99_us, errors, requests, wall, cpu):
+    """One round's figures for one server: `requests` served in `wall` seconds using `cpu`
+    seconds of the server's CPU."""
+    return {"round": rnd, "rps": rps, "p50_us": p50_us, "p99_us": p99_us, "errors": errors,
+            "cpu_pct": 100 * cpu / wall,
+            "cpu_us_per_req": 1e6 * cpu / requests if requests else None}
+
+
 def paired(a, b, key):
     """a's `key` ÷ b's: the median of the ratios of the rounds both ran (a shared machine
     drifts between rounds more than within one); the ratio of the medians where no round
@@ -532,35 +570,18 @@ def echo_area(build, opts, go_binary):
     for size in (64, 1024):
         name = f"{opts.conns} conns, " + (f"{size} B" if size < 1024 else f"{size // 1024} KiB")
         samples = {s.name: [] for s in servers}
-        for rnd in range(opts.rounds):
-            for spec in rotated(servers, rnd):
-                try:
-                    srv = spec.start(server_cpu)
-                except (RuntimeError, OSError) as e:
-                    notes.append(f"{spec.name}: {e} ({name}, round {rnd + 1})")
-                    continue
-                try:
-                    base = [load, "-p", str(srv.port), "-c", str(opts.conns), "-s", str(size),
-                            "-w", "0"]
-                    run_client(base + ["-d", str(opts.warmup)], client_cpu, opts.warmup + 30)
-                    cpu0 = srv.cpu()
-                    t0 = time.monotonic()
-                    out = run_client(base + ["-d", str(opts.seconds)], client_cpu,
-                                     opts.seconds + 30)
-                    wall = time.monotonic() - t0
-                    cpu = srv.cpu() - cpu0
-                finally:
-                    srv.stop()
-                kv = parse_kv(out)
-                if "rps" not in kv:
-                    notes.append(f"{spec.name}: echo_load said: {out.strip()}")
-                    continue
-                n = kv.get("samples", 0)
-                samples[spec.name].append({
-                    "round": rnd, "rps": kv["rps"], "p50_us": kv["p50_us"],
-                    "p99_us": kv["p99_us"],
-                    "errors": int(kv.get("errors", 0)), "cpu_pct": 100 * cpu / wall,
-                    "cpu_us_per_req": 1e6 * cpu / n if n else None})
+        for rnd, spec, srv in server_rounds(servers, opts.rounds, server_cpu, name, notes):
+            base = [load, "-p", str(srv.port), "-c", str(opts.conns), "-s", str(size), "-w", "0"]
+            out, wall, cpu = measured(
+                srv, client_cpu, (base + ["-d", str(opts.warmup)], opts.warmup + 30),
+                (base + ["-d", str(opts.seconds)], opts.seconds + 30))
+            kv = parse_kv(out)
+            if "rps" not in kv:
+                notes.append(f"{spec.name}: echo_load said: {out.strip()}")
+                continue
+            samples[spec.name].append(sample(rnd, kv["rps"], kv["p50_us"], kv["p99_us"],
+                                             int(kv.get("errors", 0)), kv.get("samples", 0),
+                                             wall, cpu))
         results = {k: summarize(v) for k, v in samples.items() if v}
         add_ratios(results)
         cases.append({"name": name, "size": size, "conns": opts.conns, "results": results})
@@ -747,41 +768,24 @@ def http_area(build, opts, go_binary, multiloop=False):
     for conns, depth in http_cases:
         name = f"{conns} conns" + (f", pipelined {depth}" if depth > 1 else "")
         samples = {s.name: [] for s in servers}
-        for rnd in range(opts.rounds):
-            for spec in rotated(servers, rnd):
-                try:
-                    srv = spec.start(server_cpu)
-                except (RuntimeError, OSError) as e:
-                    notes.append(f"{spec.name}: {e} ({name}, round {rnd + 1})")
-                    continue
-                try:
-                    url = f"http://127.0.0.1:{srv.port}/"
-                    base = [wrk, f"-t{threads}", f"-c{conns}", "--latency"]
-                    tail = ["-s", script, url, "--", str(depth)] if depth > 1 else [url]
-                    if opts.warmup >= 1:
-                        run_client(base + [f"-d{int(opts.warmup)}s"] + tail, client_cpu, 60)
-                    cpu0 = srv.cpu()
-                    t0 = time.monotonic()
-                    out = run_client(base + [f"-d{int(opts.seconds)}s"] + tail, client_cpu,
-                                     opts.seconds + 60)
-                    wall = time.monotonic() - t0
-                    cpu = srv.cpu() - cpu0
-                finally:
-                    srv.stop()
-                w = parse_wrk(out)
-                if "rps" not in w:
-                    notes.append(f"{spec.name}: wrk said: {out.strip()[:300]}")
-                    continue
-                if depth > 1:
-                    # wrk measures a pipelined batch as one request: its percentiles are not
-                    # per-request latencies.
-                    w["p50_us"] = w["p99_us"] = None
-                n = w.get("requests") or 0
-                samples[spec.name].append({
-                    "round": rnd, "rps": w["rps"], "p50_us": w.get("p50_us"),
-                    "p99_us": w.get("p99_us"),
-                    "errors": w["errors"], "cpu_pct": 100 * cpu / wall,
-                    "cpu_us_per_req": 1e6 * cpu / n if n else None})
+        for rnd, spec, srv in server_rounds(servers, opts.rounds, server_cpu, name, notes):
+            url = f"http://127.0.0.1:{srv.port}/"
+            base = [wrk, f"-t{threads}", f"-c{conns}", "--latency"]
+            tail = ["-s", script, url, "--", str(depth)] if depth > 1 else [url]
+            warm = (base + [f"-d{int(opts.warmup)}s"] + tail, 60) if opts.warmup >= 1 else None
+            out, wall, cpu = measured(srv, client_cpu, warm,
+                                      (base + [f"-d{int(opts.seconds)}s"] + tail,
+                                       opts.seconds + 60))
+            w = parse_wrk(out)
+            if "rps" not in w:
+                notes.append(f"{spec.name}: wrk said: {out.strip()[:300]}")
+                continue
+            if depth > 1:
+                # wrk measures a pipelined batch as one request: its percentiles are not
+                # per-request latencies.
+                w["p50_us"] = w["p99_us"] = None
+            samples[spec.name].append(sample(rnd, w["rps"], w.get("p50_us"), w.get("p99_us"),
+                                             w["errors"], w.get("requests") or 0, wall, cpu))
         results = {k: summarize(v) for k, v in samples.items() if v}
         add_ratios(results)
         cases.append({"name": name, "conns": conns, "pipeline": depth, "results": results})
