@@ -92,6 +92,19 @@ struct settings {
     int compute_work = 2'000'000;
 };
 
+// After a run of `n` ops took `d`: 0 once a run lasts the bench time `bt` (or n reached
+// 2^30), otherwise the next n, aiming 20% past `bt` and at most 100 times n (as Go's
+// testing.B grows b.N).
+std::int64_t next_count(std::int64_t n, steady::duration d, steady::duration bt) {
+    if (d >= bt || n >= (std::int64_t{1} << 30)) {
+        return 0;
+    }
+    double ns = static_cast<double>(std::chrono::nanoseconds(d).count());
+    double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
+    std::int64_t next = ns <= 0 ? n * 100 : static_cast<std::int64_t>(n * 1.2 * target / ns);
+    return std::clamp(next, n + 1, n * 100);
+}
+
 // Runs fn(n) with n growing until one run lasts the bench time (as Go's testing.B); returns
 // nanoseconds per op.
 double measure(const std::function<void(std::int64_t)>& fn, steady::duration bt) {
@@ -100,13 +113,12 @@ double measure(const std::function<void(std::int64_t)>& fn, steady::duration bt)
         auto t0 = steady::now();
         fn(n);
         auto d = steady::now() - t0;
-        double ns = static_cast<double>(std::chrono::nanoseconds(d).count());
-        if (d >= bt || n >= (std::int64_t{1} << 30)) {
-            return ns / static_cast<double>(n);
+        std::int64_t next = next_count(n, d, bt);
+        if (next == 0) {
+            return static_cast<double>(std::chrono::nanoseconds(d).count()) /
+                   static_cast<double>(n);
         }
-        double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
-        std::int64_t next = ns <= 0 ? n * 100 : static_cast<std::int64_t>(n * 1.2 * target / ns);
-        n = std::clamp(next, n + 1, n * 100);
+        n = next;
     }
 }
 
@@ -157,12 +169,11 @@ double pingpong(wake w, steady::duration bt, std::size_t echo_loop = 1) {
             co_await body(n);
             auto d = steady::now() - t0;
             ns = static_cast<double>(std::chrono::nanoseconds(d).count());
-            if (d >= bt || n >= (std::int64_t{1} << 30)) {
+            std::int64_t next = next_count(n, d, bt);
+            if (next == 0) {
                 break;
             }
-            double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
-            std::int64_t next = static_cast<std::int64_t>(n * 1.2 * target / std::max(ns, 1.0));
-            n = std::clamp(next, n + 1, n * 100);
+            n = next;
         }
         ping.close();
         (void)co_await h;
@@ -185,12 +196,11 @@ double switch_round_trip(wake w, steady::duration bt) {
             }
             auto d = steady::now() - t0;
             ns = static_cast<double>(std::chrono::nanoseconds(d).count());
-            if (d >= bt || n >= (std::int64_t{1} << 30)) {
+            std::int64_t next = next_count(n, d, bt);
+            if (next == 0) {
                 break;
             }
-            double target = static_cast<double>(std::chrono::nanoseconds(bt).count());
-            std::int64_t next = static_cast<std::int64_t>(n * 1.2 * target / std::max(ns, 1.0));
-            n = std::clamp(next, n + 1, n * 100);
+            n = next;
         }
         co_return ns / static_cast<double>(n);
     }());
