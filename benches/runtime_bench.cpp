@@ -263,22 +263,13 @@ task<double> spawn_join_loop(std::int64_t n) {
     co_return t0.ns();
 }
 
-task<double> await_ready_loop(std::int64_t n) {
+// n awaits of an already finished task made by `Make` (ready_task or plain_ready_task).
+template <auto Make>
+task<double> await_loop(std::int64_t n) {
     int sum = 0;
     stopwatch t0;
     for (std::int64_t i = 0; i < n; ++i) {
-        sum += co_await ready_task(static_cast<int>(i));
-    }
-    double ns = t0.ns();
-    escape(&sum);
-    co_return ns;
-}
-
-task<double> await_plain_loop(std::int64_t n) {
-    int sum = 0;
-    stopwatch t0;
-    for (std::int64_t i = 0; i < n; ++i) {
-        sum += co_await plain_ready_task(static_cast<int>(i));
+        sum += co_await Make(static_cast<int>(i));
     }
     double ns = t0.ns();
     escape(&sum);
@@ -763,10 +754,10 @@ void run_tether_case(const std::string& name, const settings& s, tether::loop& l
         t["spawn_join.ns_per_op"].push_back(timed(spawn_join_loop));
     } else if (name == "await_ready") {
         // Two of each, alternated, keeping the lower: the difference is a nanosecond or two.
-        double a = timed(await_ready_loop);
-        double p = timed(await_plain_loop);
-        a = std::min(a, timed(await_ready_loop));
-        p = std::min(p, timed(await_plain_loop));
+        double a = timed(await_loop<ready_task>);
+        double p = timed(await_loop<plain_ready_task>);
+        a = std::min(a, timed(await_loop<ready_task>));
+        p = std::min(p, timed(await_loop<plain_ready_task>));
         t["await_ready.ns_per_op"].push_back(a);
         t["await_plain.ns_per_op"].push_back(p);
         t["context_carry.ns"].push_back(a - p);
