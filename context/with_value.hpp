@@ -83,6 +83,45 @@ inline void link_child(node& child, const context& parent) noexcept {
     }
 }
 
+/// Like `link_child`, without taking a reference on `parent`'s node: the child borrows it.
+/// No atomic read-modify-write on the parent's count on the way in, nor on the way out when
+/// the borrow ends by `unlink_borrowed`.
+///
+/// The caller keeps the borrow safe, since the child's last release would drop a reference
+/// on the parent that was never taken (node::release_slow walks up): it holds `parent` and
+/// a reference of its own on the child for as long as the borrow lasts, and ends the borrow
+/// before it drops that reference, either by `unlink_borrowed` (once it knows that nobody
+/// else holds the child, nor can any more) or by `own_parent_link` (the child may outlive
+/// the parent's other holders: a context handed to user code may be kept, as in Go).
+inline void link_child_borrowed(node& child, const context& parent) noexcept {
+    node* p = parent.node();
+    child.parent = p;
+    if (p != nullptr) [[likely]] {
+        child.canceler = p->canceler;
+        child.clk = p->clk;
+        child.deadline = p->deadline;
+    } else {
+        child.canceler = nullptr;
+        child.clk = &real_clock();
+        child.deadline = time_point::max();
+    }
+}
+
+/// Ends the borrow of `link_child_borrowed`: the child's link on its parent takes a
+/// reference of its own, as `link_child`'s does. The parent must still be held.
+inline void own_parent_link(node& child) noexcept {
+    if (child.parent != nullptr) {
+        child.parent->add_ref();
+    }
+}
+
+/// Ends the borrow of `link_child_borrowed` by detaching the child from its parent (nothing
+/// to release). Only for a child that nobody else holds, nor can hold any more.
+inline void unlink_borrowed(node& child) noexcept {
+    child.parent = nullptr;
+    child.canceler = nullptr;
+}
+
 } // namespace detail
 
 /// Returns a child of `parent` that carries `value` under `key`; lookups of other keys

@@ -61,13 +61,6 @@ struct node {
             release_slow();
         }
     }
-    /// Drops a reference the caller knows is not the last (another holder outlives the
-    /// call): a decrement, without release()'s test for the last one.
-    void release_not_last() noexcept {
-        if (!immortal) {
-            refs.fetch_sub(1, std::memory_order_release);
-        }
-    }
     /// Drops a reference; returns true if it was the last.
     ///
     /// The last reference needs no atomic read-modify-write: whoever holds it is the only

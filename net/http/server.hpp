@@ -298,6 +298,21 @@ namespace detail {
 struct around_state {
     context saved;           ///< the request's context before `before` replaced it
     std::uint64_t start = 0; ///< when the handler started (a mark of the access log's clock)
+    /// A context node linked under `saved`'s node by `link_child_borrowed` (no reference on
+    /// it), on which this state holds a reference of its own until `after` ends the borrow;
+    /// null when there is none. Should the state go without `after` (a frame destroyed
+    /// while its handler was suspended), the destructor gives the link its reference first.
+    tether::detail::node* borrowed = nullptr;
+
+    around_state() noexcept = default;
+    around_state(const around_state&) = delete;
+    around_state& operator=(const around_state&) = delete;
+    ~around_state() {
+        if (borrowed != nullptr) {
+            tether::detail::own_parent_link(*borrowed);
+            borrowed->release();
+        }
+    }
 };
 
 /// A middleware whose work is synchronous, before and after the handler it wraps (the

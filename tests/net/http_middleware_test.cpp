@@ -379,6 +379,14 @@ TEST_CASE("request_id: a context a handler keeps holds its ID while the connecti
     REQUIRE(kept.size() == 2);
     CHECK(http::request_id_of(kept[0]) == ids[0]);
     CHECK(http::request_id_of(kept[1]) == ids[1]);
+    // The whole chain stays with them, past the server's end: the request's context (its
+    // handler returned, so canceled, as in Go) and what it derives from.
+    static constexpr context_key<int> absent{"absent"};
+    for (const context& k : kept) {
+        CHECK(k.err() == errc::canceled);
+        CHECK(k.value(absent) == nullptr); // a lookup walks every node up to the root
+        CHECK_FALSE(k.deadline().has_value());
+    }
     for (std::size_t i = 0; i < ids.size(); ++i) {
         for (std::size_t j = i + 1; j < ids.size(); ++j) {
             CHECK(ids[i] != ids[j]);
