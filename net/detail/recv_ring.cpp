@@ -28,7 +28,7 @@ namespace {
 // lease, then comes back.
 constexpr unsigned pool_buffers = buffer_ring::buffers;
 constexpr unsigned buffer_size = buffer_ring::buffer_size;
-constexpr std::uint16_t pool_group = 0x7e7; // the buffer group id of net's pool
+constexpr std::uint16_t pool_group = buffer_group;
 
 // A stream whose queue holds this many buffers unread stops receiving (its multishot recv is
 // canceled; the rest waits in the socket, which slows the sender) until a read drains it.
@@ -92,6 +92,10 @@ struct buffer_pool final : tether::detail::loop_service, buffer_ring {
             l.add_service(&pool_key, std::make_unique<buffer_pool>(l.ring())));
     }
 };
+
+buffer_ring& loop_buffer_ring(loop* l) {
+    return buffer_pool::of(l->impl());
+}
 
 namespace {
 

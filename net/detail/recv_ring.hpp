@@ -54,6 +54,13 @@ struct buffer_ring {
     }
 };
 
+/// The buffer group id the loop's pool is registered under (IOSQE_BUFFER_SELECT's buf_group).
+inline constexpr std::uint16_t buffer_group = 0x7e7;
+
+/// The pool of `l` (the loop's thread only), made on first use: its `registered` says whether
+/// the kernel took its ring. Errors: throws std::bad_alloc.
+buffer_ring& loop_buffer_ring(loop* l);
+
 /// Bytes received and not yet read: a pool buffer (bid >= 0) or a heap one.
 struct recv_chunk {
     std::byte* data;

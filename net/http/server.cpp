@@ -2,6 +2,7 @@
 
 #include "context/with_cancel.hpp"
 #include "context/without_cancel.hpp"
+#include "net/detail/recv_ring.hpp"
 #include "net/http/detail/put.hpp"
 #include "net/http/status.hpp"
 #include "net/io_errc.hpp"
@@ -111,23 +112,54 @@ struct out_buffer : byte_buffer {
 // lines are cold again by the time the send completes. (Its completion is `conn::sop`; the
 // handler finds the connection from its address.)
 //
-// The connection's reads of request bytes are its own too (`conn::rop`, a plain recv into
-// its buffer): the completion keeps the result in the connection's first lines and resumes
-// the task, touching none of the per-await state a generic read keeps in the task's frame
-// and its await chain. Its cancellation (a timeout, shutdown, the server's context) comes
-// from one registration on the connection's context made when the connection starts
-// (conn_watch), not one per read.
+// The connection's reads of request bytes are its own too (`conn::rop`): the completion keeps
+// the outcome in the connection's first lines and resumes the task, touching none of the
+// per-await state a generic read keeps in the task's frame and its await chain. Its
+// cancellation (a timeout, shutdown, the server's context) comes from one registration on
+// the connection's context made when the connection starts (conn_watch), not one per read.
+//
+// Where the loop has a provided-buffer ring (net's pool), the connection keeps one multishot
+// recv armed on it: the kernel picks a pool buffer when bytes arrive, and the completion
+// copies them into `in` and gives the buffer back at once. So a keep-alive turn submits no
+// recv and arms no poll (one SQE and two CQEs per turn, as the raw io_uring peer; a recv per
+// turn made two SQEs and a poll arm), the parser still reads `in` in place, and no pool
+// buffer is held while a handler runs or while the connection is idle. Bytes that arrive
+// while the task is not waiting for them go after `in_end` as far as `in` has room (the
+// request's views into `in` stay where they are); the rest waits in its pool buffers
+// (`conn::held`) and the recv is canceled (a pause: once the kernel has taken what the
+// socket held, the client waits) until the task takes them and waits again, which re-arms
+// it. Elsewhere (no ring, another loop, one wait after ENOBUFS: the pool was dry), a plain
+// recv per wait, into `in`.
 struct recv_behind : tether::detail::completion {
-    int res = 0; // the recv's result: bytes, 0 at EOF, or -errno
-    // The last recv left bytes in the socket (IORING_CQE_F_SOCK_NONEMPTY): the next one
+    // The outcome for a waiting task: > 0 bytes were added to `in`, 0 at EOF, or -errno.
+    int res = 0;
+    // The last plain recv left bytes in the socket (IORING_CQE_F_SOCK_NONEMPTY): the next one
     // tries at once. Otherwise it waits for the socket to be readable first
-    // (IORING_RECVSEND_POLL_FIRST, in `poll_first` where the kernel has it): a keep-alive
+    // (IORING_RECVSEND_POLL_FIRST, where `poll_first` says the kernel has it): a keep-alive
     // client sends its next requests only once it has the responses, so a recv made right
     // after a turn finds nothing, and the attempt (the socket's lock, an empty receive
     // queue) would be wasted before the poll is armed: 0.25 us of the server's 14.7 us per
     // turn of 16 pipelined requests at 1000 connections (perf).
-    bool nonempty = false;
-    std::uint16_t poll_first = 0;
+    bool nonempty : 1 = false;
+    bool poll_first : 1 = false;
+    bool multishot : 1 = false; // receive with a multishot recv on the loop's pool
+    bool armed : 1 = false;     // the multishot recv is in the kernel
+    bool canceling : 1 = false; // and a cancel for it was sent (a pause, the end, ctx done)
+    bool plain : 1 = false;     // a plain recv is in the kernel
+    bool waiting : 1 = false;   // the task waits for bytes (`waiter` is the recv's)
+    bool stopping : 1 = false;  // the task waits for the multishot recv's last CQE
+    bool fresh : 1 = false;     // bytes were added to `in` while the task was not waiting
+    bool holding : 1 = false;   // `held` has bytes (that come before any later ones)
+    bool ended : 1 = false;     // the multishot recv saw the stream end (`end` says how)
+    bool starved : 1 = false;   // ENOBUFS ended it: the next wait receives with a plain recv
+    std::int16_t end = 0;       // with `ended`: 0 (EOF) or -errno
+};
+
+// Received bytes a busy connection had no room for (see recv_behind), in their pool buffers,
+// first to last from `head`.
+struct held_bytes {
+    std::vector<net::detail::recv_chunk> q;
+    std::size_t head = 0;
 };
 
 // What a keep-alive turn touches comes first, in three cache lines (the struct is aligned to
@@ -187,6 +219,9 @@ struct alignas(64) conn {
     conn_log log;
 
     join_handle<void> task; // its context is the connection's context
+    // Bytes the multishot recv brought that `in` had no room for, in their pool buffers (see
+    // recv_behind): made when first needed, freed once taken.
+    std::unique_ptr<held_bytes> held;
     chunked_decoder dec;
     std::list<conn*>::iterator pos;
     net::address remote;
@@ -306,6 +341,10 @@ struct server_state {
     std::size_t spare_count = 0;
     // Output buffers no connection holds (see out_pool).
     out_pool out_bufs;
+    // The pool of the loop the connections receive on (see recv_behind), once one has.
+    net::detail::buffer_ring* ring = nullptr;
+    loop* ring_loop = nullptr;
+    server_recv_stats recv_counts;
 
     ~server_state() {
         assert(conns.empty());
@@ -325,6 +364,7 @@ struct server_state {
     task<void> accept_loop(context base);
     task<void> serve_conn(conn* c);
     task<bool> read_more(conn* c);
+    int settle_recv_now(conn* c);
     std::span<std::byte> read_room(conn* c);
     static bool read_done(conn* c, const result<std::size_t>& r) noexcept;
     task<result<void>> write_out(conn* c);
@@ -456,45 +496,301 @@ void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noe
     }
 }
 
-void recv_complete(tether::detail::completion* comp, int res, std::uint32_t flags) noexcept {
+using net::detail::buffer_ring;
+
+// A plain recv into `in`'s room for the waiting task (see recv_behind).
+void submit_plain(conn* c) noexcept;
+
+void plain_complete(tether::detail::completion* comp, int res, std::uint32_t flags) noexcept {
     conn* c = conn_of_recv(comp);
-    c->rop.res = res;
-    c->rop.nonempty = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
+    recv_behind& r = c->rop;
+    r.plain = false;
+    r.starved = false; // the pool again next time
+    r.nonempty = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
+    if (res > 0) {
+        c->in_end += static_cast<std::size_t>(res);
+    }
+    r.res = res;
+    r.waiting = false;
     // The last act: the task may run to its end and free the connection.
     tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
 }
 
-// Receives into `buf` with the connection's own recv (see recv_behind); the result is in
-// c->rop.res. Under a done context nothing is submitted and the result is -ECANCELED.
+void submit_plain(conn* c) noexcept {
+    recv_behind& r = c->rop;
+    io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
+    io_uring_prep_recv(sqe, c->sock.native_handle(), c->in.data() + c->in_end,
+                       c->in.size() - c->in_end, 0);
+    if (!r.nonempty && r.poll_first) {
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    }
+    io_uring_sqe_set_data(sqe, &c->rop);
+    r.complete = &plain_complete;
+    r.plain = true;
+    if (r.multishot) {
+        ++c->srv->recv_counts.plain;
+    }
+}
+
+void multishot_complete(tether::detail::completion* comp, int res, std::uint32_t flags) noexcept;
+
+void arm_multishot(conn* c) noexcept {
+    recv_behind& r = c->rop;
+    io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
+    io_uring_prep_recv_multishot(sqe, c->sock.native_handle(), nullptr, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = net::detail::buffer_group;
+    io_uring_sqe_set_data(sqe, &c->rop);
+    r.complete = &multishot_complete;
+    r.armed = true;
+    r.canceling = false;
+    ++c->srv->recv_counts.arms;
+}
+
+// Submits the task's receive: the multishot recv, or a plain one where it can't be used.
+void start_recv(conn* c) noexcept {
+    if (c->rop.multishot && !c->rop.starved) {
+        arm_multishot(c);
+    } else {
+        submit_plain(c);
+    }
+}
+
+// Cancels the multishot recv in the kernel (its last CQE comes later), once.
+void cancel_multishot(conn* c) noexcept {
+    if (!c->rop.canceling) {
+        c->rop.canceling = true;
+        tether::detail::tls_loop->impl().cancel_in_kernel(&c->rop);
+    }
+}
+
+// Takes `n` bytes in pool buffer `bid`: into `in`'s room as far as it goes (unless bytes are
+// held already: they come first), the rest held in the buffer. (Not when the buffer can't be
+// held, out of memory: the bytes are lost and the stream ends.)
+[[gnu::noinline]] void take_or_hold(conn* c, std::uint16_t bid, std::size_t n) noexcept {
+    recv_behind& r = c->rop;
+    buffer_ring* ring = c->srv->ring;
+    std::byte* data = ring->buffer(bid);
+    std::size_t off = 0;
+    if (!r.holding) {
+        off = std::min(n, c->in.size() - c->in_end);
+        std::memcpy(c->in.data() + c->in_end, data, off);
+        c->in_end += off;
+    }
+    if (off == n) {
+        ring->recycle(bid);
+        return;
+    }
+    try {
+        if (c->held == nullptr) {
+            c->held = std::make_unique<held_bytes>();
+        }
+        c->held->q.push_back(net::detail::recv_chunk{data, static_cast<std::uint32_t>(n),
+                                                     static_cast<std::uint32_t>(off),
+                                                     static_cast<std::int32_t>(bid)});
+        r.holding = true;
+    } catch (...) {
+        ring->recycle(bid);
+        r.ended = true;
+        c->rop.end = -ENOMEM;
+        if (r.armed) {
+            cancel_multishot(c);
+        }
+    }
+}
+
+// Every CQE of the multishot recv but the common one (see multishot_complete).
+[[gnu::noinline]] void multishot_other(conn* c, int res, std::uint32_t flags) noexcept {
+    recv_behind& r = c->rop;
+    if ((flags & IORING_CQE_F_MORE) == 0) {
+        r.armed = false;
+        r.canceling = false;
+    }
+    if (res > 0) {
+        take_or_hold(c, static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
+                     static_cast<std::size_t>(res));
+        if (r.waiting) {
+            // (A waiting task holds nothing: some of the bytes went into `in`.)
+            r.waiting = false;
+            r.res = res;
+            tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+            return;
+        }
+        r.fresh = true;
+        if (r.holding && r.armed && !r.canceling) {
+            // `in` is full and the task is busy: stop receiving until it takes the bytes.
+            ++c->srv->recv_counts.pauses;
+            cancel_multishot(c);
+        }
+    } else if (res == -ENOBUFS) {
+        r.starved = true; // the pool is dry: the next receive is a plain recv
+        ++c->srv->recv_counts.nobufs;
+    } else if (res == -EINVAL) {
+        r.multishot = false; // a kernel without multishot recv: plain recvs from now on
+    } else if (res != -ECANCELED) {
+        r.ended = true; // EOF or an error: nothing more comes
+        c->rop.end = static_cast<std::int16_t>(res);
+    }
+    if (r.armed) {
+        return;
+    }
+    // The multishot recv is over.
+    if (r.stopping) {
+        r.stopping = false;
+        tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+        return;
+    }
+    if (!r.waiting) {
+        return; // the next wait re-arms it
+    }
+    if (r.ended || c->ctx_done) {
+        r.waiting = false;
+        r.res = r.ended ? c->rop.end : -ECANCELED;
+        tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+        return;
+    }
+    start_recv(c); // a pause that ended as the task came to wait, or ENOBUFS
+}
+
+// Copies the `n` bytes at `q` to `p` in 64-byte blocks, without a call: up to `n` rounded up
+// to 64 are read and written (the pool's buffers are 4 KiB; the caller has the room in `in`,
+// whose bytes past in_end mean nothing).
+[[gnu::always_inline]] inline void copy_blocks(char* p, const std::byte* q,
+                                               std::size_t n) noexcept {
+    using v16 = char __attribute__((vector_size(16)));
+    for (std::size_t i = 0; i < n; i += 64) {
+        v16 a;
+        v16 b;
+        v16 x;
+        v16 y;
+        std::memcpy(&a, q + i, 16);
+        std::memcpy(&b, q + i + 16, 16);
+        std::memcpy(&x, q + i + 32, 16);
+        std::memcpy(&y, q + i + 48, 16);
+        std::memcpy(p + i, &a, 16);
+        std::memcpy(p + i + 16, &b, 16);
+        std::memcpy(p + i + 32, &x, 16);
+        std::memcpy(p + i + 48, &y, 16);
+    }
+}
+
+// Bytes the common case copies in blocks (more: a call to memcpy, in take_or_hold).
+constexpr std::size_t block_copy_max = 1024;
+
+void multishot_complete(tether::detail::completion* comp, int res, std::uint32_t flags) noexcept {
+    conn* c = conn_of_recv(comp);
+    recv_behind& r = c->rop;
+    // The common case: a few requests' bytes with room for them in `in` (in whole blocks),
+    // the recv still armed, nothing held.
+    const auto n = static_cast<std::size_t>(res);
+    if (res > 0 && (flags & IORING_CQE_F_MORE) != 0 && !r.holding && n <= block_copy_max &&
+        ((n + 63) & ~std::size_t{63}) <= c->in.size() - c->in_end) [[likely]] {
+        buffer_ring* ring = c->srv->ring;
+        const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        copy_blocks(c->in.data() + c->in_end, ring->buffer(bid), n);
+        c->in_end += n;
+        ring->recycle(bid);
+        if (r.waiting) {
+            r.waiting = false;
+            r.res = res;
+            // The last act: the task may run on (its end waits for the recv's last CQE).
+            tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+            return;
+        }
+        r.fresh = true;
+        return;
+    }
+    multishot_other(c, res, flags);
+}
+
+// Moves held bytes into `in`'s room (read_room() made some) as far as it goes.
+void drain_held(conn* c) noexcept {
+    buffer_ring* ring = c->srv->ring;
+    held_bytes& h = *c->held;
+    while (h.head < h.q.size() && c->in_end < c->in.size()) {
+        net::detail::recv_chunk& k = h.q[h.head];
+        const std::size_t n = std::min<std::size_t>(k.len - k.off, c->in.size() - c->in_end);
+        std::memcpy(c->in.data() + c->in_end, k.data + k.off, n);
+        c->in_end += n;
+        k.off += static_cast<std::uint32_t>(n);
+        if (k.off == k.len) {
+            ring->recycle(static_cast<std::uint16_t>(k.bid));
+            ++h.head;
+        }
+    }
+    if (h.head == h.q.size()) {
+        c->rop.holding = false;
+        c->held.reset(); // rarely needed again soon
+    }
+}
+
+// Gives back the pool buffers still held (the connection is ending).
+void release_held(conn* c) noexcept {
+    if (c->held != nullptr) {
+        for (std::size_t i = c->held->head; i < c->held->q.size(); ++i) {
+            c->srv->ring->recycle(static_cast<std::uint16_t>(c->held->q[i].bid));
+        }
+        c->held.reset();
+    }
+    c->rop.holding = false;
+}
+
+// Waits for the connection's next bytes, which its receive adds to `in` after in_end (the
+// caller made room with read_room()); the outcome is in c->rop.res. Under a done context
+// nothing is submitted and the result is -ECANCELED.
 struct recv_wait {
     conn* c;
-    std::span<std::byte> buf;
     bool await_ready() const noexcept {
         if (c->ctx_done) {
             c->rop.res = -ECANCELED;
             return true;
         }
+        recv_behind& r = c->rop;
+        if (r.fresh || r.holding || r.ended) [[unlikely]] {
+            // Bytes the multishot recv brought while the task was busy, or its end.
+            if (r.holding) {
+                drain_held(c);
+            } else if (!r.fresh) {
+                r.res = c->rop.end;
+                return true;
+            }
+            r.fresh = false;
+            r.res = 1;
+            return true;
+        }
         return false;
     }
     void await_suspend(std::coroutine_handle<> h) noexcept {
-        io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
-        io_uring_prep_recv(sqe, c->sock.native_handle(), buf.data(), buf.size(), 0);
-        if (!c->rop.nonempty) {
-            sqe->ioprio |= c->rop.poll_first;
+        c->waiter = h;
+        c->rop.waiting = true;
+        if (!c->rop.armed) [[unlikely]] {
+            start_recv(c); // (armed and canceling: a pause; its last CQE re-arms it)
         }
-        io_uring_sqe_set_data(sqe, &c->rop);
-        c->rop.complete = &recv_complete;
+    }
+    void await_resume() const noexcept {}
+};
+
+// Waits for the multishot recv's last CQE, canceling it (before the task reads otherwise).
+struct recv_stop {
+    conn* c;
+    bool await_ready() const noexcept { return !c->rop.armed; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+        cancel_multishot(c);
+        c->rop.stopping = true;
         c->waiter = h;
     }
     void await_resume() const noexcept {}
 };
 
-// The connection's context is done: its recv, if one is in the kernel, is canceled there (its
-// CQE resumes the task); later reads fail at once. (Called once: the registration fires once.)
+// The connection's context is done: its recv, if one is in the kernel, is canceled there (a
+// waiting task resumes with -ECANCELED); later reads fail at once. (Called once: the
+// registration fires once.)
 void conn_canceled(tether::detail::waiter* w) noexcept {
     conn* c = static_cast<conn*>(w->data);
     c->ctx_done = true;
-    if (c->waiter && !c->send_awaited) {
+    if (c->rop.armed) {
+        cancel_multishot(c);
+    } else if (c->rop.plain) {
         tether::detail::tls_loop->impl().cancel_in_kernel(&c->rop);
     }
 }
@@ -587,8 +883,38 @@ bool server_state::read_done(conn* c, const result<std::size_t>& r) noexcept {
     return true;
 }
 
-// Reads more bytes into the connection's buffer; false on EOF, error or cancel.
+// Takes into `in` what the multishot recv brought and the task has not seen (the recv must be
+// stopped): 1 if that is anything, -1 if it saw the stream end, else 0.
+int server_state::settle_recv_now(conn* c) {
+    recv_behind& r = c->rop;
+    if (r.holding) {
+        (void)read_room(c);
+        drain_held(c);
+        r.fresh = false;
+        return 1;
+    }
+    if (r.fresh) {
+        r.fresh = false;
+        return 1;
+    }
+    if (r.ended) {
+        c->read_eof = c->rop.end == 0;
+        return -1;
+    }
+    return 0;
+}
+
+// Reads more bytes into the connection's buffer; false on EOF, error or cancel. (A read of
+// the handler's, under the request's context: the multishot recv, if armed, is stopped first
+// and what it brought taken, then a generic read waits.)
 task<bool> server_state::read_more(conn* c) {
+    if (c->rop.armed) {
+        recv_stop stop{c};
+        co_await stop;
+    }
+    if (const int got = settle_recv_now(c); got != 0) {
+        co_return got > 0;
+    }
     auto read = c->sock.read_some(read_room(c));
     result<std::size_t> r = co_await read;
     co_return read_done(c, r);
@@ -846,7 +1172,18 @@ task<void> server_state::serve_conn(conn* c) {
     // On a ring set up without either the kernel may refuse an unknown recv flag.
     if ((tether::detail::tls_loop->impl().flags() &
          (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN)) != 0) {
-        c->rop.poll_first = IORING_RECVSEND_POLL_FIRST;
+        c->rop.poll_first = true;
+    }
+    if (opts.multishot_recv) {
+        loop* l = tether::detail::tls_loop;
+        if (ring_loop == nullptr) {
+            try {
+                ring = &net::detail::loop_buffer_ring(l);
+                ring_loop = l;
+            } catch (const std::bad_alloc&) {
+            }
+        }
+        c->rop.multishot = ring_loop == l && ring->registered;
     }
 
     while (!c->close_after) {
@@ -862,6 +1199,7 @@ task<void> server_state::serve_conn(conn* c) {
         bool header_timer_due = false;
         for (;;) {
             if (c->in_end > c->in_start) {
+                c->rop.fresh = false; // the parser sees every byte received so far
                 st = rs->parser.parse(c->buffered(), rs->req.head);
                 if (st != request_parser::status::incomplete) {
                     break;
@@ -897,16 +1235,13 @@ task<void> server_state::serve_conn(conn* c) {
                 c->idle = false;
                 arm(c, opts.read_header_timeout);
             }
-            // The connection's own recv (see recv_behind), as read_more() reads: a plain
-            // recv (what read_some does on a stream that never used receive(), as a
-            // connection's doesn't).
-            recv_wait read{c, read_room(c)};
+            // The connection's own receive (see recv_behind).
+            (void)read_room(c);
+            recv_wait read{c};
             co_await read;
             ok_start = ok_status_and_date(); // a new turn
             bool more = c->rop.res > 0;
-            if (more) {
-                c->in_end += static_cast<std::size_t>(c->rop.res);
-            } else {
+            if (!more) {
                 c->read_eof = c->rop.res == 0;
             }
             if (rs == nullptr) {
@@ -1076,6 +1411,11 @@ task<void> server_state::serve_conn(conn* c) {
     }
     c->ending = true;
     drop_timer(c);
+    if (c->rop.armed) {
+        recv_stop stop{c};
+        co_await stop;
+    }
+    release_held(c);
     if (c->send_inflight) {
         task<void> settled = settle_send(c, conn_ctx);
         co_await std::move(settled);
@@ -1247,6 +1587,24 @@ task<result<std::size_t>> request::read_body(std::span<char> buf) {
                 c->body_total += n;
                 c->body_done = c->body_left == 0;
                 co_return n;
+            }
+            if (c->rop.armed || c->rop.fresh || c->rop.holding || c->rop.ended) {
+                // What the multishot recv brought comes first (see read_more).
+                if (c->rop.armed) {
+                    detail::recv_stop stop{c};
+                    co_await stop;
+                }
+                if (c->rop.holding) {
+                    keep_head(*this, c); // taking held bytes may move the buffer
+                }
+                if (const int got = c->srv->settle_recv_now(c); got > 0) {
+                    continue;
+                } else if (got < 0) {
+                    c->body_error = true;
+                    c->close_after = true;
+                    co_return c->read_eof ? std::error_code(net::io_errc::eof)
+                                          : std::error_code(-c->rop.end, std::system_category());
+                }
             }
             // Straight into the caller's buffer: no copy for large bodies.
             std::size_t want =
@@ -1475,6 +1833,10 @@ result<net::address> server::local_addr() const {
 
 std::size_t server::active_connections() const noexcept {
     return s_->conns.size();
+}
+
+server_recv_stats server::receive_stats() const noexcept {
+    return s_->recv_counts;
 }
 
 task<result<void>> server::serve() {

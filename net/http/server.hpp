@@ -373,6 +373,21 @@ struct server_options {
     std::function<context(const context& serve_ctx)> base_context;
     /// Go's ConnContext: derives a connection's context (for per-connection values).
     std::function<context(const context& base, const net::address& remote)> conn_context;
+    /// Receive request bytes with one multishot recv per connection on the loop's pool of
+    /// provided buffers, where the kernel has them (false: a recv per read).
+    bool multishot_recv = true;
+};
+
+/// Counters of the connections' receives (for tests).
+struct server_recv_stats {
+    /// Multishot recvs submitted.
+    std::uint64_t arms = 0;
+    /// Multishot recvs canceled because a busy connection had no room for more bytes.
+    std::uint64_t pauses = 0;
+    /// Plain recvs made where a multishot recv would have been (after ENOBUFS).
+    std::uint64_t plain = 0;
+    /// Multishot recvs the kernel ended for want of pool buffers (ENOBUFS).
+    std::uint64_t nobufs = 0;
 };
 
 /// An HTTP/1.1 server: keep-alive, pipelining (responses in order, written together per
@@ -405,6 +420,7 @@ public:
 
     /// Counters for tests.
     std::size_t active_connections() const noexcept;
+    server_recv_stats receive_stats() const noexcept;
 
 private:
     std::shared_ptr<detail::server_state> s_;

@@ -1,6 +1,8 @@
 #include "context/with_cancel.hpp"
 #include "context/with_deadline.hpp"
 #include "net/http/server.hpp"
+#include "net/recv_buffer.hpp"
+#include "net/tcp_listener.hpp"
 #include "net/tcp_stream.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/sleep.hpp"
@@ -684,4 +686,236 @@ TEST_CASE("byte_buffer keeps its bytes as it grows and hands its storage over wh
     a += "fresh"; // a grows storage of its own again
     CHECK(a.view() == "fresh");
     CHECK(a.data() != storage);
+}
+
+// ---- the connection's receive: a multishot recv on the loop's pool ----
+
+namespace {
+
+// Answers after a sleep: requests pipelined behind it arrive while it runs.
+task<void> slow(request& req, response_writer& w) {
+    (void)co_await sleep_for(50ms);
+    w.write(std::string(req.path()));
+}
+
+// Waits (up to 2 s) until the server has no connection left.
+task<bool> until_no_connections(http::server* s) {
+    for (int i = 0; i < 200 && s->active_connections() != 0; ++i) {
+        (void)co_await sleep_for(10ms);
+    }
+    co_return s->active_connections() == 0;
+}
+
+std::string get(std::string_view path, int tag) {
+    return "GET " + std::string(path) + " HTTP/1.1\r\nHost: x\r\nX-Tag: " + std::to_string(tag) +
+           "\r\n\r\n";
+}
+
+} // namespace
+
+TEST_CASE("requests pipelined while a handler is slow: the receive pauses, resumes, loses none") {
+    server_fixture f;
+    f.mux.handle("GET /slow", slow);
+    f.mux.handle("GET /t", tagged);
+    f.start();
+    // ~14 KiB behind a slow request: more than the connection's buffer holds while the
+    // handler runs, so the multishot recv is paused until the connection takes the rest.
+    std::string reqs = get("/slow", 0);
+    for (int i = 1; i <= 300; ++i) {
+        reqs += get("/t", i);
+    }
+    std::string got = f.l.block_on(exchange(f.addr, reqs, "HTTP/1.1 200", 301));
+    std::size_t pos = got.find("/slow");
+    REQUIRE(pos != std::string::npos);
+    for (int i = 1; i <= 300; ++i) {
+        auto p = got.find("\r\n\r\n/t " + std::to_string(i), pos);
+        REQUIRE(p != std::string::npos);
+        pos = p + 1;
+    }
+    http::server_recv_stats st = f.srv->receive_stats();
+    CHECK(st.pauses >= 1);
+    CHECK(st.arms >= 2); // re-armed after the pause
+    CHECK(st.plain == 0);
+}
+
+TEST_CASE("a client that closes while the connection's multishot recv is armed ends it") {
+    server_fixture f;
+    f.start();
+    struct d {
+        static task<bool> run(server_fixture* fx) {
+            auto s = co_await net::tcp_stream::connect(fx->addr);
+            REQUIRE(s.has_value());
+            auto [n, err] = co_await s->write_all(std::string_view(get("/", 1)));
+            REQUIRE_FALSE(err);
+            char buf[1024];
+            auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            REQUIRE(r.has_value());
+            CHECK(std::string_view(buf, *r).find("Hello, World!") != std::string_view::npos);
+            CHECK(fx->srv->active_connections() == 1);
+            (void)s->close(); // the connection waits on its armed recv
+            co_return co_await until_no_connections(fx->srv.get());
+        }
+    };
+    CHECK(f.l.block_on(d::run(&f)));
+    CHECK(f.srv->receive_stats().arms >= 1);
+}
+
+TEST_CASE("a client that shuts down its side while a handler runs still gets its answer") {
+    server_fixture f;
+    f.mux.handle("GET /slow", slow);
+    f.start();
+    struct d {
+        static task<std::string> run(net::address at) {
+            auto s = co_await net::tcp_stream::connect(at);
+            REQUIRE(s.has_value());
+            auto [n, err] = co_await s->write_all(std::string_view(get("/slow", 1)));
+            REQUIRE_FALSE(err);
+            // The EOF reaches the armed recv while the handler sleeps.
+            REQUIRE(s->shutdown(net::shutdown_how::write));
+            std::string got;
+            char buf[1024];
+            for (;;) {
+                auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+                if (!r || *r == 0) {
+                    break; // the server closes after the answer
+                }
+                got.append(buf, *r);
+            }
+            co_return got;
+        }
+    };
+    std::string got = f.l.block_on(d::run(f.addr));
+    CHECK(got.find("HTTP/1.1 200 OK") == 0);
+    CHECK(got.find("/slow") != std::string::npos);
+    CHECK(f.l.block_on(until_no_connections(f.srv.get())));
+}
+
+TEST_CASE("a body streamed to the handler after its head, with the multishot recv armed") {
+    server_fixture f;
+    f.start();
+    struct d {
+        static task<std::string> run(net::address at) {
+            auto s = co_await net::tcp_stream::connect(at);
+            REQUIRE(s.has_value());
+            std::string body(100000, 'b');
+            std::string head =
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+                "\r\n\r\n";
+            auto [n1, e1] = co_await s->write_all(std::string_view(head));
+            REQUIRE_FALSE(e1);
+            (void)co_await sleep_for(20ms); // the head alone first: the body comes later
+            auto [n2, e2] = co_await s->write_all(std::string_view(body));
+            REQUIRE_FALSE(e2);
+            // A second request on the same connection: the recv is armed again.
+            auto [n3, e3] = co_await s->write_all(std::string_view(get("/", 2)));
+            REQUIRE_FALSE(e3);
+            std::string got;
+            char buf[16384];
+            while (got.find("Hello, World!") == std::string::npos) {
+                auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+                REQUIRE(r.has_value());
+                REQUIRE(*r > 0);
+                got.append(buf, *r);
+            }
+            co_return got;
+        }
+    };
+    std::string got = f.l.block_on(d::run(f.addr));
+    CHECK(got.find("Content-Length: 100000\r\n") != std::string::npos);
+    CHECK(got.find(std::string(100000, 'b')) != std::string::npos);
+    CHECK(f.srv->receive_stats().arms >= 2);
+}
+
+TEST_CASE("without multishot_recv a connection receives with a plain recv per read") {
+    http::server_options opts;
+    opts.multishot_recv = false;
+    server_fixture f(opts);
+    f.start();
+    std::string reqs;
+    for (int i = 0; i < 5; ++i) {
+        reqs +=
+            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n" + std::to_string(10 + i);
+    }
+    std::string got = f.l.block_on(exchange(f.addr, reqs, "HTTP/1.1 200", 5));
+    std::size_t pos = 0;
+    for (int i = 0; i < 5; ++i) {
+        auto p = got.find("\r\n\r\n" + std::to_string(10 + i), pos);
+        REQUIRE(p != std::string::npos);
+        pos = p + 1;
+    }
+    CHECK(f.srv->receive_stats().arms == 0);
+}
+
+TEST_CASE("when the loop's pool runs dry a connection falls back to a plain recv, then re-arms") {
+    server_fixture f;
+    f.start();
+    struct d {
+        static task<void> write_big(net::tcp_stream* s) {
+            std::string big(5 << 20, 'x'); // more than the pool's 1024 buffers of 4 KiB
+            (void)co_await s->write_all(std::string_view(big));
+        }
+        static task<void> run(server_fixture* fx) {
+            // A stream on the same loop that keeps every pool buffer it receives.
+            auto lis = net::tcp_listener::bind(net::address::ipv4_loopback(0));
+            REQUIRE(lis.has_value());
+            auto client = co_await net::tcp_stream::connect(*lis->local_addr());
+            REQUIRE(client.has_value());
+            auto server = co_await lis->accept();
+            REQUIRE(server.has_value());
+            auto writer = co_await spawn(write_big(&*client));
+            std::vector<net::recv_buffer> held;
+            while (server->receive_stats().fallbacks == 0) {
+                auto b = co_await server->receive();
+                REQUIRE(b.has_value());
+                held.push_back(std::move(*b));
+            }
+            // The pool is dry: the connection's multishot recv ends with ENOBUFS, and a plain
+            // recv takes the request.
+            auto s = co_await net::tcp_stream::connect(fx->addr);
+            REQUIRE(s.has_value());
+            char buf[1024];
+            auto [n1, e1] = co_await s->write_all(std::string_view(get("/", 1)));
+            REQUIRE_FALSE(e1);
+            auto r1 = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            REQUIRE(r1.has_value());
+            CHECK(std::string_view(buf, *r1).find("Hello, World!") != std::string_view::npos);
+            http::server_recv_stats st = fx->srv->receive_stats();
+            CHECK(st.nobufs >= 1);
+            CHECK(st.plain >= 1);
+            held.clear(); // buffers back in the pool: the next wait arms a multishot recv
+            const std::uint64_t arms = st.arms;
+            auto [n2, e2] = co_await s->write_all(std::string_view(get("/", 2)));
+            REQUIRE_FALSE(e2);
+            auto r2 = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            REQUIRE(r2.has_value());
+            CHECK(std::string_view(buf, *r2).find("Hello, World!") != std::string_view::npos);
+            auto [n3, e3] = co_await s->write_all(std::string_view(get("/", 3)));
+            REQUIRE_FALSE(e3);
+            auto r3 = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            REQUIRE(r3.has_value());
+            CHECK(std::string_view(buf, *r3).find("Hello, World!") != std::string_view::npos);
+            CHECK(fx->srv->receive_stats().arms > arms);
+            (void)server->close();
+            (void)client->close();
+            (void)co_await writer;
+        }
+    };
+    f.l.block_on(d::run(&f));
+}
+
+TEST_CASE("a handler's head stays whole while its body comes through the multishot recv") {
+    server_fixture f;
+    f.mux.handle("POST /tagged-body", [](request& req, response_writer& w) -> task<void> {
+        auto body = co_await req.read_all();
+        REQUIRE(body.has_value());
+        // Read after the body: the bytes held while the buffer was full moved it.
+        w.write(std::string(req.header("X-Tag")) + " " + std::to_string(body->size()) + " " +
+                std::string(req.path()));
+    });
+    f.start();
+    std::string body(200000, 'q');
+    std::string raw = "POST /tagged-body HTTP/1.1\r\nHost: x\r\nX-Tag: kept\r\nContent-Length: " +
+                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string got = f.l.block_on(exchange(f.addr, raw, "/tagged-body", 1));
+    CHECK(got.find("kept 200000 /tagged-body") != std::string::npos);
 }
