@@ -65,10 +65,11 @@ public:
         /// costs the kernel an atomic on every batch of completions.
         duration spin = duration::zero();
         /// Slots in the ring's table of registered files (also capped by RLIMIT_NOFILE;
-        /// 0: none). A stream that has issued a few dozen reads and writes on this loop
-        /// registers its fd in a free slot, and its later SQEs on this loop name the slot
-        /// (IOSQE_FIXED_FILE): the kernel then takes no file reference per operation.
-        /// Streams beyond the table keep their plain fds. The table is made on first use.
+        /// 0: none). A stream (or an HTTP server's connection) that has issued a few dozen
+        /// reads and writes on this loop registers its fd in a free slot, and its later SQEs
+        /// on this loop name the slot (IOSQE_FIXED_FILE): the kernel then takes no file
+        /// reference per operation. Those beyond the table keep their plain fds. The table
+        /// is made on first use.
         unsigned fixed_files = 1024;
     };
 
@@ -130,7 +131,8 @@ public:
 
     /// Returns the ring's setup flags that the kernel accepted (IORING_SETUP_*).
     std::uint32_t ring_flags() const noexcept;
-    /// Returns how many slots of the table of registered files streams hold (for tests).
+    /// Returns how many slots of the table of registered files streams and HTTP connections
+    /// hold (for tests).
     unsigned fixed_files_in_use() noexcept;
 
     // ---- for awaitables (detail) -------------------------------------------------------

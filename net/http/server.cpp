@@ -212,7 +212,11 @@ struct alignas(64) conn {
     // The peer's address once more when it is an IP one (at most a sockaddr_in6), in the
     // line after the three: each turn gives its request state the peer from here, reading
     // one line, not the three `remote` spans.
-    socklen_t peer_len = 0; // 0: another family (the state copies `remote`)
+    std::uint16_t peer_len = 0; // 0: another family (the state copies `remote`)
+    // The socket's slot in the loop's table of registered files once it has one (>= 0),
+    // else -1 minus the SQEs issued on its fd so far (see use_fixed_file). In the peer's
+    // line: the turn has read it before it submits anything.
+    std::int16_t file_slot = -1;
     ::sockaddr_in6 peer;
     // The peer as the access log writes it, right after: a line reads the text from one line
     // more (its `std::string` took the string's line and its heap block's).
@@ -463,10 +467,43 @@ void server_state::drop_timer(conn* c) {
 
 namespace {
 
+// Points `sqe`, prepared with the connection's fd, at the fd's slot in the loop's table of
+// registered files once it has one (IOSQE_FIXED_FILE): the kernel then takes no file
+// reference (fget/fput) for the op. The fd is registered by the SQE that makes
+// fixed_after_uses on it, a dozen or so keep-alive turns in: a client that makes a request or
+// two per connection (Connection: close) never pays for the two io_uring_register calls. A
+// full table or a refused registration leaves the plain fd, and the count starts again.
+// (The connection's SQEs all go to the ring of the loop it was accepted on.)
+inline void use_fixed_file(conn* c, io_uring_sqe* sqe) noexcept {
+    if (c->file_slot < 0) {
+        if (--c->file_slot > -1 - net::detail::fixed_after_uses) {
+            return;
+        }
+        int s = tether::detail::tls_loop->impl().files().add(c->sock.native_handle());
+        c->file_slot = static_cast<std::int16_t>(s < 0 ? -1 : s); // file_table::max_size fits
+        if (s < 0) {
+            return;
+        }
+    }
+    sqe->fd = c->file_slot;
+    sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+// Empties the connection's slot, if it has one: before its fd closes, as the table's
+// reference would keep the socket open (no FIN, no reset, for as long as the loop lives).
+// Ops issued on the slot keep the file until they complete.
+void release_fixed_file(conn* c) noexcept {
+    if (c->file_slot >= 0) {
+        tether::detail::tls_loop->impl().files().remove(c->file_slot);
+    }
+    c->file_slot = -1;
+}
+
 void submit_send(conn* c) noexcept {
     io_uring_sqe* sqe = tether::detail::tls_loop->impl().get_sqe();
     io_uring_prep_send(sqe, c->sock.native_handle(), c->out.data() + c->send_done,
                        c->send_size - c->send_done, MSG_NOSIGNAL);
+    use_fixed_file(c, sqe);
     io_uring_sqe_set_data(sqe, &c->sop);
 }
 
@@ -524,6 +561,7 @@ void submit_plain(conn* c) noexcept {
     if (!r.nonempty && r.poll_first) {
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     }
+    use_fixed_file(c, sqe);
     io_uring_sqe_set_data(sqe, &c->rop);
     r.complete = &plain_complete;
     r.plain = true;
@@ -540,6 +578,7 @@ void arm_multishot(conn* c) noexcept {
     io_uring_prep_recv_multishot(sqe, c->sock.native_handle(), nullptr, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = net::detail::buffer_group;
+    use_fixed_file(c, sqe);
     io_uring_sqe_set_data(sqe, &c->rop);
     r.complete = &multishot_complete;
     r.armed = true;
@@ -1442,6 +1481,7 @@ task<void> server_state::serve_conn(conn* c) {
     if (c->linger) {
         co_await linger(c);
     }
+    release_fixed_file(c);
     (void)c->sock.close();
     thread_log().flush(); // lines of requests whose answers were never written
     if (rs != nullptr) {
@@ -1505,7 +1545,7 @@ task<void> server_state::accept_loop(context base) {
         if (const int fam = c->remote.native_family();
             (fam == AF_INET || fam == AF_INET6) && c->remote.size() <= sizeof(c->peer)) {
             std::memcpy(&c->peer, c->remote.data(), c->remote.size());
-            c->peer_len = c->remote.size();
+            c->peer_len = static_cast<std::uint16_t>(c->remote.size());
         }
         context cctx = opts.conn_context ? opts.conn_context(base, c->remote) : base;
         c->out.pool = &out_bufs;

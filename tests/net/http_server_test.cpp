@@ -68,7 +68,7 @@ struct server_fixture {
     net::address addr;
     join_handle<result<void>> serving;
 
-    explicit server_fixture(http::server_options opts = {}) {
+    explicit server_fixture(http::server_options opts = {}, loop::options lo = {}) : l(lo) {
         mux.handle("GET /", hello);
         mux.handle("POST /echo", echo);
         srv = std::make_unique<http::server>(mux.as_handler(), opts);
@@ -918,4 +918,184 @@ TEST_CASE("a handler's head stays whole while its body comes through the multish
                       std::to_string(body.size()) + "\r\n\r\n" + body;
     std::string got = f.l.block_on(exchange(f.addr, raw, "/tagged-body", 1));
     CHECK(got.find("kept 200000 /tagged-body") != std::string::npos);
+}
+
+namespace {
+
+// Requests GET / `n` times on `s`, each answered before the next goes; returns how many
+// answers came whole.
+task<int> one_by_one(net::tcp_stream* s, int n) {
+    int answered = 0;
+    char buf[4096];
+    for (int i = 0; i < n; ++i) {
+        auto [sent, err] =
+            co_await s->write_all(std::string_view("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        if (err) {
+            co_return answered;
+        }
+        std::string got;
+        while (got.find("Hello, World!") == std::string::npos) {
+            auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            if (!r) {
+                co_return answered;
+            }
+            got.append(buf, *r);
+        }
+        answered += got.find("HTTP/1.1 200 OK\r\n") == 0 ? 1 : 0;
+    }
+    co_return answered;
+}
+
+// Sends `last` on `s` and reads until the server closes; returns what came before EOF, or
+// "(no EOF)" if the read ended otherwise.
+task<std::string> last_request(net::tcp_stream* s, std::string last) {
+    auto [sent, err] = co_await s->write_all(std::string_view(last));
+    REQUIRE_FALSE(err);
+    std::string got;
+    char buf[4096];
+    for (;;) {
+        auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+        if (!r) {
+            co_return r.error() == net::io_errc::eof ? got : "(no EOF)";
+        }
+        got.append(buf, *r);
+    }
+}
+
+// Once the server has closed `s`'s peer: bytes sent to a closed socket draw a reset, so the
+// next write fails (EPIPE; a read would still find EOF first). A socket the server still held
+// open (as the table's reference would keep it) takes them quietly.
+task<bool> peer_is_gone(net::tcp_stream* s) {
+    auto [sent, err] = co_await s->write_all(std::string_view("after the close"));
+    if (err) {
+        co_return true;
+    }
+    (void)co_await sleep_for(50ms);
+    auto [sent2, err2] = co_await s->write_all(std::string_view("and again"));
+    co_return err2 == std::errc::broken_pipe || err2 == std::errc::connection_reset;
+}
+
+task<net::tcp_stream> connect_to(net::address at) {
+    auto s = co_await net::tcp_stream::connect(at);
+    REQUIRE(s.has_value());
+    co_return std::move(*s);
+}
+
+// Waits (up to 3 s) until the server has at most `n` connections left.
+task<void> until_at_most(http::server* s, std::size_t n) {
+    for (int i = 0; i < 3000 && s->active_connections() > n; ++i) {
+        (void)co_await sleep_for(1ms);
+    }
+}
+
+// Reads from `s` until a read fails; returns why.
+task<std::error_code> read_error(net::tcp_stream* s) {
+    char buf[4096];
+    for (;;) {
+        auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+        if (!r) {
+            co_return r.error();
+        }
+    }
+}
+
+// Keep-alive turns after which a connection has registered its socket: each is a send (and a
+// recv where the connection has no multishot recv); the server registers on its 32nd SQE.
+constexpr int busy_turns = 40;
+
+} // namespace
+
+TEST_CASE("a busy keep-alive connection registers its socket; closing frees the slot first") {
+    server_fixture f;
+    f.start();
+    net::tcp_stream s = f.l.block_on(connect_to(f.addr));
+    // A connection of a request or two (Connection: close clients) never registers.
+    CHECK(f.l.block_on(one_by_one(&s, 2)) == 2);
+    CHECK(f.l.fixed_files_in_use() == 0);
+    // A busy one does, and its answers come as before through the slot.
+    CHECK(f.l.block_on(one_by_one(&s, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    CHECK(f.l.block_on(one_by_one(&s, 5)) == 5);
+    std::string got =
+        f.l.block_on(last_request(&s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+    CHECK(got.find("Connection: close\r\n") != std::string::npos);
+    CHECK(f.l.fixed_files_in_use() == 0);
+    // The socket is closed, not kept open by the table.
+    CHECK(f.l.block_on(peer_is_gone(&s)));
+    CHECK(f.srv->active_connections() == 0);
+}
+
+TEST_CASE("a registered connection that answered an error, or that shutdown ends, frees its slot") {
+    server_fixture f;
+    f.start();
+    net::tcp_stream a = f.l.block_on(connect_to(f.addr));
+    net::tcp_stream b = f.l.block_on(connect_to(f.addr));
+    CHECK(f.l.block_on(one_by_one(&a, busy_turns)) == busy_turns);
+    CHECK(f.l.block_on(one_by_one(&b, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 2);
+    // An error answer: the server lingers, reading what the client still sends, until the
+    // client closes.
+    std::string got = f.l.block_on(last_request(&a, "NOT HTTP\r\n\r\n"));
+    CHECK(got.find("HTTP/1.1 400") == 0);
+    REQUIRE(a.close());
+    f.l.block_on(until_at_most(f.srv.get(), 1));
+    CHECK(f.srv->active_connections() == 1);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    // Shutdown closes the idle one.
+    auto r = f.l.block_on([](http::server* s) -> task<result<void>> {
+        co_return co_await s->shutdown();
+    }(f.srv.get()));
+    CHECK(r.has_value());
+    CHECK(f.l.fixed_files_in_use() == 0);
+    CHECK(f.l.block_on(read_error(&b)) == net::io_errc::eof);
+    CHECK(f.l.block_on(peer_is_gone(&b)));
+}
+
+TEST_CASE("connections beyond a full table keep their plain fds; a freed slot goes to the next") {
+    loop::options lo;
+    lo.fixed_files = 1;
+    server_fixture f({}, lo);
+    f.start();
+    net::tcp_stream a = f.l.block_on(connect_to(f.addr));
+    net::tcp_stream b = f.l.block_on(connect_to(f.addr));
+    CHECK(f.l.block_on(one_by_one(&a, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    // The second finds the table full and is answered on its fd.
+    CHECK(f.l.block_on(one_by_one(&b, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    std::string got =
+        f.l.block_on(last_request(&a, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+    CHECK(f.l.fixed_files_in_use() == 0);
+    CHECK(f.l.block_on(peer_is_gone(&a)));
+    // The second takes the freed slot a few dozen SQEs later, and is answered through it.
+    CHECK(f.l.block_on(one_by_one(&b, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    CHECK(f.l.block_on(one_by_one(&b, 3)) == 3);
+
+    // No table at all: every connection on its fd.
+    loop::options none;
+    none.fixed_files = 0;
+    server_fixture f0({}, none);
+    f0.start();
+    net::tcp_stream c = f0.l.block_on(connect_to(f0.addr));
+    CHECK(f0.l.block_on(one_by_one(&c, busy_turns)) == busy_turns);
+    CHECK(f0.l.fixed_files_in_use() == 0);
+}
+
+TEST_CASE("with plain recvs (no multishot recv) a busy connection registers and frees its slot") {
+    http::server_options o;
+    o.multishot_recv = false;
+    server_fixture f(o);
+    f.start();
+    net::tcp_stream s = f.l.block_on(connect_to(f.addr));
+    CHECK(f.l.block_on(one_by_one(&s, busy_turns)) == busy_turns);
+    CHECK(f.l.fixed_files_in_use() == 1);
+    CHECK(f.l.block_on(one_by_one(&s, 3)) == 3); // recvs and sends through the slot
+    std::string got =
+        f.l.block_on(last_request(&s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+    CHECK(f.l.fixed_files_in_use() == 0);
+    CHECK(f.l.block_on(peer_is_gone(&s)));
 }
