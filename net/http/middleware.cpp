@@ -551,13 +551,39 @@ std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
 }
 #endif
 
+} // namespace
+
+std::atomic<std::size_t> detail::access_logs{0};
+
+std::uint64_t detail::access_log_mark() noexcept {
+    return clock_mark();
+}
+
+namespace {
+
+// When a request started for the access log: when the server read its first bytes (the
+// mark it took then), else now.
+inline std::uint64_t start_of(const request& req) noexcept {
+    const std::uint64_t arrived = req.arrived_;
+    return arrived != 0 ? arrived : clock_mark();
+}
+
+// One more access log in detail::access_logs while it exists (copies too).
+struct access_log_count {
+    access_log_count() noexcept { detail::access_logs.fetch_add(1, std::memory_order_relaxed); }
+    access_log_count(const access_log_count&) noexcept : access_log_count() {}
+    access_log_count& operator=(const access_log_count&) noexcept { return *this; }
+    ~access_log_count() { detail::access_logs.fetch_sub(1, std::memory_order_relaxed); }
+};
+
 // Where access_log() writes its lines, and how.
 struct log_sink {
     std::function<void(std::string_view)> sink; // a line at a time, or:
     std::shared_ptr<detail::log_batch> batch;   // lines gathered per connection turn
+    access_log_count counted;
 
-    // Writes the line of `req`, whose handler ran from `start` (clock_mark()) until now, and
-    // failed if `failed`; `id` is its request ID (empty: none).
+    // Writes the line of `req`, which started at `start` (start_of()) and whose handler has
+    // returned, or failed if `failed`; `id` is its request ID (empty: none).
     [[gnu::always_inline]] void record(const request& req, response_writer& w, std::uint64_t start,
                                        bool failed, std::string_view id) const {
         // Milliseconds with three decimals, from whole microseconds (rounded): integers
@@ -608,12 +634,13 @@ struct log_sink {
     }
 };
 
-// access_log() alone: the clock read before the handler, the line written after it.
+// access_log() alone: the request's start taken before the handler, the line written after
+// it.
 struct access_log_steps final : detail::around_steps {
     log_sink log;
     explicit access_log_steps(log_sink l) noexcept : log(std::move(l)) {}
-    void before(request&, response_writer&, detail::around_state& st) const override {
-        st.start = clock_mark();
+    void before(request& req, response_writer&, detail::around_state& st) const override {
+        st.start = start_of(req);
     }
     void after(request& req, response_writer& w, detail::around_state& st,
                bool failed) const override {
@@ -701,7 +728,7 @@ struct request_id_steps final : detail::around_steps {
         // Moved, not copied: the handler runs under req.ctx_ itself.
         st.saved = std::exchange(req.ctx_, std::move(spare));
         if (log) {
-            st.start = clock_mark();
+            st.start = start_of(req);
         }
     }
 
@@ -871,15 +898,15 @@ middleware access_log(std::function<void(std::string_view)> sink) {
     if (!sink) {
         return access_log(stderr);
     }
-    return access_log_with({std::move(sink), {}});
+    return access_log_with({std::move(sink), {}, {}});
 }
 
 middleware access_log(std::FILE* out) {
-    return access_log_with({{}, std::make_shared<file_batch>(out)});
+    return access_log_with({{}, std::make_shared<file_batch>(out), {}});
 }
 
 middleware access_log_batched(std::function<void(std::string_view)> sink) {
-    return access_log_with({{}, std::make_shared<function_batch>(std::move(sink))});
+    return access_log_with({{}, std::make_shared<function_batch>(std::move(sink)), {}});
 }
 
 middleware recover(std::function<void(std::string_view)> sink) {

@@ -29,6 +29,14 @@ middleware request_id();
 /// Writes one line per request to `sink` once the handler has returned:
 /// `127.0.0.1:5000 "GET /path HTTP/1.1" 200 13 0.123ms id=4f2a...`.
 ///
+/// The duration runs from when the server read the request's first bytes until its handler
+/// returned, as nginx's `$request_time` counts from the first bytes read: the pipelined
+/// requests that one read brings share that start, so a request's time includes its wait
+/// behind the requests before it. (One clock reading per read, not one per request. A
+/// request whose first bytes came while its connection waited for something else, such as
+/// an earlier request's handler that suspended, is timed from when the connection takes them
+/// in; one that no `server` read, from when the access log's step runs.)
+///
 /// Without a sink, the lines go to stderr as `access_log(stderr)` writes them.
 middleware access_log(std::function<void(std::string_view line)> sink = {});
 

@@ -1201,6 +1201,11 @@ task<void> server_state::serve_conn(conn* c) {
     // The client-gone watch of a handler that suspended (run_handler).
     join_handle<void> watch;
     handler_env henv{c->sock.native_handle(), &cancel_req, &watch, false};
+    // The access log's clock at the last read that brought bytes (0: no access log then):
+    // the start of the requests they begin. One reading for the pipelined requests a read
+    // brings, not one each.
+    std::uint64_t read_mark = 0;
+    std::size_t read_end = 0; // in_end once the task had taken in those bytes
     // What bounds a request from its head on (its body, its handler): the read timeout, or
     // the write timeout if there is none, or nothing. (The options don't change.)
     const std::chrono::nanoseconds request_timeout =
@@ -1235,6 +1240,14 @@ task<void> server_state::serve_conn(conn* c) {
         request_parser::status st = request_parser::status::incomplete;
         bool first_byte_seen = c->in_end > c->in_start;
         c->idle = !first_byte_seen;
+        // The request's start for the access log: the last read's, which brought the bytes
+        // buffered, else (set below) the read that brings its first bytes.
+        std::uint64_t arrived = read_mark;
+        if (first_byte_seen && c->in_start >= read_end) [[unlikely]] {
+            // Its first bytes came after that read's, while the task was busy (it waited for
+            // a handler that suspended, or a send): from now, when the task takes them in.
+            arrived = access_logs.load(std::memory_order_relaxed) != 0 ? access_log_mark() : 0;
+        }
         bool header_timer_due = false;
         for (;;) {
             if (c->in_end > c->in_start) {
@@ -1286,7 +1299,11 @@ task<void> server_state::serve_conn(conn* c) {
             co_await read;
             ok_start = ok_status_and_date(); // a new turn
             bool more = c->rop.res > 0;
-            if (!more) {
+            if (more) {
+                read_mark =
+                    access_logs.load(std::memory_order_relaxed) != 0 ? access_log_mark() : 0;
+                read_end = c->in_end;
+            } else {
                 c->read_eof = c->rop.res == 0;
             }
             if (rs == nullptr) {
@@ -1314,6 +1331,7 @@ task<void> server_state::serve_conn(conn* c) {
                 first_byte_seen = true;
                 c->idle = false;
                 header_timer_due = true;
+                arrived = read_mark;
             }
         }
         if (c->close_after && st != request_parser::status::complete) {
@@ -1379,6 +1397,7 @@ task<void> server_state::serve_conn(conn* c) {
             req.ctx_ = std::move(req_ctx); // the state was among the spares
         }
         req.conn_ = c;
+        req.arrived_ = arrived;
         req.params.clear();
         w.reset(c, req.head.method == "HEAD");
         // Synchronous middleware (request ID, access log; none for a plain handler): its

@@ -16,6 +16,7 @@
 #include "runtime/task.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -104,6 +105,13 @@ struct conn_log {
 
 /// Returns the access-log state of connection `c` (not null).
 conn_log& log_of(conn* c) noexcept;
+
+/// How many access logs exist (access_log()'s sinks and their copies, in middleware not yet
+/// destroyed). While there are any, a server reads the access log's clock when a read brings
+/// bytes: the mark is the start of the requests those bytes begin (`request::arrived_`).
+extern std::atomic<std::size_t> access_logs;
+/// Reads the access log's clock: a mark that the access log turns into a duration.
+std::uint64_t access_log_mark() noexcept;
 } // namespace detail
 
 /// One request as the handler sees it.
@@ -147,6 +155,9 @@ public:
     // Set by the server.
     context ctx_;
     detail::conn* conn_ = nullptr;
+    /// access_log_mark() at the read that brought the request's first bytes; 0 if there was
+    /// none (no access log then, or a request not read by a server).
+    std::uint64_t arrived_ = 0;
 
     net::address remote; ///< the client's address (after the fields a request touches)
     /// The head's bytes, once reading a chunked body needs the connection's buffer back

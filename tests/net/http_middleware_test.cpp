@@ -736,3 +736,30 @@ TEST_CASE("access_log durations follow the real clock") {
         CHECK(logged < slept + 5000);
     }
 }
+
+TEST_CASE("access_log: a request's duration counts from when the server read its first bytes") {
+    // Two requests in one write, so in one read: the second waits while the first's handler
+    // sleeps, and its time includes that wait (nginx's $request_time counts alike). Also with
+    // the log inside a coroutine middleware, whose handler runs the steps itself.
+    auto sleepy = [](request& req, response_writer& w) -> task<void> {
+        int ms = std::atoi(std::string(req.path().substr(1)).c_str());
+        (void)co_await sleep_for(std::chrono::milliseconds(ms));
+        w.write("ok");
+    };
+    const std::string raw = "GET /60 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    static const std::regex took(R"(^.* "GET /([0-9]+) HTTP/1\.1" 200 2 ([0-9]+\.[0-9]{3})ms .*$)");
+    for (bool nested : {false, true}) {
+        CAPTURE(nested);
+        std::vector<std::string> lines;
+        auto log = http::access_log([&](std::string_view l) { lines.emplace_back(l); });
+        auto h = nested ? http::chain(sleepy, {http::recover(), http::request_id(), log})
+                        : http::chain(sleepy, {http::request_id(), log});
+        (void)roundtrip(h, raw);
+        REQUIRE(lines.size() == 2);
+        std::smatch m;
+        REQUIRE_MESSAGE(std::regex_match(lines[1], m, took), lines[1]);
+        CHECK(m[1].str() == "0");
+        CHECK_MESSAGE(std::stod(m[2].str()) >= 59.5, lines[1]);
+    }
+}
