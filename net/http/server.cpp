@@ -155,6 +155,32 @@ struct recv_behind : tether::detail::completion {
     std::int16_t end = 0;       // with `ended`: 0 (EOF) or -errno
 };
 
+// A connection's input buffer: its bytes and their count (a std::vector<char> without the
+// capacity), moved to and from the server's spares (server_state::in_spares) by a few stores.
+struct in_buffer {
+    char* p = nullptr;
+    std::size_t n = 0;
+
+    in_buffer() = default;
+    in_buffer(const in_buffer&) = delete;
+    in_buffer& operator=(const in_buffer&) = delete;
+    ~in_buffer() { delete[] p; }
+
+    char* data() const noexcept { return p; }
+    std::size_t size() const noexcept { return n; }
+    bool empty() const noexcept { return n == 0; }
+    /// Grows (or shrinks) to `m` bytes, keeping those that fit. Errors: throws std::bad_alloc.
+    void resize(std::size_t m) {
+        char* q = new char[m];
+        if (n != 0) {
+            std::memcpy(q, p, std::min(n, m));
+        }
+        delete[] p;
+        p = q;
+        n = m;
+    }
+};
+
 // Received bytes a busy connection had no room for (see recv_behind), in their pool buffers,
 // first to last from `head`.
 struct held_bytes {
@@ -168,7 +194,10 @@ struct held_bytes {
 struct alignas(64) conn {
     server_state* srv = nullptr;
     net::tcp_stream sock;
-    std::vector<char> in;
+    in_buffer in;
+    // The loop's pool the multishot recv takes buffers from (see recv_behind), next to the
+    // fields its completion writes: no trip through `srv`.
+    net::detail::buffer_ring* ring = nullptr;
     std::size_t in_start = 0;
     std::size_t in_end = 0;
     out_buffer out;
@@ -348,10 +377,17 @@ struct server_state {
     // The pool of the loop the connections receive on (see recv_behind), once one has.
     net::detail::buffer_ring* ring = nullptr;
     loop* ring_loop = nullptr;
+    // Input buffers (of in_first_size) no connection holds, the most recently given back
+    // last: a connection receiving with the multishot recv gives its buffer back when it
+    // waits with nothing buffered, and its next bytes go into a warm one (as out_pool).
+    std::vector<char*> in_spares;
     server_recv_stats recv_counts;
 
     ~server_state() {
         assert(conns.empty());
+        for (char* b : in_spares) {
+            delete[] b;
+        }
         while (request_state* s = spare_states) {
             spare_states = s->next_spare;
             delete s;
@@ -535,6 +571,45 @@ void send_complete(tether::detail::completion* comp, int res, std::uint32_t) noe
 
 using net::detail::buffer_ring;
 
+// The size of a connection's input buffer until a long head or a body grows it.
+constexpr std::size_t in_first_size = 4096;
+
+[[gnu::noinline]] bool make_in(conn* c) noexcept {
+    try {
+        c->in.resize(in_first_size);
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+// Gives `c` an input buffer (it has none): a spare, the most recently given back, else a new
+// one. False if none can be had (out of memory).
+inline bool take_in(conn* c) noexcept {
+    std::vector<char*>& spares = c->srv->in_spares;
+    if (!spares.empty()) {
+        c->in.p = spares.back();
+        c->in.n = in_first_size;
+        spares.pop_back();
+        return true;
+    }
+    return make_in(c);
+}
+
+// Takes `c`'s input buffer (nothing in it, nothing held) into the spares, or frees it.
+void give_in(conn* c) noexcept {
+    server_state* s = c->srv;
+    c->in_start = 0;
+    c->in_end = 0;
+    if (c->in.n == in_first_size && s->in_spares.size() < s->in_spares.capacity()) {
+        s->in_spares.push_back(c->in.p); // (no allocation: see accept_loop)
+    } else {
+        delete[] c->in.p;
+    }
+    c->in.p = nullptr;
+    c->in.n = 0;
+}
+
 // A plain recv into `in`'s room for the waiting task (see recv_behind).
 void submit_plain(conn* c) noexcept;
 
@@ -608,10 +683,13 @@ void cancel_multishot(conn* c) noexcept {
 // held, out of memory: the bytes are lost and the stream ends.)
 [[gnu::noinline]] void take_or_hold(conn* c, std::uint16_t bid, std::size_t n) noexcept {
     recv_behind& r = c->rop;
-    buffer_ring* ring = c->srv->ring;
+    buffer_ring* ring = c->ring;
     std::byte* data = ring->buffer(bid);
     std::size_t off = 0;
     if (!r.holding) {
+        if (c->in.empty()) {
+            (void)take_in(c); // (else all of it is held)
+        }
         off = std::min(n, c->in.size() - c->in_end);
         std::memcpy(c->in.data() + c->in_end, data, off);
         c->in_end += off;
@@ -682,6 +760,10 @@ void cancel_multishot(conn* c) noexcept {
     if (!r.waiting) {
         return; // the next wait re-arms it
     }
+    if (r.starved && c->in.empty() && !take_in(c)) {
+        r.ended = true;
+        r.end = -ENOMEM;
+    }
     if (r.ended || c->ctx_done) {
         r.waiting = false;
         r.res = r.ended ? c->rop.end : -ECANCELED;
@@ -723,8 +805,9 @@ void multishot_complete(tether::detail::completion* comp, int res, std::uint32_t
     // the recv still armed, nothing held.
     const auto n = static_cast<std::size_t>(res);
     if (res > 0 && (flags & IORING_CQE_F_MORE) != 0 && !r.holding && n <= block_copy_max &&
-        ((n + 63) & ~std::size_t{63}) <= c->in.size() - c->in_end) [[likely]] {
-        buffer_ring* ring = c->srv->ring;
+        (!c->in.empty() || take_in(c)) && ((n + 63) & ~std::size_t{63}) <= c->in.size() - c->in_end)
+        [[likely]] {
+        buffer_ring* ring = c->ring;
         const auto bid = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         copy_blocks(c->in.data() + c->in_end, ring->buffer(bid), n);
         c->in_end += n;
@@ -744,7 +827,7 @@ void multishot_complete(tether::detail::completion* comp, int res, std::uint32_t
 
 // Moves held bytes into `in`'s room (read_room() made some) as far as it goes.
 void drain_held(conn* c) noexcept {
-    buffer_ring* ring = c->srv->ring;
+    buffer_ring* ring = c->ring;
     held_bytes& h = *c->held;
     while (h.head < h.q.size() && c->in_end < c->in.size()) {
         net::detail::recv_chunk& k = h.q[h.head];
@@ -767,7 +850,7 @@ void drain_held(conn* c) noexcept {
 void release_held(conn* c) noexcept {
     if (c->held != nullptr) {
         for (std::size_t i = c->held->head; i < c->held->q.size(); ++i) {
-            c->srv->ring->recycle(static_cast<std::uint16_t>(c->held->q[i].bid));
+            c->ring->recycle(static_cast<std::uint16_t>(c->held->q[i].bid));
         }
         c->held.reset();
     }
@@ -795,6 +878,10 @@ struct recv_wait {
             }
             r.fresh = false;
             r.res = 1;
+            return true;
+        }
+        if (c->in.empty() && !r.armed && (r.starved || !r.multishot) && !take_in(c)) {
+            r.res = -ENOMEM; // a plain recv needs a buffer
             return true;
         }
         return false;
@@ -896,6 +983,9 @@ task<void> server_state::settle_send(conn* c, const context& ctx) {
 
 // Makes room after the buffered bytes and returns where the next read goes.
 std::span<std::byte> server_state::read_room(conn* c) {
+    if (c->in.empty() && !take_in(c)) {
+        throw std::bad_alloc();
+    }
     if (c->in_start > 0 && (c->in_start == c->in_end || c->in_start > c->in.size() / 2)) {
         std::memmove(c->in.data(), c->in.data() + c->in_start, c->in_end - c->in_start);
         c->in_end -= c->in_start;
@@ -1186,7 +1276,9 @@ void server_state::finish_response(conn* c, response_writer& w, bool keep_alive)
 task<void> server_state::serve_conn(conn* c) {
     context conn_ctx = co_await this_coro::context;
     conn_watch watch_ctx(c, conn_ctx);
-    c->in.resize(4096);
+    if (!take_in(c)) {
+        throw std::bad_alloc();
+    }
     // The parser, request and response of the request at hand (see request_state): taken
     // when bytes of a request are buffered, given back while the connection waits with
     // none. (Should the frame go without reaching its end, the state goes with it.)
@@ -1228,6 +1320,7 @@ task<void> server_state::serve_conn(conn* c) {
             }
         }
         c->rop.multishot = ring_loop == l && ring->registered;
+        c->ring = ring;
     }
 
     while (!c->close_after) {
@@ -1282,6 +1375,9 @@ task<void> server_state::serve_conn(conn* c) {
                     req_ctx = std::move(rs->req.ctx_);
                 }
                 give_state(rs.release());
+                if (c->rop.multishot && !c->rop.starved && !c->rop.holding) {
+                    give_in(c); // the next bytes take a warm one
+                }
             } else if (!first_byte_seen) {
                 first_byte_seen = true;
                 c->idle = false;
@@ -1289,7 +1385,7 @@ task<void> server_state::serve_conn(conn* c) {
             }
             // The connection's own receive (see recv_behind), after room in `in`: most turns
             // took every byte, and both ends go back to its start without a call.
-            if (c->in_start == c->in_end) {
+            if (c->in_start == c->in_end && !c->rop.holding) {
                 c->in_start = 0;
                 c->in_end = 0;
             } else {
@@ -1514,6 +1610,10 @@ task<void> server_state::serve_conn(conn* c) {
         delete[] out_bufs.spares.back().data;
         out_bufs.spares.pop_back();
     }
+    while (in_spares.size() > conns.size()) {
+        delete[] in_spares.back();
+        in_spares.pop_back();
+    }
     slot_free.set();
     if (conns.empty()) {
         drained.set();
@@ -1571,6 +1671,11 @@ task<void> server_state::accept_loop(context base) {
         conns.push_back(c);
         c->pos = std::prev(conns.end());
         out_bufs.limit = conns.size();
+        if (in_spares.capacity() < conns.size()) {
+            // Room for a spare input buffer per connection, made here: give_in() never
+            // allocates.
+            in_spares.reserve(std::max<std::size_t>(64, 2 * conns.size()));
+        }
         drained.reset();
         c->task = tether::spawn(cctx, serve_conn(c));
     }
@@ -1901,7 +2006,9 @@ std::size_t server::active_connections() const noexcept {
 }
 
 server_recv_stats server::receive_stats() const noexcept {
-    return s_->recv_counts;
+    server_recv_stats st = s_->recv_counts;
+    st.spare_inputs = s_->in_spares.size();
+    return st;
 }
 
 task<result<void>> server::serve() {

@@ -399,6 +399,8 @@ struct server_recv_stats {
     std::uint64_t plain = 0;
     /// Multishot recvs the kernel ended for want of pool buffers (ENOBUFS).
     std::uint64_t nobufs = 0;
+    /// Input buffers no connection holds now (idle connections give theirs back).
+    std::uint64_t spare_inputs = 0;
 };
 
 /// An HTTP/1.1 server: keep-alive, pipelining (responses in order, written together per

@@ -1099,3 +1099,38 @@ TEST_CASE("with plain recvs (no multishot recv) a busy connection registers and 
     CHECK(f.l.fixed_files_in_use() == 0);
     CHECK(f.l.block_on(peer_is_gone(&s)));
 }
+
+TEST_CASE("idle connections give their input buffers back, and take one for their next bytes") {
+    server_fixture f;
+    f.start();
+    struct d {
+        static task<void> ask(net::tcp_stream* s, int tag) {
+            auto [n, err] = co_await s->write_all(std::string_view(get("/", tag)));
+            REQUIRE_FALSE(err);
+            char buf[1024];
+            auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
+            REQUIRE(r.has_value());
+            CHECK(std::string_view(buf, *r).find("Hello, World!") != std::string_view::npos);
+        }
+        static task<void> run(server_fixture* fx) {
+            std::vector<net::tcp_stream> conns;
+            for (int i = 0; i < 3; ++i) {
+                auto s = co_await net::tcp_stream::connect(fx->addr);
+                REQUIRE(s.has_value());
+                conns.push_back(std::move(*s));
+                co_await ask(&conns.back(), i);
+            }
+            (void)co_await sleep_for(10ms); // the last one is waiting again
+            // Three idle connections holding no input buffer: the one each took when it
+            // started (or when its bytes came) went back, and the next one took it again.
+            CHECK(fx->srv->receive_stats().spare_inputs == 1);
+            co_await ask(&conns[0], 10); // takes it, answers, gives it back
+            (void)co_await sleep_for(10ms);
+            CHECK(fx->srv->receive_stats().spare_inputs == 1);
+            conns.clear();
+            CHECK(co_await until_no_connections(fx->srv.get()));
+            CHECK(fx->srv->receive_stats().spare_inputs == 0); // none kept past the connections
+        }
+    };
+    f.l.block_on(d::run(&f));
+}
