@@ -943,29 +943,7 @@ void init_cancel_child(cancel_state* n, const context& parent,
     link_to_canceler(n, pc);
 }
 
-bool cancel_unobserved(const context& ctx) noexcept {
-    node* n = ctx.node();
-    if (n == nullptr || n->destroy != &destroy_state<cancel_state>) {
-        // Not a with_cancel node of its own (a child born done has none; a spawned task's
-        // carries the spawn's state too, and is the spawn's to end).
-        return false;
-    }
-    auto* s = static_cast<cancel_state*>(n);
-    // Two references, the context's and the handle's (make_cancel_node counts them): nobody
-    // else can copy it, register on it or make a child of it, so after this acquire load
-    // only a canceling parent can still touch it, under the node's lock.
-    if (s->refs.load(std::memory_order_acquire) != 2 || s->is_done()) {
-        return false;
-    }
-    // No lock: `head` has no writer on another thread. Only a registration links a callback,
-    // and a registration needs the context, which only our caller holds; a parent's cancel
-    // writes `head` only to unlink a callback from a list that is not empty, and it writes
-    // the state first, which the acquire load above saw still 0 (a cancel that starts after
-    // it finds the list empty and writes only the state, cause and flags). So the answer is
-    // what the lock would have given: the parent's cancel may still come, as it may come
-    // right after the lock is released.
-    return s->head == nullptr;
-}
+void (*const cancel_state_destroy)(node*) noexcept = &destroy_state<cancel_state>;
 
 } // namespace detail
 
