@@ -716,6 +716,21 @@ void cancel_multishot(conn* c) noexcept {
     }
 }
 
+// Bytes the multishot recv added to `in`: resumes the task if it waits for them (true; the
+// last act: the task may run on, and its end waits for the recv's last CQE), else marks them
+// fresh for its next wait.
+[[gnu::always_inline]] inline bool hand_over(conn* c, int res) noexcept {
+    recv_behind& r = c->rop;
+    if (r.waiting) {
+        r.waiting = false;
+        r.res = res;
+        tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+        return true;
+    }
+    r.fresh = true;
+    return false;
+}
+
 // Every CQE of the multishot recv but the common one (see multishot_complete).
 [[gnu::noinline]] void multishot_other(conn* c, int res, std::uint32_t flags) noexcept {
     recv_behind& r = c->rop;
@@ -726,14 +741,10 @@ void cancel_multishot(conn* c) noexcept {
     if (res > 0) {
         take_or_hold(c, static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
                      static_cast<std::size_t>(res));
-        if (r.waiting) {
-            // (A waiting task holds nothing: some of the bytes went into `in`.)
-            r.waiting = false;
-            r.res = res;
-            tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
+        // (A waiting task holds nothing: some of the bytes went into `in`.)
+        if (hand_over(c, res)) {
             return;
         }
-        r.fresh = true;
         if (r.holding && r.armed && !r.canceling) {
             // `in` is full and the task is busy: stop receiving until it takes the bytes.
             ++c->srv->recv_counts.pauses;
@@ -812,14 +823,7 @@ void multishot_complete(tether::detail::completion* comp, int res, std::uint32_t
         copy_blocks(c->in.data() + c->in_end, ring->buffer(bid), n);
         c->in_end += n;
         ring->recycle(bid);
-        if (r.waiting) {
-            r.waiting = false;
-            r.res = res;
-            // The last act: the task may run on (its end waits for the recv's last CQE).
-            tether::detail::tls_loop->impl().resume_completed(std::exchange(c->waiter, {}));
-            return;
-        }
-        r.fresh = true;
+        hand_over(c, res);
         return;
     }
     multishot_other(c, res, flags);
