@@ -398,10 +398,21 @@ bool ring_active(const recv_core* core) noexcept {
     return rs.in_flight() || rs.queued() > 0;
 }
 
-bool register_fd(recv_core& rs) noexcept {
-    int s = rs.lp->impl().files().add(rs.fd);
-    rs.slot = static_cast<std::int16_t>(s < 0 ? -1 : s); // file_table::max_size fits
+bool register_fd(std::int16_t& slot, tether::detail::file_table& files, int fd) noexcept {
+    int s = files.add(fd);
+    slot = static_cast<std::int16_t>(s < 0 ? -1 : s); // file_table::max_size fits
     return s >= 0;
+}
+
+void release_fd(std::int16_t& slot, tether::detail::file_table& files) noexcept {
+    if (slot >= 0) {
+        files.remove(slot);
+    }
+    slot = -1;
+}
+
+bool register_fd(recv_core& rs) noexcept {
+    return register_fd(rs.slot, rs.lp->impl().files(), rs.fd);
 }
 
 void recv_state_close(recv_core* core) noexcept {
@@ -410,13 +421,9 @@ void recv_state_close(recv_core* core) noexcept {
     }
     recv_state* rs = &recv_state::of(core);
     rs->open = false;
-    if (rs->slot >= 0) {
-        // Before the stream closes its fd: the table's reference would keep the socket open.
-        // Ops issued on the slot keep the file until they complete (the multishot recv uses
-        // the plain fd and holds its own reference until the cancel below ends it).
-        rs->impl().files().remove(rs->slot);
-        rs->slot = -1;
-    }
+    // Before the stream closes its fd (the multishot recv uses the plain fd and holds its
+    // own reference until the cancel below ends it).
+    release_fd(rs->slot, rs->impl().files());
     for (std::size_t i = rs->head; i < rs->queue.size(); ++i) {
         drop(rs->pool, rs->queue[i]);
     }

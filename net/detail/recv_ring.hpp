@@ -13,6 +13,10 @@
 #include <system_error>
 #include <vector>
 
+namespace tether::detail {
+class file_table;
+}
+
 namespace tether::net::detail {
 
 struct ring_read;
@@ -150,8 +154,15 @@ bool ring_read_suspend(recv_core*& rs, int fd, ring_read& r, const context& c,
 /// loop's file table: an io_uring_register call costs about as much as a few dozen fget/fput
 /// pairs, and a short connection never gets there.
 inline constexpr std::uint16_t fixed_after_uses = 32;
-/// Registers `rs`'s fd in its loop's file table; false if the table is full or the kernel
-/// refused (then the count starts again).
+/// Registers `fd` in `files` and keeps its slot in `slot` (the form of recv_core::slot);
+/// false if the table is full or the kernel refused: `slot` is -1 then (the count starts
+/// again).
+bool register_fd(std::int16_t& slot, tether::detail::file_table& files, int fd) noexcept;
+/// Empties `slot` in `files` if it names one (before the fd closes: the table's reference
+/// would keep the socket open; ops issued on the slot keep the file until they complete) and
+/// sets it to -1.
+void release_fd(std::int16_t& slot, tether::detail::file_table& files) noexcept;
+/// Registers `rs`'s fd in its loop's file table (register_fd above).
 bool register_fd(recv_core& rs) noexcept;
 /// Counts one read or write issued on `rs`'s loop while its fd has no slot; the one that
 /// reaches fixed_after_uses registers it. Returns true if the fd has a slot now.

@@ -512,12 +512,9 @@ namespace {
 // (The connection's SQEs all go to the ring of the loop it was accepted on.)
 inline void use_fixed_file(conn* c, io_uring_sqe* sqe) noexcept {
     if (c->file_slot < 0) {
-        if (--c->file_slot > -1 - net::detail::fixed_after_uses) {
-            return;
-        }
-        int s = tether::detail::tls_loop->impl().files().add(c->sock.native_handle());
-        c->file_slot = static_cast<std::int16_t>(s < 0 ? -1 : s); // file_table::max_size fits
-        if (s < 0) {
+        if (--c->file_slot > -1 - net::detail::fixed_after_uses ||
+            !net::detail::register_fd(c->file_slot, tether::detail::tls_loop->impl().files(),
+                                      c->sock.native_handle())) {
             return;
         }
     }
@@ -529,10 +526,7 @@ inline void use_fixed_file(conn* c, io_uring_sqe* sqe) noexcept {
 // reference would keep the socket open (no FIN, no reset, for as long as the loop lives).
 // Ops issued on the slot keep the file until they complete.
 void release_fixed_file(conn* c) noexcept {
-    if (c->file_slot >= 0) {
-        tether::detail::tls_loop->impl().files().remove(c->file_slot);
-    }
-    c->file_slot = -1;
+    net::detail::release_fd(c->file_slot, tether::detail::tls_loop->impl().files());
 }
 
 void submit_send(conn* c) noexcept {
