@@ -305,13 +305,13 @@ inline char* put_small_sp(char* p, unsigned v) noexcept {
     }
 }
 
-// Writes one access-log line (and '\n' if `newline`) at `p`, which has room for
-// line_bound() bytes, and returns its end: what the format string
-// "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}" gives, written piece by piece in place (no
-// allocation, no format-string work). `lead` is the peer's text followed by ` "`.
-[[gnu::always_inline]] inline char* write_line(char* p, std::string_view lead, const request& req,
-                                               int status, std::uint64_t bytes, std::uint64_t us,
-                                               std::string_view id, bool newline) {
+// Writes a line's start at `p`, up to its duration (exclusive), and returns where the
+// duration goes: what the format string "{} \"{} {} HTTP/1.{}\" {} {} " gives, written piece
+// by piece in place (no allocation, no format-string work). `lead` is the peer's text
+// followed by ` "`.
+[[gnu::always_inline]] inline char* write_line_head(char* p, std::string_view lead,
+                                                    const request& req, int status,
+                                                    std::uint64_t bytes) {
     p = detail::put_short(p, lead);
     const std::string_view method = req.method();
     const std::string_view target = req.target();
@@ -344,6 +344,12 @@ inline char* put_small_sp(char* p, unsigned v) noexcept {
         p = detail::put_uint(p, bytes);
         *p++ = ' ';
     }
+    return p;
+}
+
+// Writes `us` microseconds as milliseconds with three decimals ("{}.{:03}") at `p`, and one
+// byte more (a space); returns the end of the digits.
+[[gnu::always_inline]] inline char* put_duration(char* p, std::uint64_t us) noexcept {
     // One division for the milliseconds, then the fraction's three digits.
     const std::uint64_t ms = us / 1000;
     const auto frac = static_cast<unsigned>(us - ms * 1000);
@@ -354,12 +360,28 @@ inline char* put_small_sp(char* p, unsigned v) noexcept {
     }
     *p = '.';
     put_3_digits_sp(p + 1, frac);
-    std::memcpy(p + 4, "ms id=", 6);
-    p = detail::put_short(p + 10, id);
+    return p + 4;
+}
+
+// Writes a line's end at `p`, the end of its duration: "ms id={}", then '\n' if `newline`;
+// returns the end.
+[[gnu::always_inline]] inline char* write_line_tail(char* p, std::string_view id,
+                                                    bool newline) noexcept {
+    std::memcpy(p, "ms id=", 6);
+    p = detail::put_short(p + 6, id);
     if (newline) {
         *p++ = '\n';
     }
     return p;
+}
+
+// Writes one access-log line (and '\n' if `newline`) at `p`, which has room for
+// line_bound() bytes, and returns its end: "{} \"{} {} HTTP/1.{}\" {} {} {}.{:03}ms id={}".
+[[gnu::always_inline]] inline char* write_line(char* p, std::string_view lead, const request& req,
+                                               int status, std::uint64_t bytes, std::uint64_t us,
+                                               std::string_view id, bool newline) {
+    p = write_line_head(p, lead, req, status, bytes);
+    return write_line_tail(put_duration(p, us), id, newline);
 }
 
 // Appends one access-log line (and '\n' if `newline`) to `out`.
@@ -525,20 +547,40 @@ inline std::int64_t ticks_to_ns(std::uint64_t mark, std::uint64_t t, std::uint64
     return ns_to_us(clock_elapsed_ns(mark));
 }
 
-// Whole microseconds (rounded; 0 if the span is negative) since clock_mark() gave `mark`:
-// the ticks scaled to microseconds at once (half a microsecond's ticks added, then the high
-// half of one signed product), ~6 instructions less than through nanoseconds.
-[[gnu::always_inline]] inline std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
-    if ((mark & mono_mark) == 0) [[likely]] {
-        const std::uint64_t t = __rdtsc();
-        if (scale.us_mult != 0 && t - scale.tsc0 < scale.next - scale.tsc0) [[likely]] {
-            const std::int64_t dt = static_cast<std::int64_t>(t - mark) + scale.half_us;
+// The end of spans that share it (a batch's lines): a later clock_mark(), and the rate read
+// once for them all.
+struct span_end {
+    std::uint64_t end;
+    bool fast; // `end` is a TSC reading, within the span the rate holds for
+    std::int64_t half_us;
+    std::uint64_t us_mult;
+
+    explicit span_end(std::uint64_t e) noexcept
+        : end(e), fast((e & mono_mark) == 0 && scale.us_mult != 0 &&
+                       e - scale.tsc0 < scale.next - scale.tsc0),
+          half_us(scale.half_us), us_mult(scale.us_mult) {}
+
+    // Whole microseconds (rounded; 0 if the span is negative) from clock_mark()'s `mark` to
+    // the end: the ticks scaled to microseconds at once (half a microsecond's ticks added,
+    // then the high half of one signed product), ~6 instructions less than through
+    // nanoseconds. Off the fast path (a monotonic mark, the rate to be measured), the span
+    // ends now instead, at a reading of its own.
+    [[gnu::always_inline]] std::uint64_t us_since(std::uint64_t mark) const noexcept {
+        if (fast && (mark & mono_mark) == 0) [[likely]] {
+            const std::int64_t dt = static_cast<std::int64_t>(end - mark) + half_us;
             const auto us = static_cast<std::int64_t>(
-                (static_cast<i128>(dt) *
-                 static_cast<i128>(static_cast<std::int64_t>(scale.us_mult))) >>
+                (static_cast<i128>(dt) * static_cast<i128>(static_cast<std::int64_t>(us_mult))) >>
                 64);
             return static_cast<std::uint64_t>(us < 0 ? 0 : us);
         }
+        return elapsed_us_slow(mark);
+    }
+};
+
+// Whole microseconds (rounded; 0 if the span is negative) since clock_mark() gave `mark`.
+[[gnu::always_inline]] inline std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
+    if ((mark & mono_mark) == 0) [[likely]] {
+        return span_end(__rdtsc()).us_since(mark);
     }
     return elapsed_us_slow(mark);
 }
@@ -546,8 +588,15 @@ inline std::int64_t ticks_to_ns(std::uint64_t mark, std::uint64_t t, std::uint64
 std::uint64_t clock_mark() noexcept {
     return static_cast<std::uint64_t>(mono_ns());
 }
+struct span_end {
+    std::uint64_t end;
+    explicit span_end(std::uint64_t e) noexcept : end(e) {}
+    std::uint64_t us_since(std::uint64_t mark) const noexcept {
+        return ns_to_us(static_cast<std::int64_t>(end - mark));
+    }
+};
 std::uint64_t clock_elapsed_us(std::uint64_t mark) noexcept {
-    return ns_to_us(mono_ns() - static_cast<std::int64_t>(mark));
+    return span_end(clock_mark()).us_since(mark);
 }
 #endif
 
@@ -557,6 +606,70 @@ std::atomic<std::size_t> detail::access_logs{0};
 
 std::uint64_t detail::access_log_mark() noexcept {
     return clock_mark();
+}
+
+namespace {
+
+// Writes the durations of `lines`' timed lines, which end at `end`, of which one or more is
+// 10 ms or longer: the lines after a wider field move along (within the room record() kept
+// for it), the last first.
+[[gnu::noinline]] void widen_durations(detail::log_lines& lines, const span_end& end) noexcept {
+    using detail::log_lines;
+    char* const b = lines.buf.data();
+    std::size_t growth = 0;
+    for (log_lines::timed_line& t : lines.timed) {
+        t.start = end.us_since(t.start); // from here on, the duration
+        char text[32];
+        growth += static_cast<std::size_t>(put_duration(text, t.start) - text) -
+                  log_lines::duration_width;
+    }
+    std::size_t from_end = lines.used;
+    std::size_t shift = growth;
+    for (std::size_t i = lines.timed.size(); i-- != 0;) {
+        const log_lines::timed_line& t = lines.timed[i];
+        const std::size_t rest = t.at + log_lines::duration_width;
+        std::memmove(b + rest + shift, b + rest, from_end - rest);
+        char text[32];
+        const auto width = static_cast<std::size_t>(put_duration(text, t.start) - text);
+        shift -= width - log_lines::duration_width;
+        std::memcpy(b + t.at + shift, text, width);
+        from_end = t.at;
+    }
+    lines.used += growth;
+}
+
+} // namespace
+
+void detail::log_lines::end_durations() noexcept {
+    // Every line ends here, as its batch is written, just before its response: one reading.
+    const span_end end(clock_mark());
+    char* const b = buf.data();
+    bool wide = false;
+    // The lines of one read's requests share their start, so their duration: its text is
+    // made once.
+    std::uint64_t last_start = 0;
+    std::uint64_t last_us = 0;
+    char text[duration_width] = {'0', '.', '0', '0', '0'};
+    for (timed_line& t : timed) {
+        if (t.start != last_start) { // (no mark is 0)
+            last_start = t.start;
+            last_us = end.us_since(t.start);
+            if (last_us < 10'000) [[likely]] {
+                // "1.234": as wide as the field.
+                const auto ms = static_cast<unsigned>(last_us / 1000);
+                const auto frac = static_cast<unsigned>(last_us - std::uint64_t{ms} * 1000);
+                text[0] = static_cast<char>('0' + ms);
+                std::memcpy(text + 2, &small_number_text.padded[frac], 3);
+            } else {
+                wide = true;
+            }
+        }
+        std::memcpy(b + t.at, text, duration_width);
+    }
+    if (wide) [[unlikely]] {
+        widen_durations(*this, end);
+    }
+    timed.clear();
 }
 
 namespace {
@@ -588,7 +701,6 @@ struct log_sink {
                                        bool failed, std::string_view id) const {
         // Milliseconds with three decimals, from whole microseconds (rounded): integers
         // format at a fraction of the cost of a double.
-        const std::uint64_t us = clock_elapsed_us(start);
         if (id.empty()) {
             id = "-";
         }
@@ -609,22 +721,30 @@ struct log_sink {
                     lines.flush(); // another log's lines
                     lines.to = batch;
                 }
-                char* at = lines.room(line_bound(log.lead(), req, id));
-                lines.commit(
-                    write_line(at, log.lead(), req, status, w.bytes_written(), us, id, true));
+                // Its duration is written with the batch, which reads the clock once for all
+                // its lines (log_lines::end_durations): room for that to widen them all.
+                using detail::log_lines;
+                char* at = lines.room(line_bound(log.lead(), req, id) +
+                                      log_lines::duration_growth * (lines.timed.size() + 1));
+                char* field = write_line_head(at, log.lead(), req, status, w.bytes_written());
+                // (Should this throw, the line is not committed.)
+                lines.timed.push_back({static_cast<std::size_t>(field - lines.buf.data()), start});
+                lines.commit(write_line_tail(field + log_lines::duration_width, id, true));
                 if (lines.used >= log_flush_bytes) {
                     lines.flush();
                 }
             } else {
                 std::string line;
-                append_line(line, log.lead(), req, status, w.bytes_written(), us, id, false);
+                append_line(line, log.lead(), req, status, w.bytes_written(),
+                            clock_elapsed_us(start), id, false);
                 sink(line);
             }
         } else {
             std::string lead;
             append_lead(lead, req.remote);
             std::string line;
-            append_line(line, lead, req, status, w.bytes_written(), us, id, batch != nullptr);
+            append_line(line, lead, req, status, w.bytes_written(), clock_elapsed_us(start), id,
+                        batch != nullptr);
             if (batch) {
                 batch->write(line);
             } else {

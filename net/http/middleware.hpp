@@ -47,6 +47,12 @@ middleware access_log(std::function<void(std::string_view line)> sink = {});
 /// `server::shutdown()` has returned (flush `out` to see it in the file). The lines of a
 /// request not served by a `server` are written at once.
 ///
+/// A line's duration starts as `access_log(sink)`'s does and ends when its batch is
+/// written, just before its response (nginx's `$request_time` ends once the response is
+/// sent): the requests of a batch share that end, so a request's time includes its wait for
+/// the handlers of the requests after it in the batch, as its response does. (One clock
+/// reading per batch, not one per request.)
+///
 /// Thread safety: `fwrite` locks `out`; servers on several loops may share it (their lines
 /// never interleave within a line).
 middleware access_log(std::FILE* out);

@@ -24,6 +24,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tether::http {
 
@@ -45,10 +46,25 @@ public:
 ///
 /// The buffer keeps its size: lines are written in place past `used` (`room`, then
 /// `commit`), so that a line costs no zero-filling resize.
+///
+/// A line's duration is written when the lines are handed on (`flush`), from one clock
+/// reading for them all: its field in `buf` is left for `end_durations` until then.
 struct log_lines {
+    /// A line whose duration is still to be written.
+    struct timed_line {
+        std::size_t at;      ///< where its field starts in `buf` (`duration_width` bytes)
+        std::uint64_t start; ///< its request's start (a mark of the access log's clock)
+    };
+    /// The bytes a line leaves for its duration: "1.234" (below 10 ms); a longer duration
+    /// moves the rest of the lines along, by at most `duration_growth` bytes per line (for
+    /// which `room` is asked to leave space).
+    static constexpr std::size_t duration_width = 5;
+    static constexpr std::size_t duration_growth = 16;
+
     std::string buf;               ///< [0, used) not yet handed to `to`; the rest is room
     std::size_t used = 0;          ///< bytes of lines in `buf`
     std::shared_ptr<log_batch> to; ///< where the lines go
+    std::vector<timed_line> timed; ///< the lines in `buf` whose duration is to be written
     /// Returns where `n` more bytes may be written.
     char* room(std::size_t n) {
         if (buf.size() - used < n) {
@@ -58,9 +74,15 @@ struct log_lines {
     }
     /// Makes the bytes written at `room()` up to `end` lines.
     void commit(const char* end) noexcept { used = static_cast<std::size_t>(end - buf.data()); }
-    /// Hands the lines to `to`.
+    /// Writes the durations of the `timed` lines, which end now (defined with the access
+    /// log, whose clock it reads once).
+    void end_durations() noexcept;
+    /// Hands the lines to `to`, their durations written.
     void flush() noexcept {
         if (used != 0) {
+            if (!timed.empty()) {
+                end_durations();
+            }
             to->write(std::string_view(buf.data(), used));
             used = 0;
         }

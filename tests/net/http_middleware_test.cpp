@@ -10,10 +10,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -761,5 +763,93 @@ TEST_CASE("access_log: a request's duration counts from when the server read its
         REQUIRE_MESSAGE(std::regex_match(lines[1], m, took), lines[1]);
         CHECK(m[1].str() == "0");
         CHECK_MESSAGE(std::stod(m[2].str()) >= 59.5, lines[1]);
+    }
+}
+
+TEST_CASE("access_log_batched: a batch's lines end together, as it is written") {
+    // Three requests in one read, so one batch (the second's handler suspends, the third
+    // waits behind it): all three start at that read and end when their lines go out, just
+    // before their responses, the first's included.
+    auto sleepy = [](request& req, response_writer& w) -> task<void> {
+        int ms = std::atoi(std::string(req.path().substr(1)).c_str());
+        (void)co_await sleep_for(std::chrono::milliseconds(ms));
+        w.write("ok");
+    };
+    std::vector<std::string> batches;
+    auto h = http::chain(sleepy,
+                         {http::request_id(), http::access_log_batched([&](std::string_view lines) {
+                              batches.emplace_back(lines);
+                          })});
+    const std::string raw = "GET /0 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /40 HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)roundtrip(h, raw);
+    REQUIRE(batches.size() == 1);
+    const std::vector<std::string> lines = lines_of(batches[0]);
+    REQUIRE(lines.size() == 3);
+    static const std::regex took(
+        R"(^.* "GET /([0-9]+) HTTP/1\.1" 200 2 ([0-9]+\.[0-9]{3})ms id=[0-9a-f]{32}$)");
+    std::vector<std::string> durations;
+    for (const std::string& line : lines) {
+        std::smatch m;
+        REQUIRE_MESSAGE(std::regex_match(line, m, took), line);
+        durations.push_back(m[2].str());
+    }
+    CHECK_MESSAGE(std::stod(durations[0]) >= 40.5, lines[0]);
+    CHECK(durations[0] == durations[1]);
+    CHECK(durations[1] == durations[2]);
+}
+
+TEST_CASE("access_log lines: durations of every width within one batch") {
+    // log_lines as the access log fills it: a line's duration is left for the batch's end,
+    // which widens the fields of 10 ms or more and moves the lines after them along.
+    struct capture final : http::detail::log_batch {
+        std::string got;
+        void write(std::string_view lines) noexcept override { got.append(lines); }
+    };
+    auto out = std::make_shared<capture>();
+    using http::detail::log_lines;
+    log_lines lines;
+    lines.to = out;
+    auto add = [&](std::string_view head, std::uint64_t start) {
+        char* at =
+            lines.room(head.size() + 8 + log_lines::duration_growth * (lines.timed.size() + 1));
+        std::memcpy(at, head.data(), head.size());
+        char* field = at + head.size();
+        lines.timed.push_back({static_cast<std::size_t>(field - lines.buf.data()), start});
+        std::memcpy(field + log_lines::duration_width, "ms\n", 3);
+        lines.commit(field + log_lines::duration_width + 3);
+    };
+    const std::uint64_t long_ago = http::detail::access_log_mark();
+    std::this_thread::sleep_for(25ms);
+    const std::uint64_t a_while_ago = http::detail::access_log_mark();
+    std::this_thread::sleep_for(12ms);
+    const std::uint64_t now = http::detail::access_log_mark();
+    for (int round = 0; round < 2; ++round) {
+        CAPTURE(round);
+        out->got.clear();
+        add("a ", long_ago);
+        add("b ", now);
+        add("c ", a_while_ago);
+        add("d ", now);
+        lines.flush();
+        CHECK(lines.used == 0);
+        CHECK(lines.timed.empty());
+        const std::vector<std::string> got = lines_of(out->got);
+        REQUIRE(got.size() == 4);
+        static const std::regex line(R"(^([a-d]) ([0-9]+)\.([0-9]{3})ms$)");
+        double ms[4] = {};
+        for (std::size_t i = 0; i < 4; ++i) {
+            std::smatch m;
+            REQUIRE_MESSAGE(std::regex_match(got[i], m, line), got[i]);
+            CHECK(m[1].str() == std::string(1, static_cast<char>('a' + i)));
+            ms[i] = std::stod(m[2].str() + "." + m[3].str());
+        }
+        CHECK(ms[0] >= 36.5);
+        CHECK(ms[2] >= 11.5);
+        CHECK(ms[0] > ms[2]);
+        CHECK(ms[2] > ms[1]);
+        CHECK(ms[1] < 10);
+        CHECK(ms[3] < 10);
     }
 }
