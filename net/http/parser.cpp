@@ -726,16 +726,21 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     }
     out.method = std::string_view(begin, static_cast<std::size_t>(p - begin));
     const char* const t = ++p;
-    if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("/ ")) {
-        ++p; // the root, by one comparison (~15 instructions less than the scan)
+    if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("/ ") &&
+        limits_.max_target != 0) {
+        // The root, by one comparison and with nothing more to check (~25 instructions less
+        // than the scan and its checks).
+        out.target = std::string_view(t, 1);
+        p += 2;
     } else {
         p = skip_target_chars(p, end);
+        if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end ||
+            *p != ' ') {
+            return false;
+        }
+        out.target = std::string_view(t, static_cast<std::size_t>(p - t));
+        ++p;
     }
-    if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end || *p != ' ') {
-        return false;
-    }
-    out.target = std::string_view(t, static_cast<std::size_t>(p - t));
-    ++p;
     // "HTTP/1.1" or "HTTP/1.0", CRLF: two word comparisons.
     if (end - p < 10 || load_word<std::uint16_t>(p + 8) != word_of<std::uint16_t>("\r\n")) {
         return false;
@@ -751,8 +756,7 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     out.version_minor = minor;
     p += 10;
     field_state fs;
-    std::size_t fields_left = limits_.max_headers; // clear_head emptied out.headers
-    std::size_t hosts = 0;                         // fs.hosts, kept in a register
+    std::size_t hosts = 0; // fs.hosts, kept in a register
     for (;;) {
         if (p == end) {
             return false;
@@ -807,13 +811,13 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
         const char* v = p;
         for (;;) {
             p = skip_plain_field_chars(begin, p, end);
-            if (p == end || *p != '\t') {
+            if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("\r\n")) {
                 break;
             }
+            if (p == end || *p != '\t') {
+                return false;
+            }
             ++p;
-        }
-        if (end - p < 2 || load_word<std::uint16_t>(p) != word_of<std::uint16_t>("\r\n")) {
-            return false;
         }
         // (A byte above SP ends either run with one comparison.)
         while (static_cast<unsigned char>(*v) <= ' ' && (*v == ' ' || *v == '\t')) {
@@ -825,10 +829,10 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             --ve;
         }
         p += 2;
-        if (fields_left == 0) {
-            return false;
+        if (out.headers.size() == out.headers.capacity() &&
+            out.headers.size() >= limits_.max_headers) [[unlikely]] {
+            return false; // (the count is checked at the end: this only bounds the vector)
         }
-        --fields_left;
         out.headers.push_back(header_field{std::string_view(n, name_len),
                                            std::string_view(v, static_cast<std::size_t>(ve - v))});
         if (k == known_field::host) {
@@ -838,16 +842,20 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             return false;
         }
     }
-    fs.hosts = hosts;
     const auto head_end = static_cast<std::size_t>(p - begin);
-    if (head_end > limits_.max_header_bytes + 4) {
+    // The limits, once for the whole head (clear_head emptied out.headers): over either, the
+    // general path answers.
+    if (head_end > limits_.max_header_bytes + 4 || out.headers.size() > limits_.max_headers) {
         return false;
     }
     // What finish_fields checks, for a request with no Transfer-Encoding and one Host.
-    if (!fs.te_seen && fs.hosts == 1 && minor == 1) {
+    if (!fs.te_seen && hosts == 1 && minor == 1) {
         out.keep_alive = !fs.conn_close;
-    } else if (finish_fields(fs, out) != status::complete) {
-        return false;
+    } else {
+        fs.hosts = hosts;
+        if (finish_fields(fs, out) != status::complete) {
+            return false;
+        }
     }
     consumed_ = head_end;
     return true;

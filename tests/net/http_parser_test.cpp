@@ -194,6 +194,23 @@ TEST_CASE("limits give 414 for a long target and 431 for a large header section"
         many += "A: b\r\n";
     }
     CHECK(st(many + "\r\n") == 431);
+    // Exactly the limit is allowed, one more is not.
+    std::string five = "GET / HTTP/1.1\r\nHost: h\r\n";
+    for (int i = 0; i < 4; ++i) {
+        five += "A: b\r\n";
+    }
+    CHECK(st(five + "\r\n") == 0);
+    CHECK(st(five + "A: b\r\n\r\n") == 431);
+    // Far over the limit: refused without keeping room for every field.
+    std::string flood = "GET / HTTP/1.1\r\nHost: h\r\n";
+    for (int i = 0; i < 150; ++i) {
+        flood += "A: b\r\n";
+    }
+    request_parser p(lim);
+    request_head h;
+    CHECK(p.parse(flood + "\r\n", h) == status::error);
+    CHECK(p.error().status == 431);
+    CHECK(h.headers.capacity() <= 16);
 }
 
 TEST_CASE("a limit gives the same status however the bytes arrive") {
