@@ -181,7 +181,9 @@ public:
     /// Lifetime: the view is valid until the map is next changed.
     std::optional<std::string_view> get(std::string_view name) const noexcept;
     /// Returns true if a field named `name` exists.
-    bool has(std::string_view name) const noexcept { return find(name) != nullptr; }
+    [[gnu::always_inline]] bool has(std::string_view name) const noexcept {
+        return find(name) != nullptr;
+    }
     /// Removes every field named `name`.
     void remove(std::string_view name);
     /// Removes every field; the storage is kept for the next ones.
@@ -214,7 +216,7 @@ private:
         const unsigned last = static_cast<unsigned char>(name.back()) | 0x20u;
         return std::uint64_t{1} << ((name.size() * 5 + first * 3 + last) & 63);
     }
-    const entry* find(std::string_view name) const noexcept {
+    [[gnu::always_inline]] const entry* find(std::string_view name) const noexcept {
         if ((names_ & name_bit(name)) == 0) {
             return nullptr;
         }

@@ -413,6 +413,9 @@ struct server_state {
     void disarm(conn* c);
     void drop_timer(conn* c); // takes the timer out of the heap (the connection is ending)
     void finish_response(conn* c, response_writer& w, bool keep_alive);
+    // finish_response's two parts: most responses (see there), and the others.
+    bool finish_plain(conn* c, response_writer& w, bool keep_alive);
+    [[gnu::noinline]] void finish_other(conn* c, response_writer& w, bool keep_alive);
     // ok_status_and_date() as read at the start of the connection turn at hand (and again
     // after an await that may have taken long): the responses of a turn start with it, with
     // no clock read each. (It changes once a second, in place, at the same length.)
@@ -1081,6 +1084,24 @@ char* put(char* p, std::string_view s) noexcept {
     return p + s.size();
 }
 
+// Copies a header map's wire() form to `p` and returns the end: "Name: value\r\n" each, in
+// one piece; a few fields (up to 128 bytes) without a call.
+[[gnu::always_inline]] inline char* put_fields(char* p, std::string_view fields) noexcept {
+    if (fields.size() > 32 && fields.size() <= 64) {
+        copy_ends<32>(p, fields.data(), fields.size());
+        p += fields.size();
+    } else if (fields.size() > 64 && fields.size() <= 128) {
+        // The first and the last 64 bytes (overlapping), each as two 32-byte moves.
+        const std::size_t n = fields.size();
+        copy_ends<32>(p, fields.data(), 64);
+        copy_ends<32>(p + n - 64, fields.data() + n - 64, 64);
+        p += n;
+    } else {
+        p = put_short(p, fields);
+    }
+    return p;
+}
+
 // Appends a response head, then `body`. By hand rather than with fmt, sized once and written
 // in place: it runs once per response and was the largest user-space cost of a small one.
 // `ok_start` is ok_status_and_date() as the caller read it (see server_state::ok_start), or
@@ -1129,19 +1150,7 @@ char* put(char* p, std::string_view s) noexcept {
         }
         p = put(p, "\r\n");
     }
-    // "Name: value\r\n" each, in one piece; a few fields (up to 128 bytes) without a call.
-    if (fields.size() > 32 && fields.size() <= 64) {
-        copy_ends<32>(p, fields.data(), fields.size());
-        p += fields.size();
-    } else if (fields.size() > 64 && fields.size() <= 128) {
-        // The first and the last 64 bytes (overlapping), each as two 32-byte moves.
-        const std::size_t n = fields.size();
-        copy_ends<32>(p, fields.data(), 64);
-        copy_ends<32>(p + n - 64, fields.data() + n - 64, 64);
-        p += n;
-    } else {
-        p = put_short(p, fields);
-    }
+    p = put_fields(p, fields);
     if (chunked) {
         p = put(p, "Transfer-Encoding: chunked\r\n");
     } else if (len && !has_length) {
@@ -1242,7 +1251,44 @@ task<void> drain_body(request& req) {
 
 } // namespace
 
+// The response of a handler that set no status but 200 and wrote a body buffered whole, on
+// a connection that stays open, with neither Date nor Content-Length among its fields (most
+// responses): what append_head writes for it, without the tests of its other cases.
+// Returns false, having done nothing, for any other response.
+[[gnu::always_inline]] inline bool server_state::finish_plain(conn* c, response_writer& w,
+                                                              bool keep_alive) {
+    const header_map& named = w.headers_;
+    const std::string_view start = ok_start;
+    if (!keep_alive || shutting_down || c->close_after || !c->body_done || w.head_sent_ ||
+        (w.status_ != 200 && w.status_ != 0) || w.head_request_ ||
+        start.size() - 32 > 32 // 32 to 64 bytes (always: a status line and a date)
+        || named.has("date") || named.has("content-length")) {
+        return false;
+    }
+    const std::string_view fields = named.wire();
+    const std::string_view body = w.body_;
+    // The status line and Date, the fields, Content-Length (20 digits at most), the empty
+    // line, the body.
+    char* p = c->out.room(64 + fields.size() + 16 + 20 + 4 + body.size());
+    copy_ends<32>(p, start.data(), start.size());
+    p = put_fields(p + start.size(), fields);
+    std::memcpy(p, "Content-Length: ", 16);
+    p = put_decimal(p + 16, body.size());
+    std::memcpy(p, "\r\n\r\n", 4);
+    p = put_short(p + 4, body);
+    c->out.commit(p);
+    w.head_sent_ = true;
+    w.body_.clear();
+    return true;
+}
+
 void server_state::finish_response(conn* c, response_writer& w, bool keep_alive) {
+    if (!finish_plain(c, w, keep_alive)) {
+        finish_other(c, w, keep_alive);
+    }
+}
+
+void server_state::finish_other(conn* c, response_writer& w, bool keep_alive) {
     bool close = !keep_alive || shutting_down || c->close_after;
     if (!c->body_done) {
         close = true; // decided below whether to drain; a body left unread ends the connection

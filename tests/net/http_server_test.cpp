@@ -218,6 +218,76 @@ TEST_CASE("unknown paths get 404, known paths with other methods 405, HEAD has n
     CHECK(head.find("Hello") == std::string::npos);
 }
 
+TEST_CASE("kept-alive responses carry their fields and body whole, whatever their sizes") {
+    // "/shape?F,B[,d]": a field "X-F" of F bytes (none for 0), a body of B bytes (no write
+    // for 0), and with ",d" a Date of the handler's own. Pipelined on one connection: all
+    // but the last (which closes) are answered as most responses are.
+    server_fixture f;
+    f.mux.handle("GET /shape", [](request& req, response_writer& w) -> task<void> {
+        const std::string q(req.query());
+        const std::size_t comma = q.find(',');
+        const std::size_t fsize = std::stoul(q.substr(0, comma));
+        const std::size_t bsize = std::stoul(q.substr(comma + 1));
+        if (fsize > 0) {
+            w.headers().set("X-F", std::string(fsize, 'f'));
+        }
+        if (q.ends_with(",d")) {
+            w.headers().set("Date", "Sun, 06 Nov 1994 08:49:37 GMT");
+        }
+        if (bsize > 0) {
+            w.write(std::string(bsize, 'b'));
+        }
+        co_return;
+    });
+    f.start();
+    // Fields of 0 to 607 bytes on the wire ("X-F: " value CRLF), bodies of 0 to 5000 bytes.
+    const std::size_t fsizes[] = {0, 13, 26, 57, 58, 121, 122, 600};
+    const std::size_t bsizes[] = {0, 3, 13, 32, 33, 100, 5000};
+    std::string reqs;
+    std::string want;
+    auto add = [&](std::size_t fs, std::size_t bs, bool own_date, bool close) {
+        reqs += "GET /shape?" + std::to_string(fs) + "," + std::to_string(bs) +
+                (own_date ? ",d" : "") + " HTTP/1.1\r\nHost: x\r\n" +
+                (close ? "Connection: close\r\n" : "") + "\r\n";
+        want += "HTTP/1.1 200 OK\r\n";
+        if (!own_date) {
+            want += "Date: *\r\n";
+        }
+        if (fs > 0) {
+            want += "X-F: " + std::string(fs, 'f') + "\r\n";
+        }
+        if (own_date) {
+            want += "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+        }
+        want += "Content-Length: " + std::to_string(bs) + "\r\n";
+        want += close ? "Connection: close\r\n\r\n" : "\r\n";
+        want += std::string(bs, 'b');
+    };
+    for (std::size_t fs : fsizes) {
+        for (std::size_t bs : bsizes) {
+            add(fs, bs, false, false);
+        }
+    }
+    add(26, 13, true, false);
+    add(0, 13, false, true);
+    std::string got = f.l.block_on(exchange(f.addr, reqs, "", 0));
+    // The server's dates, each 29 bytes, as "*".
+    const std::time_t now = std::time(nullptr);
+    for (std::size_t p = got.find("Date: "); p != std::string::npos;
+         p = got.find("Date: ", p + 1)) {
+        const std::string value = got.substr(p + 6, 29);
+        if (value == "Sun, 06 Nov 1994 08:49:37 GMT") {
+            continue; // the handler's own
+        }
+        std::tm tm{};
+        REQUIRE(strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) != nullptr);
+        CHECK(timegm(&tm) >= now - 2);
+        CHECK(timegm(&tm) <= now);
+        got.replace(p + 6, 29, "*");
+    }
+    CHECK(got == want);
+}
+
 TEST_CASE(
     "a subtree's root without its slash, and a path with dot segments, get 301 (query kept)") {
     server_fixture f;
