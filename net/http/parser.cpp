@@ -758,13 +758,11 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     field_state fs;
     std::size_t hosts = 0; // fs.hosts, kept in a register
     for (;;) {
-        if (p == end) {
+        // The empty line ends the head. (A CR that starts anything else starts no name.)
+        if (end - p < 2) {
             return false;
         }
-        if (*p == '\r') {
-            if (end - p < 2 || p[1] != '\n') {
-                return false;
-            }
+        if (load_word<std::uint16_t>(p) == word_of<std::uint16_t>("\r\n")) {
             p += 2;
             break;
         }
