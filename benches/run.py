@@ -28,7 +28,9 @@ is the median over the rounds of the ratio within a round, where the two ran clo
 in time, not the ratio of the medians. Server CPU is utime+stime of the server's process
 group (summed from /proc/PID/task/*/schedstat, in nanoseconds; /proc/PID/stat's clock ticks
 where schedstat is missing), sampled around the measured load, divided by the requests
-served. "Other load" is how much of the run other processes kept the two pinned CPUs busy
+served; the load client's CPU per request is its utime+stime over the run, likewise (with
+the client at its core's ceiling, what it spends per response decides the rate). "Other
+load" is how much of the run other processes kept the two pinned CPUs busy
 (each CPU's busy time in /proc/stat, less the server's or the client's own CPU time): on a
 shared machine a round where it is high measured the neighbours too (a server that waits
 for its core answers late, and the client idles), so the tables count such rounds
@@ -423,8 +425,8 @@ def find_multiloop_http_servers(build, notes, go_binary, loops=2):
 def summarize(samples):
     """Medians of each field over the rounds, with min and max of the throughput."""
     out = {"rounds": len(samples), "samples": samples}
-    for key in ("rps", "p50_us", "p99_us", "cpu_pct", "cpu_us_per_req", "other_server_core_pct",
-                "other_client_core_pct"):
+    for key in ("rps", "p50_us", "p99_us", "cpu_pct", "cpu_us_per_req", "client_cpu_us_per_req",
+                "other_server_core_pct", "other_client_core_pct"):
         values = [s[key] for s in samples if s.get(key) is not None]
         out[key] = statistics.median(values) if values else None
     rps = [s["rps"] for s in samples]
@@ -498,10 +500,10 @@ def children_cpu_seconds():
 def measured(srv, server_cpu, client_cpu, warmup, run):
     """Runs the load client's `warmup` (argv, timeout) if any, then its measured `run`
     (argv, timeout); returns the run's output, its wall time, the server's CPU seconds
-    meanwhile, and how busy other processes kept the server's and the client's CPUs (a
+    meanwhile, how busy other processes kept the server's and the client's CPUs (a
     fraction of the wall time each, None where they are not pinned): a shared machine's
     other work on those cores takes time from the server or the client, and a round where
-    it did measures that, not the server."""
+    it did measures that, not the server), and the client's CPU seconds."""
     if warmup:
         run_client(warmup[0], client_cpu, warmup[1])
     pinned = server_cpu is not None and client_cpu is not None
@@ -520,16 +522,21 @@ def measured(srv, server_cpu, client_cpu, warmup, run):
         # ksoftirqd, kworkers) counts as other load too, a few percent at most.
         other = tuple(max(0.0, (busy1[c] - busy0[c] - own) / wall)
                       for c, own in ((server_cpu, cpu), (client_cpu, client)))
-    return out, wall, cpu, other
+    return out, wall, cpu, other, client
 
 
-def sample(rnd, rps, p50_us, p99_us, errors, requests, wall, cpu, other=(None, None)):
+def sample(rnd, rps, p50_us, p99_us, errors, requests, wall, cpu, other=(None, None),
+           client=None):
     """One round's figures for one server: `requests` served in `wall` seconds using `cpu`
-    seconds of the server's CPU, while other processes kept the server's and the client's
-    CPUs busy for the fractions `other` of the time."""
+    seconds of the server's CPU and `client` seconds of the load client's, while other
+    processes kept the server's and the client's CPUs busy for the fractions `other` of the
+    time."""
     return {"round": rnd, "rps": rps, "p50_us": p50_us, "p99_us": p99_us, "errors": errors,
             "cpu_pct": 100 * cpu / wall,
             "cpu_us_per_req": 1e6 * cpu / requests if requests else None,
+            # With the client at its core's ceiling, what it spends per response decides the
+            # rate: a server whose responses cost the client more is slower there.
+            "client_cpu_us_per_req": 1e6 * client / requests if requests and client else None,
             "other_server_core_pct": None if other[0] is None else 100 * other[0],
             "other_client_core_pct": None if other[1] is None else 100 * other[1]}
 
@@ -622,8 +629,8 @@ def print_summary(cases, unit, extra=None):
 def print_table(cases, unit):
     say(f"| case | server | {unit}/s | min..max | p50 us | p99 us | server CPU % "
         f"| CPU us/{unit} | tether ÷ it ({unit}/s) | tether ÷ it (CPU/{unit}) | errors "
-        f"| other load % | contended |")
-    say("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        f"| client CPU us/{unit} | other load % | contended |")
+    say("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case in cases:
         for name, r in case["results"].items():
             spread = f"{fmt_rate(r['rps_min'])}..{fmt_rate(r['rps_max'])}"
@@ -631,10 +638,12 @@ def print_table(cases, unit):
                 f"| {fmt_num(r['p50_us'])} | {fmt_num(r['p99_us'])} | {fmt_num(r['cpu_pct'])} "
                 f"| {fmt_num(r['cpu_us_per_req'], 2)} | {fmt_num(r['tether_rps_ratio'], 2)} "
                 f"| {fmt_num(r['tether_cpu_ratio'], 2)} | {r['errors']} "
+                f"| {fmt_num(r.get('client_cpu_us_per_req'), 2)} "
                 f"| {fmt_num(r.get('other_server_core_pct'))}/"
                 f"{fmt_num(r.get('other_client_core_pct'))} "
                 f"| {sum(1 for x in r['samples'] if contended(x))}/{r['rounds']} |")
-    say("other load %: the median share of the run that other processes kept the server's "
+    say(f"client CPU us/{unit}: the load client's CPU per {unit}; "
+        "other load %: the median share of the run that other processes kept the server's "
         "/ the client's pinned CPU busy; contended: the rounds where either exceeded "
         f"{CONTENDED_PCT}%.")
     say()
@@ -661,7 +670,7 @@ def echo_area(build, opts, go_binary):
         samples = {s.name: [] for s in servers}
         for rnd, spec, srv in server_rounds(servers, opts.rounds, server_cpu, name, notes):
             base = [load, "-p", str(srv.port), "-c", str(opts.conns), "-s", str(size), "-w", "0"]
-            out, wall, cpu, other = measured(
+            out, wall, cpu, other, client = measured(
                 srv, server_cpu, client_cpu, (base + ["-d", str(opts.warmup)], opts.warmup + 30),
                 (base + ["-d", str(opts.seconds)], opts.seconds + 30))
             kv = parse_kv(out)
@@ -670,7 +679,7 @@ def echo_area(build, opts, go_binary):
                 continue
             samples[spec.name].append(sample(rnd, kv["rps"], kv["p50_us"], kv["p99_us"],
                                              int(kv.get("errors", 0)), kv.get("samples", 0),
-                                             wall, cpu, other))
+                                             wall, cpu, other, client))
         results = {k: summarize(v) for k, v in samples.items() if v}
         add_ratios(results)
         cases.append({"name": name, "size": size, "conns": opts.conns, "results": results})
@@ -867,9 +876,9 @@ def http_area(build, opts, go_binary, multiloop=False):
             base = [wrk, f"-t{threads}", f"-c{conns}", "--latency"]
             tail = ["-s", script, url, "--", str(depth)] if depth > 1 else [url]
             warm = (base + [f"-d{int(opts.warmup)}s"] + tail, 60) if opts.warmup >= 1 else None
-            out, wall, cpu, other = measured(srv, server_cpu, client_cpu, warm,
-                                             (base + [f"-d{int(opts.seconds)}s"] + tail,
-                                              opts.seconds + 60))
+            out, wall, cpu, other, client = measured(
+                srv, server_cpu, client_cpu, warm,
+                (base + [f"-d{int(opts.seconds)}s"] + tail, opts.seconds + 60))
             w = parse_wrk(out)
             if "rps" not in w:
                 notes.append(f"{spec.name}: wrk said: {out.strip()[:300]}")
@@ -880,7 +889,7 @@ def http_area(build, opts, go_binary, multiloop=False):
                 w["p50_us"] = w["p99_us"] = None
             samples[spec.name].append(sample(rnd, w["rps"], w.get("p50_us"), w.get("p99_us"),
                                              w["errors"], w.get("requests") or 0, wall, cpu,
-                                             other))
+                                             other, client))
         results = {k: summarize(v) for k, v in samples.items() if v}
         add_ratios(results)
         cases.append({"name": name, "conns": conns, "pipeline": depth, "results": results})
