@@ -497,7 +497,22 @@ def children_cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def measured(srv, server_cpu, client_cpu, warmup, run):
+def wait_for_quiet(cpus, limit):
+    """Waits up to `limit` seconds for half a second in which every CPU in `cpus` was busy
+    under CONTENDED_PCT% of the time (the server under test idles meanwhile); returns the
+    seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        b0 = cpu_busy_seconds(cpus)
+        time.sleep(0.5)
+        b1 = cpu_busy_seconds(cpus)
+        if len(b0) == len(b1) == len(cpus) and all(
+                b1[c] - b0[c] <= 0.5 * CONTENDED_PCT / 100 for c in cpus):
+            break
+    return time.monotonic() - t0
+
+
+def measured(srv, server_cpu, client_cpu, warmup, run, quiet=0):
     """Runs the load client's `warmup` (argv, timeout) if any, then its measured `run`
     (argv, timeout); returns the run's output, its wall time, the server's CPU seconds
     meanwhile, how busy other processes kept the server's and the client's CPUs (a
@@ -507,6 +522,8 @@ def measured(srv, server_cpu, client_cpu, warmup, run):
     if warmup:
         run_client(warmup[0], client_cpu, warmup[1])
     pinned = server_cpu is not None and client_cpu is not None
+    if pinned and quiet > 0:
+        wait_for_quiet({server_cpu, client_cpu}, quiet)
     busy0 = cpu_busy_seconds({server_cpu, client_cpu}) if pinned else {}
     cpu0 = srv.cpu()
     child0 = children_cpu_seconds()
@@ -672,7 +689,7 @@ def echo_area(build, opts, go_binary):
             base = [load, "-p", str(srv.port), "-c", str(opts.conns), "-s", str(size), "-w", "0"]
             out, wall, cpu, other, client = measured(
                 srv, server_cpu, client_cpu, (base + ["-d", str(opts.warmup)], opts.warmup + 30),
-                (base + ["-d", str(opts.seconds)], opts.seconds + 30))
+                (base + ["-d", str(opts.seconds)], opts.seconds + 30), opts.quiet)
             kv = parse_kv(out)
             if "rps" not in kv:
                 notes.append(f"{spec.name}: echo_load said: {out.strip()}")
@@ -878,7 +895,7 @@ def http_area(build, opts, go_binary, multiloop=False):
             warm = (base + [f"-d{int(opts.warmup)}s"] + tail, 60) if opts.warmup >= 1 else None
             out, wall, cpu, other, client = measured(
                 srv, server_cpu, client_cpu, warm,
-                (base + [f"-d{int(opts.seconds)}s"] + tail, opts.seconds + 60))
+                (base + [f"-d{int(opts.seconds)}s"] + tail, opts.seconds + 60), opts.quiet)
             w = parse_wrk(out)
             if "rps" not in w:
                 notes.append(f"{spec.name}: wrk said: {out.strip()[:300]}")
@@ -1068,6 +1085,10 @@ def main():
     p.add_argument("--http-cases", default="",
                    help="comma-separated CONNSxDEPTH cases for http, e.g. 64x16 (default: "
                         "64x1,1000x1,64x16,1000x16; 64x1,1000x1,64x16 with --quick)")
+    p.add_argument("--quiet", type=float, default=0, metavar="SECS",
+                   help="before each measured echo or HTTP run, wait up to SECS seconds for "
+                        f"both pinned CPUs to be under {CONTENDED_PCT}%% busy for half a second "
+                        "(a shared machine: fewer contended rounds; default 0: no wait)")
     opts = p.parse_args()
     opts.build = os.path.abspath(opts.build)
     opts.areas = [a for a in opts.areas.split(",") if a]
