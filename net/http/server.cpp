@@ -360,6 +360,7 @@ struct server_state {
     const around_steps* around[max_around] = {};
     std::size_t around_count = 0;
     const handler* inner = nullptr;
+    const serve_mux* mux = nullptr; // the mux `inner` routes through, if it is a serve_mux's
     server_options opts;
     net::tcp_listener listener;
     std::list<conn*> conns;
@@ -1553,7 +1554,7 @@ task<void> server_state::serve_conn(conn* c) {
             for (; entered < around_count; ++entered) {
                 around[entered]->before(req, w, rs->around_st[entered]);
             }
-            task<void> t = (*inner)(req, w);
+            task<void> t = mux != nullptr ? mux->handler_task(req, w) : (*inner)(req, w);
             // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
             run_handler rh{t.handle(), &req.ctx_, &henv};
             co_await rh;
@@ -1990,22 +1991,22 @@ task<void> serve_mux::serve(request& req, response_writer& w) const {
     refuse(m, req, w);
 }
 
+task<void> serve_mux::matched_task(request& req, response_writer& w) const {
+    route_match m = routes_.match(req.method(), req.path(), req.params);
+    if (m.result == route_match::kind::found) {
+        return handlers_[m.index](req, w);
+    }
+    return refused(std::move(m), req, w);
+}
+
+// Not a coroutine: the matched handler's own task is the one the server runs, with no frame
+// of the mux's around it.
+task<void> detail::mux_handler::operator()(request& req, response_writer& w) const {
+    return mux->handler_task(req, w);
+}
+
 handler serve_mux::as_handler() const {
-    // Not a coroutine: the matched handler's own task is the one the server runs, with no
-    // frame of the mux's around it.
-    return [this](request& req, response_writer& w) -> task<void> {
-        // Most requests: a path of a pattern without wildcards, answered from a table with no
-        // route_match (and its two strings) made and dropped.
-        if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
-            i >= 0) {
-            return handlers_[static_cast<std::size_t>(i)](req, w);
-        }
-        route_match m = routes_.match(req.method(), req.path(), req.params);
-        if (m.result == route_match::kind::found) {
-            return handlers_[m.index](req, w);
-        }
-        return refused(std::move(m), req, w);
-    };
+    return detail::mux_handler{this};
 }
 
 // ---- server ---------------------------------------------------------------------------------
@@ -2024,6 +2025,10 @@ server::server(handler h, server_options opts) : s_(std::make_shared<detail::ser
         inner = &a->next;
     }
     s_->inner = inner;
+    // A serve_mux's: routed in serve_conn's frame, with no call of its own.
+    if (const auto* m = inner->target<detail::mux_handler>()) {
+        s_->mux = m->mux;
+    }
 }
 
 server::~server() = default;

@@ -28,6 +28,8 @@
 
 namespace tether::http {
 
+class serve_mux;
+
 namespace detail {
 struct conn;
 struct server_state;
@@ -372,6 +374,13 @@ struct around_handler {
 
 /// How many nested `around_handler`s the server unwraps.
 inline constexpr std::size_t max_around = 4;
+
+/// The handler `serve_mux::as_handler` makes. A server given one (inside its synchronous
+/// middleware, if any) routes in its own frame, through `serve_mux::handler_task`.
+struct mux_handler {
+    const serve_mux* mux;
+    task<void> operator()(request& req, response_writer& w) const;
+};
 } // namespace detail
 
 /// Routes requests to handlers by Go 1.22 ServeMux patterns; 404 and 405 (with Allow) for
@@ -386,8 +395,26 @@ public:
     task<void> serve(request& req, response_writer& w) const;
     /// Returns a handler that serves through this mux (which must outlive it).
     handler as_handler() const;
+    /// Returns the task, not started, of the handler for `req` (matched as `serve` does, the
+    /// request's path parameters set), or of the refusal: what the handler from
+    /// `as_handler()` returns.
+    ///
+    /// Lifetime: `req` and `w` are borrowed until the task completes.
+    [[gnu::always_inline]] task<void> handler_task(request& req, response_writer& w) const {
+        // Most requests: a path of a pattern without wildcards, answered from a table with no
+        // route_match (and its two strings) made and dropped.
+        if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
+            i >= 0) [[likely]] {
+            return handlers_[static_cast<std::size_t>(i)](req, w);
+        }
+        return matched_task(req, w);
+    }
 
 private:
+    // handler_task for a request `match_known` has no answer for: the walk over the
+    // patterns, or a refusal.
+    task<void> matched_task(request& req, response_writer& w) const;
+
     route_table routes_;
     std::vector<handler> handlers_;
 };
