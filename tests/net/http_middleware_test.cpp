@@ -852,4 +852,21 @@ TEST_CASE("access_log lines: durations of every width within one batch") {
         CHECK(ms[1] < 10);
         CHECK(ms[3] < 10);
     }
+    // A batch of one line, narrow or wide.
+    for (std::uint64_t start : {now, long_ago}) {
+        out->got.clear();
+        add("e ", start);
+        lines.flush();
+        CHECK(lines.timed.empty());
+        const std::vector<std::string> got = lines_of(out->got);
+        REQUIRE(got.size() == 1);
+        std::smatch m;
+        static const std::regex line(R"(^e ([0-9]+\.[0-9]{3})ms$)");
+        REQUIRE_MESSAGE(std::regex_match(got[0], m, line), got[0]);
+        if (start == now) {
+            CHECK(std::stod(m[1].str()) < 10);
+        } else {
+            CHECK(std::stod(m[1].str()) >= 36.5);
+        }
+    }
 }
