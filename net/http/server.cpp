@@ -1941,7 +1941,8 @@ handler chain(handler h, std::initializer_list<middleware> mws) {
 
 void serve_mux::handle(std::string_view pattern, handler h) {
     routes_.add(pattern);
-    handlers_.push_back(std::move(h));
+    const auto* f = h.target<route_handler::function>();
+    handlers_.push_back(route_handler{std::move(h), f != nullptr ? *f : nullptr});
 }
 
 namespace {
@@ -1979,13 +1980,14 @@ task<void> refused(route_match m, const request& req, response_writer& w) {
 task<void> serve_mux::serve(request& req, response_writer& w) const {
     if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
         i >= 0) {
-        task<void> t = handlers_[static_cast<std::size_t>(i)](req, w);
+        task<void> t = handlers_[static_cast<std::size_t>(i)].start(req, w);
         co_await std::move(t);
         co_return;
     }
     route_match m = routes_.match(req.method(), req.path(), req.params);
     if (m.result == route_match::kind::found) {
-        co_await handlers_[m.index](req, w);
+        task<void> t = handlers_[m.index].start(req, w);
+        co_await std::move(t);
         co_return;
     }
     refuse(m, req, w);
@@ -1994,7 +1996,7 @@ task<void> serve_mux::serve(request& req, response_writer& w) const {
 task<void> serve_mux::matched_task(request& req, response_writer& w) const {
     route_match m = routes_.match(req.method(), req.path(), req.params);
     if (m.result == route_match::kind::found) {
-        return handlers_[m.index](req, w);
+        return handlers_[m.index].start(req, w);
     }
     return refused(std::move(m), req, w);
 }

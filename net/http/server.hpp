@@ -405,7 +405,7 @@ public:
         // route_match (and its two strings) made and dropped.
         if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
             i >= 0) [[likely]] {
-            return handlers_[static_cast<std::size_t>(i)](req, w);
+            return handlers_[static_cast<std::size_t>(i)].start(req, w);
         }
         return matched_task(req, w);
     }
@@ -416,7 +416,17 @@ private:
     task<void> matched_task(request& req, response_writer& w) const;
 
     route_table routes_;
-    std::vector<handler> handlers_;
+    // A registered handler, and the function it holds if it is a plain function (most are:
+    // called directly, not through the std::function's call of it).
+    struct route_handler {
+        using function = task<void> (*)(request&, response_writer&);
+        handler h;
+        function f;
+        [[gnu::always_inline]] task<void> start(request& req, response_writer& w) const {
+            return f != nullptr ? f(req, w) : h(req, w);
+        }
+    };
+    std::vector<route_handler> handlers_;
 };
 
 /// Limits and timeouts, as Go's http.Server has them. A zero duration means none.
