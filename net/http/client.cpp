@@ -157,7 +157,8 @@ task<result<response>> client_state::exchange(net::tcp_stream& s, const std::str
     std::string rest = in.substr(head_end + 4);
     bool keep_alive = resp.version_minor == 1;
     if (auto c = resp.headers.get("connection")) {
-        keep_alive = resp.version_minor == 1 ? !iequals(*c, "close") : iequals(*c, "keep-alive");
+        keep_alive =
+            resp.version_minor == 1 ? !has_token(*c, "close") : has_token(*c, "keep-alive");
     }
     bool no_body =
         method == "HEAD" || resp.status < 200 || resp.status == 204 || resp.status == 304;

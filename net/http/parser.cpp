@@ -129,6 +129,12 @@ bool parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
 
 } // namespace
 
+bool has_token(std::string_view list, std::string_view token) noexcept {
+    bool found = false;
+    for_each_element(list, [&](std::string_view el) { found |= iequals(el, token); });
+    return found;
+}
+
 namespace {
 
 // Returns true if the eight bytes of `x` and `y` are equal ignoring ASCII case: they may

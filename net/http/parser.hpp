@@ -30,6 +30,10 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
     return a.size() == b.size() && detail::iequals_n(a.data(), b.data(), a.size());
 }
 
+/// Returns true if the comma-separated list `list` (a Connection or Transfer-Encoding
+/// field's value) has the element `token`, ignoring ASCII case and optional whitespace.
+bool has_token(std::string_view list, std::string_view token) noexcept;
+
 /// The request line and header section of one request. Every view points into the buffer
 /// given to `request_parser::parse`.
 ///

@@ -1261,9 +1261,9 @@ task<void> drain_body(request& req) {
     const header_map& named = w.headers_;
     const std::string_view start = ok_start;
     if (!keep_alive || shutting_down || c->close_after || !c->body_done || w.head_sent_ ||
-        (w.status_ != 200 && w.status_ != 0) || w.head_request_ ||
+        (w.status_ != 200 && w.status_ != 0) || w.head_request_ || w.http10_ ||
         start.size() - 32 > 32 // 32 to 64 bytes (always: a status line and a date)
-        || named.has("date") || named.has("content-length")) {
+        || named.has("date") || named.has("content-length") || named.has("connection")) {
         return false;
     }
     const std::string_view fields = named.wire();
@@ -1295,12 +1295,26 @@ void server_state::finish_other(conn* c, response_writer& w, bool keep_alive) {
         close = true; // decided below whether to drain; a body left unread ends the connection
         c->linger = true;
     }
+    // A Connection field of the handler's: "close" ends the connection (Go's rule too).
+    const std::optional<std::string_view> own = w.headers_.get("connection");
+    const bool own_field = own.has_value();
+    const bool own_close = own_field && has_token(*own, "close");
+    close = close || own_close;
     if (!w.head_sent_) {
+        bool say_close = close;
+        if (own_close) {
+            say_close = false; // the handler's field says it
+        } else if (own_field && close) {
+            w.headers_.remove("connection"); // it would say otherwise: "close" replaces it
+        } else if (w.http10_ && !close && !own_field) {
+            // HTTP/1.0 keeps a connection only when the response says so (RFC 9112 §C.2.2).
+            w.headers_.set("Connection", "keep-alive");
+        }
         const int status = w.status();
         const bool no_body = status != 200 && status_has_no_body(status); // 200: one test
         append_head(c->out, status, w.headers_,
                     no_body ? std::nullopt : std::optional<std::uint64_t>(w.body_.size()), false,
-                    close, w.head_request_ || no_body ? std::string_view{} : w.body_, ok_start);
+                    say_close, w.head_request_ || no_body ? std::string_view{} : w.body_, ok_start);
         w.head_sent_ = true;
     } else if (w.chunked_) {
         if (!w.body_.empty() && !w.head_request_) {
@@ -1540,7 +1554,7 @@ task<void> server_state::serve_conn(conn* c) {
         req.conn_ = c;
         req.arrived_ = arrived;
         req.params.clear();
-        w.reset(c, req.head.method == "HEAD");
+        w.reset(c, req.head.method == "HEAD", req.head.version_minor == 0);
         // Synchronous middleware (request ID, access log; none for a plain handler): its
         // steps run here, around the task of the handler it wraps, which runs under req.ctx_
         // as they left it.
@@ -1886,7 +1900,7 @@ task<result<std::string>> request::read_all() {
     }
 }
 
-void response_writer::reset(detail::conn* c, bool head_request) noexcept {
+void response_writer::reset(detail::conn* c, bool head_request, bool http10) noexcept {
     conn_ = c;
     headers_.clear();
     body_.clear();
@@ -1894,6 +1908,7 @@ void response_writer::reset(detail::conn* c, bool head_request) noexcept {
     head_sent_ = false;
     chunked_ = false;
     head_request_ = head_request;
+    http10_ = http10;
     body_bytes_ = 0;
 }
 
@@ -1913,8 +1928,19 @@ task<result<void>> response_writer::flush() {
     write_header(200);
     if (!head_sent_) {
         auto len = headers_.get("content-length");
-        chunked_ = !len && !status_has_no_body(status_);
-        detail::append_head(c->out, status_, headers_, std::nullopt, chunked_, false);
+        // HTTP/1.0 has no chunked coding: a streamed response to it ends the connection
+        // (a body without a length runs to the close).
+        chunked_ = !len && !status_has_no_body(status_) && !http10_;
+        bool say_close = false;
+        if (http10_) {
+            c->close_after = true;
+            const auto own = headers_.get("connection");
+            say_close = !own || !has_token(*own, "close");
+            if (own && say_close) {
+                headers_.remove("connection"); // "close" replaces what it says
+            }
+        }
+        detail::append_head(c->out, status_, headers_, std::nullopt, chunked_, say_close);
         head_sent_ = true;
     }
     if (!body_.empty() && !head_request_) {

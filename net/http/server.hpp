@@ -276,9 +276,13 @@ using body_buffer = byte_buffer;
 /// Builds the response: status, header fields and body.
 ///
 /// Until the first `flush()`, the body is buffered and sent with a Content-Length. A
-/// handler that streams (calls `flush()`, or writes more than 64 KiB) without setting
-/// Content-Length gets chunked encoding. `Date` is added; HEAD responses send the head
-/// only.
+/// handler that streams (calls `flush()`) without setting Content-Length gets chunked
+/// encoding; to an HTTP/1.0 client, which has no chunked coding, a streamed response is
+/// sent as it is and the server closes the connection after it (the close ends a body
+/// without a length). `Date` is added; HEAD
+/// responses send the head only. A response to an HTTP/1.0 request that asked to be kept
+/// alive says `Connection: keep-alive`; a `Connection: close` field of the handler's ends
+/// the connection after the response.
 class response_writer {
 public:
     /// The header fields to send; change them before the first write or flush.
@@ -306,7 +310,7 @@ public:
     std::uint64_t bytes_written() const noexcept { return body_bytes_; }
 
     // Used by the server.
-    void reset(detail::conn* c, bool head_request) noexcept;
+    void reset(detail::conn* c, bool head_request, bool http10) noexcept;
     detail::conn* conn_ = nullptr;
     header_map headers_;
     detail::body_buffer body_;
@@ -314,6 +318,7 @@ public:
     bool head_sent_ = false;
     bool chunked_ = false;
     bool head_request_ = false;
+    bool http10_ = false; // the request is HTTP/1.0: no chunked coding, keep-alive said aloud
     std::uint64_t body_bytes_ = 0;
 };
 

@@ -431,3 +431,13 @@ TEST_CASE("a field name with a byte that is not a token character is refused, wh
         }
     }
 }
+
+TEST_CASE("has_token finds an element of a comma-separated list, any case, trimmed") {
+    CHECK(tether::http::has_token("close", "close"));
+    CHECK(tether::http::has_token(" Keep-Alive , Upgrade", "keep-alive"));
+    CHECK(tether::http::has_token("keep-alive,\tUPGRADE", "upgrade"));
+    CHECK(tether::http::has_token(",,close,", "close"));
+    CHECK_FALSE(tether::http::has_token("closed", "close"));
+    CHECK_FALSE(tether::http::has_token("keep-alive", "close"));
+    CHECK_FALSE(tether::http::has_token("", "close"));
+}

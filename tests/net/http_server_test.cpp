@@ -437,6 +437,75 @@ TEST_CASE("a handler can stream a chunked response with flush()") {
     CHECK(got.find("6\r\npart0;\r\n6\r\npart1;\r\n6\r\npart2;\r\n0\r\n\r\n") != std::string::npos);
 }
 
+namespace {
+
+// Counts the non-overlapping occurrences of `what` in `s`.
+std::size_t count_of(const std::string& s, std::string_view what) {
+    std::size_t n = 0;
+    for (std::size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + what.size())) {
+        ++n;
+    }
+    return n;
+}
+
+} // namespace
+
+TEST_CASE("HTTP/1.0: a kept-alive response says so, a streamed one is not chunked and closes") {
+    server_fixture f;
+    f.mux.handle("GET /stream", [](request&, response_writer& w) -> task<void> {
+        for (int i = 0; i < 3; ++i) {
+            w.write(fmt::format("part{};", i));
+            auto r = co_await w.flush();
+            REQUIRE(r.has_value());
+        }
+    });
+    f.start();
+    // A bound on every exchange: a server that kept a connection it should close would
+    // otherwise keep the test waiting.
+    auto [ctx, cancel] = with_timeout(f.l.background(), 10s);
+    // Two kept-alive requests, then one without keep-alive: the server closes after it.
+    std::string got = f.l.block_on(ctx, exchange(f.addr,
+                                                 "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                                                 "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+                                                 "GET / HTTP/1.0\r\n\r\n",
+                                                 "", 0));
+    CHECK(count_of(got, "Hello, World!") == 3);
+    CHECK(count_of(got, "Connection: keep-alive\r\n") == 2);
+    CHECK(count_of(got, "Connection: close\r\n") == 1);
+    CHECK(got.rfind("Connection: keep-alive") < got.find("Connection: close"));
+    // Streamed: no chunked coding (an HTTP/1.0 client has none); the body runs to the close,
+    // even when the request asked for keep-alive.
+    for (std::string_view conn : {"", "Connection: keep-alive\r\n"}) {
+        CAPTURE(conn);
+        std::string s = f.l.block_on(
+            ctx, exchange(f.addr, fmt::format("GET /stream HTTP/1.0\r\n{}\r\n", conn), "", 0));
+        CHECK(s.find("Transfer-Encoding") == std::string::npos);
+        CHECK(s.find("Connection: close\r\n") != std::string::npos);
+        CHECK(s.ends_with("\r\n\r\npart0;part1;part2;"));
+    }
+    CHECK_FALSE(ctx.err());
+}
+
+TEST_CASE("a handler's Connection: close ends the connection after its response") {
+    server_fixture f;
+    f.mux.handle("GET /bye", [](request&, response_writer& w) -> task<void> {
+        w.headers().set("Connection", "close");
+        w.write("bye");
+        co_return;
+    });
+    f.start();
+    auto [ctx, cancel] = with_timeout(f.l.background(), 10s);
+    // The second request is never answered: the server closes after the first response.
+    std::string got = f.l.block_on(
+        ctx,
+        exchange(f.addr, "GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "", 0));
+    CHECK(count_of(got, "HTTP/1.1 200 OK") == 1);
+    CHECK(count_of(got, "Connection: close\r\n") == 1);
+    CHECK(got.ends_with("\r\n\r\nbye"));
+    CHECK_FALSE(ctx.err());
+}
+
 TEST_CASE("canceling the base context cancels every request") {
     static std::error_code seen;
     static bool started = false;
