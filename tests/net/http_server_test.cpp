@@ -421,15 +421,22 @@ TEST_CASE("a client trickling its headers is cut off by read_header_timeout") {
     CHECK(closed);
 }
 
+namespace {
+
+// Streams "part0;part1;part2;", flushing after each part.
+task<void> stream_three(request&, response_writer& w) {
+    for (int i = 0; i < 3; ++i) {
+        w.write(fmt::format("part{};", i));
+        auto r = co_await w.flush();
+        REQUIRE(r.has_value());
+    }
+}
+
+} // namespace
+
 TEST_CASE("a handler can stream a chunked response with flush()") {
     server_fixture f;
-    f.mux.handle("GET /stream", [](request&, response_writer& w) -> task<void> {
-        for (int i = 0; i < 3; ++i) {
-            w.write(fmt::format("part{};", i));
-            auto r = co_await w.flush();
-            REQUIRE(r.has_value());
-        }
-    });
+    f.mux.handle("GET /stream", stream_three);
     f.start();
     std::string got = f.l.block_on(
         exchange(f.addr, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "", 0));
@@ -452,13 +459,7 @@ std::size_t count_of(const std::string& s, std::string_view what) {
 
 TEST_CASE("HTTP/1.0: a kept-alive response says so, a streamed one is not chunked and closes") {
     server_fixture f;
-    f.mux.handle("GET /stream", [](request&, response_writer& w) -> task<void> {
-        for (int i = 0; i < 3; ++i) {
-            w.write(fmt::format("part{};", i));
-            auto r = co_await w.flush();
-            REQUIRE(r.has_value());
-        }
-    });
+    f.mux.handle("GET /stream", stream_three);
     f.start();
     // A bound on every exchange: a server that kept a connection it should close would
     // otherwise keep the test waiting.
