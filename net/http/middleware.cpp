@@ -639,10 +639,6 @@ namespace {
     lines.used += growth;
 }
 
-} // namespace
-
-namespace {
-
 // "1.234" for `us` microseconds below 10 ms, in the low five bytes in memory order.
 [[gnu::always_inline]] inline std::uint64_t short_duration_text(std::uint64_t us) noexcept {
     const auto ms = static_cast<unsigned>(us / 1000);
@@ -668,10 +664,6 @@ namespace {
         p[4] = static_cast<char>(text >> 24);
     }
 }
-
-} // namespace
-
-namespace {
 
 // end_durations() for two lines or more.
 [[gnu::noinline]] void end_durations_of_batch(detail::log_lines& lines,

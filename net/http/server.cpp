@@ -1295,21 +1295,9 @@ void server_state::finish_other(conn* c, response_writer& w, bool keep_alive) {
         close = true; // decided below whether to drain; a body left unread ends the connection
         c->linger = true;
     }
-    // A Connection field of the handler's: "close" ends the connection (Go's rule too).
-    const std::optional<std::string_view> own = w.headers_.get("connection");
-    const bool own_field = own.has_value();
-    const bool own_close = own_field && has_token(*own, "close");
-    close = close || own_close;
+    close = close || w.says_close(); // the handler's own Connection: close (Go's rule too)
     if (!w.head_sent_) {
-        bool say_close = close;
-        if (own_close) {
-            say_close = false; // the handler's field says it
-        } else if (own_field && close) {
-            w.headers_.remove("connection"); // it would say otherwise: "close" replaces it
-        } else if (w.http10_ && !close && !own_field) {
-            // HTTP/1.0 keeps a connection only when the response says so (RFC 9112 §C.2.2).
-            w.headers_.set("Connection", "keep-alive");
-        }
+        const bool say_close = w.settle_connection_field(close);
         const int status = w.status();
         const bool no_body = status != 200 && status_has_no_body(status); // 200: one test
         append_head(c->out, status, w.headers_,
@@ -1398,7 +1386,7 @@ task<void> server_state::serve_conn(conn* c) {
         if (first_byte_seen && c->in_start >= read_end) [[unlikely]] {
             // Its first bytes came after that read's, while the task was busy (it waited for
             // a handler that suspended, or a send): from now, when the task takes them in.
-            arrived = access_logs.load(std::memory_order_relaxed) != 0 ? access_log_mark() : 0;
+            arrived = log_mark_if_logging();
         }
         bool header_timer_due = false;
         for (;;) {
@@ -1455,8 +1443,7 @@ task<void> server_state::serve_conn(conn* c) {
             ok_start = ok_status_and_date(); // a new turn
             bool more = c->rop.res > 0;
             if (more) {
-                read_mark =
-                    access_logs.load(std::memory_order_relaxed) != 0 ? access_log_mark() : 0;
+                read_mark = log_mark_if_logging();
                 read_end = c->in_end;
             } else {
                 c->read_eof = c->rop.res == 0;
@@ -1900,6 +1887,30 @@ task<result<std::string>> request::read_all() {
     }
 }
 
+bool response_writer::says_close() const noexcept {
+    const std::optional<std::string_view> own = headers_.get("connection");
+    return own && has_token(*own, "close");
+}
+
+bool response_writer::settle_connection_field(bool close) {
+    const std::optional<std::string_view> own = headers_.get("connection");
+    if (!own) {
+        if (http10_ && !close) {
+            // HTTP/1.0 keeps a connection only when the response says so (RFC 9112 §C.2.2).
+            headers_.set("Connection", "keep-alive");
+        }
+        return close;
+    }
+    if (has_token(*own, "close")) {
+        return false; // the handler's field says it
+    }
+    if (close) {
+        headers_.remove("connection"); // it would say otherwise: "close" replaces it
+        return true;
+    }
+    return false;
+}
+
 void response_writer::reset(detail::conn* c, bool head_request, bool http10) noexcept {
     conn_ = c;
     headers_.clear();
@@ -1931,16 +1942,11 @@ task<result<void>> response_writer::flush() {
         // HTTP/1.0 has no chunked coding: a streamed response to it ends the connection
         // (a body without a length runs to the close).
         chunked_ = !len && !status_has_no_body(status_) && !http10_;
-        bool say_close = false;
         if (http10_) {
             c->close_after = true;
-            const auto own = headers_.get("connection");
-            say_close = !own || !has_token(*own, "close");
-            if (own && say_close) {
-                headers_.remove("connection"); // "close" replaces what it says
-            }
         }
-        detail::append_head(c->out, status_, headers_, std::nullopt, chunked_, say_close);
+        detail::append_head(c->out, status_, headers_, std::nullopt, chunked_,
+                            settle_connection_field(http10_));
         head_sent_ = true;
     }
     if (!body_.empty() && !head_request_) {
@@ -2004,19 +2010,8 @@ task<void> refused(route_match m, const request& req, response_writer& w) {
 } // namespace
 
 task<void> serve_mux::serve(request& req, response_writer& w) const {
-    if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
-        i >= 0) {
-        task<void> t = handlers_[static_cast<std::size_t>(i)].start(req, w);
-        co_await std::move(t);
-        co_return;
-    }
-    route_match m = routes_.match(req.method(), req.path(), req.params);
-    if (m.result == route_match::kind::found) {
-        task<void> t = handlers_[m.index].start(req, w);
-        co_await std::move(t);
-        co_return;
-    }
-    refuse(m, req, w);
+    task<void> t = handler_task(req, w);
+    co_await std::move(t);
 }
 
 task<void> serve_mux::matched_task(request& req, response_writer& w) const {

@@ -136,6 +136,10 @@ conn_log& log_of(conn* c) noexcept;
 extern std::atomic<std::size_t> access_logs;
 /// Reads the access log's clock: a mark that the access log turns into a duration.
 std::uint64_t access_log_mark() noexcept;
+/// access_log_mark() while any access log exists, else 0 (no reading).
+inline std::uint64_t log_mark_if_logging() noexcept {
+    return access_logs.load(std::memory_order_relaxed) != 0 ? access_log_mark() : 0;
+}
 } // namespace detail
 
 /// One request as the handler sees it.
@@ -311,6 +315,13 @@ public:
 
     // Used by the server.
     void reset(detail::conn* c, bool head_request, bool http10) noexcept;
+    // The handler's own Connection field says "close".
+    bool says_close() const noexcept;
+    // Settles the Connection field of the head about to be written, the connection ending
+    // after the response (`close`) or kept: keeps the handler's own "close", drops another
+    // field of the handler's that a close would contradict, says keep-alive to an HTTP/1.0
+    // client. Returns whether the head is to add "Connection: close".
+    bool settle_connection_field(bool close);
     detail::conn* conn_ = nullptr;
     header_map headers_;
     detail::body_buffer body_;
