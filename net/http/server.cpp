@@ -360,7 +360,8 @@ struct server_state {
     const around_steps* around[max_around] = {};
     std::size_t around_count = 0;
     const handler* inner = nullptr;
-    const serve_mux* mux = nullptr; // the mux `inner` routes through, if it is a serve_mux's
+    const serve_mux* mux = nullptr;     // the mux `inner` routes through, if it is a serve_mux's
+    const sync_handler* sync = nullptr; // what `inner` calls, if it is from_sync's
     server_options opts;
     net::tcp_listener listener;
     std::list<conn*> conns;
@@ -1555,10 +1556,21 @@ task<void> server_state::serve_conn(conn* c) {
             for (; entered < around_count; ++entered) {
                 around[entered]->before(req, w, rs->around_st[entered]);
             }
-            task<void> t = mux != nullptr ? mux->handler_task(req, w) : (*inner)(req, w);
-            // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
-            run_handler rh{t.handle(), &req.ctx_, &henv};
-            co_await rh;
+            // A synchronous handler (or a refusal of the mux's) runs here, with no frame: the
+            // task is then empty.
+            task<void> t;
+            if (mux != nullptr) [[likely]] {
+                t = mux->run_or_start(req, w);
+            } else if (sync != nullptr) {
+                (*sync)(req, w);
+            } else {
+                t = (*inner)(req, w);
+            }
+            if (t) {
+                // A named awaiter: GCC 12 mishandles non-trivial temporaries in co_await.
+                run_handler rh{t.handle(), &req.ctx_, &henv};
+                co_await rh;
+            }
         } catch (...) {
             failed = true;
         }
@@ -1972,9 +1984,30 @@ handler chain(handler h, std::initializer_list<middleware> mws) {
 }
 
 void serve_mux::handle(std::string_view pattern, handler h) {
+    if (auto* a = h.target<detail::sync_adapter>()) {
+        // from_sync's: the synchronous handler itself, called directly.
+        sync_handler s = std::move(a->f);
+        const auto* sf = s.target<route_handler::sync_function>();
+        handle_sync(pattern, sf != nullptr ? *sf : nullptr, sf != nullptr ? nullptr : std::move(s));
+        return;
+    }
     routes_.add(pattern);
     const auto* f = h.target<route_handler::function>();
-    handlers_.push_back(route_handler{std::move(h), f != nullptr ? *f : nullptr});
+    handlers_.push_back(route_handler{std::move(h), f != nullptr ? *f : nullptr, {}, nullptr});
+}
+
+void serve_mux::handle_sync(std::string_view pattern, route_handler::sync_function sf,
+                            sync_handler s) {
+    if (sf == nullptr && !s) {
+        throw std::invalid_argument("http: serve_mux::handle: empty handler");
+    }
+    routes_.add(pattern);
+    handlers_.push_back(route_handler{{}, nullptr, std::move(s), sf});
+}
+
+task<void> serve_mux::route_handler::sync_task(request& req, response_writer& w) const {
+    call_sync(req, w);
+    co_return;
 }
 
 namespace {
@@ -2022,6 +2055,20 @@ task<void> serve_mux::matched_task(request& req, response_writer& w) const {
     return refused(std::move(m), req, w);
 }
 
+task<void> serve_mux::matched_run_or_start(request& req, response_writer& w) const {
+    route_match m = routes_.match(req.method(), req.path(), req.params);
+    if (m.result == route_match::kind::found) {
+        const route_handler& r = handlers_[m.index];
+        if (r.is_sync()) {
+            r.call_sync(req, w);
+            return {};
+        }
+        return r.start(req, w);
+    }
+    refuse(m, req, w);
+    return {};
+}
+
 // Not a coroutine: the matched handler's own task is the one the server runs, with no frame
 // of the mux's around it.
 task<void> detail::mux_handler::operator()(request& req, response_writer& w) const {
@@ -2030,6 +2077,18 @@ task<void> detail::mux_handler::operator()(request& req, response_writer& w) con
 
 handler serve_mux::as_handler() const {
     return detail::mux_handler{this};
+}
+
+task<void> detail::sync_adapter::operator()(request& req, response_writer& w) const {
+    f(req, w);
+    co_return;
+}
+
+handler from_sync(sync_handler f) {
+    if (!f) {
+        return {};
+    }
+    return detail::sync_adapter{std::move(f)};
 }
 
 // ---- server ---------------------------------------------------------------------------------
@@ -2048,9 +2107,12 @@ server::server(handler h, server_options opts) : s_(std::make_shared<detail::ser
         inner = &a->next;
     }
     s_->inner = inner;
-    // A serve_mux's: routed in serve_conn's frame, with no call of its own.
+    // A serve_mux's: routed in serve_conn's frame, with no call of its own. A synchronous
+    // handler's: called there.
     if (const auto* m = inner->target<detail::mux_handler>()) {
         s_->mux = m->mux;
+    } else if (const auto* a = inner->target<detail::sync_adapter>(); a != nullptr && a->f) {
+        s_->sync = &a->f;
     }
 }
 

@@ -3,6 +3,7 @@
 //   request          the head, path parameters, and a streaming body reader
 //   response_writer  status, headers and body; Content-Length or chunked
 //   handler          task<void>(request&, response_writer&), Go's ServeHTTP
+//   sync_handler     void(request&, response_writer&): a handler that never awaits
 //   serve_mux        routes patterns ("GET /items/{id}") to handlers
 //   server           accept loop, keep-alive, pipelining, timeouts, graceful shutdown
 
@@ -24,6 +25,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace tether::http {
@@ -338,6 +340,42 @@ public:
 /// Lifetime: `request` and `response_writer` are borrowed until the task completes.
 using handler = std::function<task<void>(request&, response_writer&)>;
 
+/// Serves one request without awaiting anything: Go's `ServeHTTP(w, r)` as a plain function,
+/// for the handlers that answer from what they hold (the request, memory, a cache).
+///
+/// It runs as a coroutine handler would, minus the coroutine: under `req.ctx()` (canceled once
+/// it returns), its exception becomes a 500 as a coroutine handler's does (with `recover()`
+/// or without), HEAD and the Connection rules apply to its response, and middleware wraps it
+/// (`from_sync`). A server or `serve_mux` given one calls it directly, with no coroutine frame
+/// per request. A handler that must await (read a body, stream with `flush()`, call another
+/// service) is a `handler`.
+///
+/// Lifetime: `request` and `response_writer` are borrowed until it returns.
+using sync_handler = std::function<void(request&, response_writer&)>;
+
+/// A callable that serves a request synchronously: called with (request&, response_writer&),
+/// it returns void (what `sync_handler` holds).
+template <class F>
+concept sync_handler_callable =
+    std::is_invocable_v<F&, request&, response_writer&> &&
+    std::is_void_v<std::invoke_result_t<F&, request&, response_writer&>>;
+
+namespace detail {
+/// The handler `from_sync` makes: `f` in a coroutine of its own, for whoever awaits it (a
+/// middleware that is a coroutine). A server or `serve_mux` given one calls `f` directly.
+struct sync_adapter {
+    sync_handler f;
+    task<void> operator()(request& req, response_writer& w) const;
+};
+} // namespace detail
+
+/// Returns `f` as a `handler`, for the places that take one (`chain`, middleware,
+/// `sharded_server`). A server, or a `serve_mux` route, given it (inside synchronous
+/// middleware such as `request_id()` and `access_log()`, if any) still calls `f` directly;
+/// a middleware that is a coroutine (`recover()`, `timeout()`, `bearer_auth()`) awaits it in
+/// a frame.
+handler from_sync(sync_handler f);
+
 /// Wraps a handler (request ID, logging, auth, timeouts): composable in order.
 using middleware = std::function<handler(handler)>;
 
@@ -407,6 +445,19 @@ public:
     ///
     /// Errors: throws `std::invalid_argument` for a malformed or conflicting pattern.
     void handle(std::string_view pattern, handler h);
+    /// Registers the synchronous handler `f` (a `void(request&, response_writer&)` function
+    /// or lambda) for `pattern`: served with no coroutine frame (see `sync_handler`).
+    ///
+    /// Errors: as above.
+    template <sync_handler_callable F>
+    void handle(std::string_view pattern, F&& f) {
+        if constexpr (std::is_convertible_v<F, route_handler::sync_function>) {
+            // A plain function, or a lambda without captures: called directly.
+            handle_sync(pattern, route_handler::sync_function(f), {});
+        } else {
+            handle_sync(pattern, nullptr, sync_handler(std::forward<F>(f)));
+        }
+    }
     /// Serves `req` with the matching handler.
     task<void> serve(request& req, response_writer& w) const;
     /// Returns a handler that serves through this mux (which must outlive it).
@@ -425,23 +476,62 @@ public:
         }
         return matched_task(req, w);
     }
+    /// What a server does with `req`: runs the handler for it at once if that is synchronous
+    /// (or the refusal) and returns an empty task; else returns the handler's task, not
+    /// started (as `handler_task`).
+    ///
+    /// Lifetime: `req` and `w` are borrowed until the task completes.
+    [[gnu::always_inline]] task<void> run_or_start(request& req, response_writer& w) const {
+        if (const std::ptrdiff_t i = routes_.match_known(req.method(), req.path(), req.params);
+            i >= 0) [[likely]] {
+            const route_handler& r = handlers_[static_cast<std::size_t>(i)];
+            if (r.is_sync()) {
+                r.call_sync(req, w);
+                return {};
+            }
+            return r.start(req, w);
+        }
+        return matched_run_or_start(req, w);
+    }
 
 private:
+    // A registered handler: a coroutine one, or a synchronous one. With each, the function it
+    // holds if it is a plain function (most are: called directly, not through the
+    // std::function's call of it).
+    struct route_handler {
+        using function = task<void> (*)(request&, response_writer&);
+        using sync_function = void (*)(request&, response_writer&);
+        handler h;        // a coroutine handler (else empty)
+        function f;       // h's plain function, or null
+        sync_handler s;   // a synchronous handler (else empty)
+        sync_function sf; // the synchronous handler's plain function, or null
+        bool is_sync() const noexcept { return sf != nullptr || static_cast<bool>(s); }
+        [[gnu::always_inline]] void call_sync(request& req, response_writer& w) const {
+            if (sf != nullptr) {
+                sf(req, w);
+            } else {
+                s(req, w);
+            }
+        }
+        // The handler's task (a synchronous handler's in a frame of its own).
+        [[gnu::always_inline]] task<void> start(request& req, response_writer& w) const {
+            if (is_sync()) [[unlikely]] {
+                return sync_task(req, w);
+            }
+            return f != nullptr ? f(req, w) : h(req, w);
+        }
+        task<void> sync_task(request& req, response_writer& w) const;
+    };
+
     // handler_task for a request `match_known` has no answer for: the walk over the
     // patterns, or a refusal.
     task<void> matched_task(request& req, response_writer& w) const;
+    // run_or_start's likewise.
+    task<void> matched_run_or_start(request& req, response_writer& w) const;
+    // Registers a synchronous handler: `sf` if a plain function, else `s`.
+    void handle_sync(std::string_view pattern, route_handler::sync_function sf, sync_handler s);
 
     route_table routes_;
-    // A registered handler, and the function it holds if it is a plain function (most are:
-    // called directly, not through the std::function's call of it).
-    struct route_handler {
-        using function = task<void> (*)(request&, response_writer&);
-        handler h;
-        function f;
-        [[gnu::always_inline]] task<void> start(request& req, response_writer& w) const {
-            return f != nullptr ? f(req, w) : h(req, w);
-        }
-    };
     std::vector<route_handler> handlers_;
 };
 
@@ -485,6 +575,10 @@ struct server_recv_stats {
 class server {
 public:
     explicit server(handler h, server_options opts = {});
+    /// Serves every request with the synchronous handler `f` (see `sync_handler`).
+    template <sync_handler_callable F>
+    explicit server(F&& f, server_options opts = {})
+        : server(from_sync(sync_handler(std::forward<F>(f))), std::move(opts)) {}
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;
