@@ -708,17 +708,12 @@ inline W load_word(const char* p) noexcept {
 
 } // namespace
 
-bool request_parser::parse_fast(std::string_view buf, request_head& out) {
-    // One pass over a head that arrived whole and holds nothing unusual: the request line,
-    // then each field line up to the empty one. Whatever is not plainly valid (a partial
-    // head, leading empty lines, a control character, a limit reached, a field the rules
-    // refuse) returns false, and the general path, which finds the precise answer, takes
-    // the same bytes from the start. So this one never has to get an error right: it must
-    // only accept exactly what the general path accepts, with the same result (the fuzz
-    // target compares the two: whole inputs come here, inputs in pieces go there).
-    const char* const begin = buf.data();
-    const char* const end = begin + buf.size();
-    const char* p = begin;
+// parse_fast's request line when it is not the most common one: the method, the target and
+// the version, CRLF. Returns null for anything parse_fast leaves to the general path; else
+// returns the end of the line (out.version_minor set for HTTP/1.0).
+const char* request_parser::parse_line_fast(const char* p, const char* end,
+                                            request_head& out) const noexcept {
+    const char* const begin = p;
     // The method: GET (most requests) by one comparison, any other token by the table.
     if (end - p >= 4 && load_word<std::uint32_t>(p) == word_of<std::uint32_t>("GET ")) {
         p += 3;
@@ -727,7 +722,7 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             ++p;
         }
         if (p == begin || p == end || *p != ' ') {
-            return false;
+            return nullptr;
         }
     }
     out.method = std::string_view(begin, static_cast<std::size_t>(p - begin));
@@ -742,25 +737,50 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
         p = skip_target_chars(p, end);
         if (p == t || static_cast<std::size_t>(p - t) > limits_.max_target || p == end ||
             *p != ' ') {
-            return false;
+            return nullptr;
         }
         out.target = std::string_view(t, static_cast<std::size_t>(p - t));
         ++p;
     }
     // "HTTP/1.1" or "HTTP/1.0", CRLF: two word comparisons.
     if (end - p < 10 || load_word<std::uint16_t>(p + 8) != word_of<std::uint16_t>("\r\n")) {
-        return false;
+        return nullptr;
     }
-    int minor = 1;
     if (const auto v = load_word<std::uint64_t>(p); v != word_of<std::uint64_t>("HTTP/1.1")) {
         if (v != word_of<std::uint64_t>("HTTP/1.0")) {
+            return nullptr;
+        }
+        out.version_minor = 0;
+    }
+    return p + 10;
+}
+
+bool request_parser::parse_fast(std::string_view buf, request_head& out) {
+    // One pass over a head that arrived whole and holds nothing unusual: the request line,
+    // then each field line up to the empty one. Whatever is not plainly valid (a partial
+    // head, leading empty lines, a control character, a limit reached, a field the rules
+    // refuse) returns false, and the general path, which finds the precise answer, takes
+    // the same bytes from the start. So this one never has to get an error right: it must
+    // only accept exactly what the general path accepts, with the same result (the fuzz
+    // target compares the two: whole inputs come here, inputs in pieces go there).
+    const char* const begin = buf.data();
+    const char* const end = begin + buf.size();
+    const char* p = begin;
+    clear_head(out);
+    // The request line of most requests, "GET / HTTP/1.1" CRLF, by two word comparisons.
+    if (end - p >= 16 && load_word<std::uint64_t>(p) == word_of<std::uint64_t>("GET / HT") &&
+        load_word<std::uint64_t>(p + 8) == word_of<std::uint64_t>("TP/1.1\r\n") &&
+        limits_.max_target != 0) {
+        out.method = std::string_view(begin, 3);
+        out.target = std::string_view(begin + 4, 1);
+        p += 16;
+    } else {
+        p = parse_line_fast(p, end, out);
+        if (p == nullptr) {
             return false;
         }
-        minor = 0;
     }
-    clear_head(out);
-    out.version_minor = minor;
-    p += 10;
+    const int minor = out.version_minor;
     field_state fs;
     std::size_t hosts = 0; // fs.hosts, kept in a register
     for (;;) {

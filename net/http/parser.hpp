@@ -164,6 +164,7 @@ private:
     status parse_general(std::string_view buf, request_head& out);
     status parse_complete(std::string_view rest, const char* buf, request_head& out);
     bool parse_fast(std::string_view buf, request_head& out);
+    const char* parse_line_fast(const char* p, const char* end, request_head& out) const noexcept;
     bool take_field(const header_field& f, field_state& fs, request_head& out) noexcept;
     bool take_known(unsigned char kind, const header_field& f, field_state& fs,
                     request_head& out) noexcept;
