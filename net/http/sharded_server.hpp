@@ -52,6 +52,11 @@ namespace tether::http {
 class sharded_server {
 public:
     sharded_server(runtime& rt, handler h, server_options opts = {});
+    /// Serves every request with the synchronous handler `f` (see `sync_handler`), copied
+    /// into each shard.
+    template <sync_handler_callable F>
+    sharded_server(runtime& rt, F&& f, server_options opts = {})
+        : sharded_server(rt, from_sync(sync_handler(std::forward<F>(f))), std::move(opts)) {}
     ~sharded_server();
     sharded_server(const sharded_server&) = delete;
     sharded_server& operator=(const sharded_server&) = delete;

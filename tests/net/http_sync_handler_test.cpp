@@ -3,13 +3,16 @@
 
 #include "net/http/middleware.hpp"
 #include "net/http/server.hpp"
+#include "net/http/sharded_server.hpp"
 #include "net/tcp_stream.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/runtime.hpp"
 #include "runtime/spawn.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <atomic>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -264,4 +267,41 @@ TEST_CASE("from_sync's handler awaited as a task runs the function and rethrows 
     CHECK_THROWS_AS(l.block_on(h(req, w)), std::runtime_error);
     CHECK(calls == 2);
     CHECK_FALSE(static_cast<bool>(http::from_sync(http::sync_handler{})));
+}
+
+TEST_CASE("a sharded_server serves a synchronous handler on each of its loops") {
+    std::atomic<int> calls{0};
+    runtime rt(runtime::options{.loops = 2});
+    http::sharded_server srv(rt, [&calls](request& req, response_writer& w) {
+        ++calls;
+        w.write(fmt::format("{} live={}", req.path(), !req.ctx().is_done()));
+    });
+    REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
+    net::address at = *srv.local_addr();
+    std::vector<std::string> got = rt.block_on(
+        [](runtime* r, http::sharded_server* s, net::address a) -> task<std::vector<std::string>> {
+            auto serving = co_await spawn(s->serve());
+            context ctx = co_await this_coro::context;
+            std::vector<join_handle<std::string>> clients;
+            for (int i = 0; i < 8; ++i) {
+                clients.push_back(spawn_on(
+                    r->loop(static_cast<std::size_t>(i % 2)), ctx,
+                    get(a, fmt::format("GET /c{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                       i))));
+            }
+            std::vector<std::string> replies;
+            for (auto& c : clients) {
+                auto reply = co_await c;
+                replies.push_back(reply.value_or(std::string()));
+            }
+            (void)co_await s->shutdown();
+            (void)co_await serving;
+            co_return replies;
+        }(&rt, &srv, at));
+    REQUIRE(got.size() == 8);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i].starts_with("HTTP/1.1 200 OK"));
+        CHECK(got[i].ends_with(fmt::format("/c{} live=true", i)));
+    }
+    CHECK(calls == 8);
 }
