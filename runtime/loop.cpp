@@ -456,6 +456,11 @@ loop_impl::~loop_impl() {
     if (observer_ != 0) {
         static_cast<manual_clock*>(source_)->unobserve(observer_);
     }
+    // A registered ring fd is unregistered here (liburing). On another thread than the
+    // loop's the kernel refuses that (EEXIST: a SINGLE_ISSUER ring's registrations come from
+    // its thread only), so the slot of this thread's table that has the same number, maybe
+    // another loop's, is never touched; the loop's thread, once it ends, drops its slot and
+    // with it the last reference to the ring.
     io_uring_queue_exit(&ring_);
     ::close(wake_fd_);
     ::close(wake_write_fd_);
@@ -734,6 +739,14 @@ void loop_impl::bind_thread() {
             // Only now: the kernel refuses a MSG_RING aimed at a disabled ring.
             msg_ring_ready_.store(true, std::memory_order_release);
         }
+        // Register the ring's fd in this thread's table (Linux 5.18+): liburing's enters then
+        // pass IORING_ENTER_REGISTERED_RING and the slot, and the kernel skips looking the fd
+        // up (fdget/fdput) on every io_uring_enter. Only here, for a SINGLE_ISSUER ring: every
+        // enter comes from this thread, the only one whose table has the slot. The fd itself
+        // stays open and valid for everything else (registrations, MSG_RING from other
+        // loops, loop::fd()'s eventfd). Old kernels (EINVAL) and a table already full (16
+        // rings per thread: EBUSY) keep entering by the plain fd.
+        ring_fd_registered_ = io_uring_register_ring_fd(&ring_) == 1;
     }
 }
 

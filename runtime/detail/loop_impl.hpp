@@ -241,6 +241,9 @@ public:
     bool accepts_msg_ring() const noexcept {
         return msg_ring_ready_.load(std::memory_order_acquire);
     }
+    /// Returns true if this loop enters the kernel through a registered ring fd
+    /// (IORING_ENTER_REGISTERED_RING; see bind_thread).
+    bool ring_fd_registered() const noexcept { return ring_fd_registered_; }
 
 private:
     /// get_sqe() when the SQ is full.
@@ -278,6 +281,7 @@ private:
     std::uint32_t ring_flags_ = 0;
     bool enabled_ = false;
     bool single_issuer_ = false;
+    bool ring_fd_registered_ = false; // liburing enters through a registered fd (bind_thread)
     handle_ring ready_;
     static constexpr int max_turns_without_enter = 61;
     // Resumes per run_ready() beyond the batch it started with (see run_ready).

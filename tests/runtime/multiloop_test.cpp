@@ -3,6 +3,7 @@
 #include "context/without_cancel.hpp"
 #include "runtime/channel.hpp"
 #include "runtime/detail/loop_impl.hpp"
+#include "runtime/io.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/mutex.hpp"
 #include "runtime/runtime.hpp"
@@ -15,13 +16,16 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <fcntl.h>
 #include <linux/io_uring.h>
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <unistd.h>
 #include <variant>
 #include <vector>
 
@@ -737,5 +741,69 @@ TEST_CASE("selects on several loops share channels: every value taken exactly on
         for (int n : seen) {
             REQUIRE(n == 1); // no loss, no duplicate
         }
+    }
+}
+
+namespace {
+
+// Reads one byte written to a fresh pipe through the loop's ring (a read SQE, submitted and
+// completed by io_uring_enter).
+task<int> read_pipe_byte() {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    REQUIRE(::write(fds[1], "x", 1) == 1);
+    std::array<std::byte, 1> b{};
+    result<std::size_t> r = co_await tether::read(fds[0], b);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    co_return r && *r == 1 ? static_cast<int>(b[0]) : -1;
+}
+
+} // namespace
+
+TEST_CASE("a loop enters through its ring fd registered on its thread; destroying one on "
+          "another thread leaves that thread's registrations alone") {
+    loop a;
+    CHECK(a.block_on(read_pipe_byte()) == 'x');
+    if ((a.ring_flags() & IORING_SETUP_SINGLE_ISSUER) == 0) {
+        MESSAGE("no SINGLE_ISSUER ring here: ring fds are not registered");
+        return;
+    }
+    REQUIRE(a.impl().ring_fd_registered());
+    // liburing enters through the slot, not the fd.
+    CHECK(a.impl().ring().enter_ring_fd != a.impl().ring().ring_fd);
+    {
+        // Built here, run (and its fd registered) on a thread that has ended by the time the
+        // loop is destroyed here. Its slot in that thread's table has the number a's has in
+        // this thread's: unregistering it here would cut `a` off its ring (the kernel
+        // refuses it: only the ring's own thread may).
+        auto b = std::make_unique<loop>();
+        std::thread([&b] {
+            CHECK(b->block_on(read_pipe_byte()) == 'x');
+            CHECK(b->impl().ring_fd_registered());
+        }).join();
+        REQUIRE(b->impl().ring().enter_ring_fd == a.impl().ring().enter_ring_fd);
+    }
+    // Without the slot, liburing's enter fails with EBADF (and the read below never completes).
+    REQUIRE(io_uring_get_events(&a.impl().ring()) >= 0);
+    CHECK(a.block_on(read_pipe_byte()) == 'x');
+}
+
+TEST_CASE("loops past the ring fds one thread may register enter by their fd and work the same") {
+    // A thread's table holds 16 rings: the loops after that fall back to the plain fd.
+    std::vector<std::unique_ptr<loop>> loops;
+    int registered = 0;
+    for (int i = 0; i < 20; ++i) {
+        loops.push_back(std::make_unique<loop>());
+        CHECK(loops.back()->block_on(read_pipe_byte()) == 'x');
+        registered += loops.back()->impl().ring_fd_registered() ? 1 : 0;
+    }
+    if ((loops.front()->ring_flags() & IORING_SETUP_SINGLE_ISSUER) == 0) {
+        MESSAGE("no SINGLE_ISSUER ring here: ring fds are not registered");
+        return;
+    }
+    CHECK(registered == 16);
+    for (auto& l : loops) {
+        CHECK(l->block_on(read_pipe_byte()) == 'x');
     }
 }
