@@ -783,6 +783,57 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
     const int minor = out.version_minor;
     field_state fs;
     std::size_t hosts = 0; // fs.hosts, kept in a register
+    // The rest of a field line, from its value (`p`) on, for the field whose name is the
+    // `name_len` bytes at `n`, known to the parser as `k`: the value up to the line's CR,
+    // then trimmed of its OWS (the CR ends the leading run without a bound check); the field
+    // goes into `out`, `p` past the line. Returns false for what the general path must see.
+    auto field_value = [&](const char* n, std::size_t name_len,
+                           known_field k) __attribute__((always_inline)) {
+        const char* v = p;
+        for (;;) {
+            p = skip_plain_field_chars(begin, p, end);
+            if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("\r\n")) {
+                break;
+            }
+            if (p == end || *p != '\t') {
+                return false;
+            }
+            ++p;
+        }
+        // (A byte above SP ends either run with one comparison.)
+        while (static_cast<unsigned char>(*v) <= ' ' && (*v == ' ' || *v == '\t')) {
+            ++v;
+        }
+        const char* ve = p;
+        while (ve > v && static_cast<unsigned char>(ve[-1]) <= ' ' &&
+               (ve[-1] == ' ' || ve[-1] == '\t')) {
+            --ve;
+        }
+        p += 2;
+        if (out.headers.size() == out.headers.capacity() &&
+            out.headers.size() >= limits_.max_headers) [[unlikely]] {
+            return false; // (the count is checked at the end: this only bounds the vector)
+        }
+        out.headers.push_back(header_field{std::string_view(n, name_len),
+                                           std::string_view(v, static_cast<std::size_t>(ve - v))});
+        if (k == known_field::host) {
+            ++hosts;
+        } else if (k != known_field::other &&
+                   !take_known(static_cast<unsigned char>(k), out.headers.back(), fs, out)) {
+            return false;
+        }
+        return true;
+    };
+    // "Host: " as the first field (most requests: RFC 9110 §7.2 asks clients to send it
+    // first) by two word comparisons, the name, its colon and the usual SP. (Any other field
+    // line, and Host in another case or place, by the loop.)
+    if (end - p >= 8 && load_word<std::uint32_t>(p) == word_of<std::uint32_t>("Host") &&
+        load_word<std::uint16_t>(p + 4) == word_of<std::uint16_t>(": ")) {
+        p += 6;
+        if (!field_value(p - 6, 4, known_field::host)) {
+            return false;
+        }
+    }
     for (;;) {
         // The empty line ends the head. (A CR that starts anything else starts no name.)
         if (end - p < 2) {
@@ -826,43 +877,12 @@ bool request_parser::parse_fast(std::string_view buf, request_head& out) {
             name_len = static_cast<std::size_t>(p - n);
             k = classify(std::string_view(n, name_len));
         }
-        // The value up to the line's CR, then trimmed of its OWS (the CR ends the leading run
-        // without a bound check). The usual single SP is stepped over first, so that the
-        // scan's sixteen bytes start at the value.
+        // The usual single SP after the colon is stepped over, so that the value's scan
+        // starts at the value.
         if (++p != end && *p == ' ') {
             ++p;
         }
-        const char* v = p;
-        for (;;) {
-            p = skip_plain_field_chars(begin, p, end);
-            if (end - p >= 2 && load_word<std::uint16_t>(p) == word_of<std::uint16_t>("\r\n")) {
-                break;
-            }
-            if (p == end || *p != '\t') {
-                return false;
-            }
-            ++p;
-        }
-        // (A byte above SP ends either run with one comparison.)
-        while (static_cast<unsigned char>(*v) <= ' ' && (*v == ' ' || *v == '\t')) {
-            ++v;
-        }
-        const char* ve = p;
-        while (ve > v && static_cast<unsigned char>(ve[-1]) <= ' ' &&
-               (ve[-1] == ' ' || ve[-1] == '\t')) {
-            --ve;
-        }
-        p += 2;
-        if (out.headers.size() == out.headers.capacity() &&
-            out.headers.size() >= limits_.max_headers) [[unlikely]] {
-            return false; // (the count is checked at the end: this only bounds the vector)
-        }
-        out.headers.push_back(header_field{std::string_view(n, name_len),
-                                           std::string_view(v, static_cast<std::size_t>(ve - v))});
-        if (k == known_field::host) {
-            ++hosts;
-        } else if (k != known_field::other &&
-                   !take_known(static_cast<unsigned char>(k), out.headers.back(), fs, out)) {
+        if (!field_value(n, name_len, k)) {
             return false;
         }
     }
