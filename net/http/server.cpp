@@ -1284,7 +1284,8 @@ task<void> drain_body(request& req) {
     return true;
 }
 
-void server_state::finish_response(conn* c, response_writer& w, bool keep_alive) {
+[[gnu::always_inline]] inline void server_state::finish_response(conn* c, response_writer& w,
+                                                                 bool keep_alive) {
     if (!finish_plain(c, w, keep_alive)) {
         finish_other(c, w, keep_alive);
     }
