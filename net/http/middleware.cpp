@@ -672,20 +672,21 @@ namespace {
     char* const b = lines.buf.data();
     bool wide = false;
     // The lines of one read's requests share their start, so their duration: its text is
-    // made once.
-    std::uint64_t last_start = 0; // (no mark is 0)
-    std::uint64_t text = 0;
-    for (const detail::log_lines::timed_line& t : lines.timed) {
-        if (t.start != last_start) {
-            last_start = t.start;
-            const std::uint64_t us = end.us_since(t.start);
-            if (us >= 10'000) [[unlikely]] {
-                wide = true; // widen_durations writes every field
-                continue;
-            }
-            text = short_duration_text(us);
+    // made once per run of lines with one start, and each of them takes two stores.
+    const detail::log_lines::timed_line* t = lines.timed.data();
+    const detail::log_lines::timed_line* const last = t + lines.timed.size();
+    while (t != last) {
+        const std::uint64_t start = t->start;
+        const std::uint64_t us = end.us_since(start);
+        if (us >= 10'000) [[unlikely]] {
+            wide = true; // widen_durations writes every field
+            break;
         }
-        put_short_duration(b + t.at, text);
+        const std::uint64_t text = short_duration_text(us);
+        do {
+            put_short_duration(b + t->at, text);
+            ++t;
+        } while (t != last && t->start == start);
     }
     if (wide) [[unlikely]] {
         widen_durations(lines, end_mark);

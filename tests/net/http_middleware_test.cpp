@@ -869,4 +869,35 @@ TEST_CASE("access_log lines: durations of every width within one batch") {
             CHECK(std::stod(m[1].str()) >= 36.5);
         }
     }
+    // Runs of lines that share a start (as one read's requests do), all narrow: each line of
+    // a run gets its run's duration.
+    {
+        out->got.clear();
+        // (Fresh marks: this batch's durations are all below 10 ms.)
+        const std::uint64_t early = http::detail::access_log_mark();
+        const std::uint64_t later = http::detail::access_log_mark();
+        add("p ", early);
+        add("q ", early);
+        add("r ", later);
+        add("s ", later);
+        add("t ", later);
+        add("u ", early);
+        lines.flush();
+        CHECK(lines.timed.empty());
+        const std::vector<std::string> got = lines_of(out->got);
+        REQUIRE(got.size() == 6);
+        static const std::regex line(R"(^([p-u]) ([0-9]\.[0-9]{3})ms$)");
+        std::string d[6];
+        for (std::size_t i = 0; i < 6; ++i) {
+            std::smatch m;
+            REQUIRE_MESSAGE(std::regex_match(got[i], m, line), got[i]);
+            CHECK(m[1].str() == std::string(1, static_cast<char>('p' + i)));
+            d[i] = m[2].str();
+        }
+        CHECK(d[0] == d[1]);
+        CHECK(d[1] == d[5]);
+        CHECK(d[2] == d[3]);
+        CHECK(d[3] == d[4]);
+        CHECK(std::stod(d[2]) <= std::stod(d[0]));
+    }
 }
