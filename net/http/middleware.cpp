@@ -928,16 +928,18 @@ struct request_id_steps final : detail::around_steps {
     }
 };
 
-struct recover_mw {
-    handler next;
+// recover(): synchronous steps (nothing before the handler; its exception answered), so
+// that the server runs them in its frame, with no coroutine frame per request.
+struct recover_steps final : detail::around_steps {
     std::function<void(std::string_view)> sink;
-    task<void> operator()(request& req, response_writer& w) const {
+    explicit recover_steps(std::function<void(std::string_view)> s) : sink(std::move(s)) {}
+    void before(request&, response_writer&, detail::around_state&) const override {}
+    bool recover(request& req, response_writer& w, const std::exception_ptr& e) const override {
         std::string what;
         try {
-            co_await next(req, w);
-            co_return;
-        } catch (const std::exception& e) {
-            what = e.what();
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            what = x.what();
         } catch (...) {
             what = "unknown exception";
         }
@@ -952,7 +954,9 @@ struct recover_mw {
             w.write_header(500);
             w.write("500 internal server error\n");
         }
+        return true;
     }
+    void after(request&, response_writer&, detail::around_state&, bool) const override {}
 };
 
 struct timeout_mw {
@@ -999,6 +1003,10 @@ struct bearer_mw {
 
 namespace detail {
 
+bool around_steps::recover(request&, response_writer&, const std::exception_ptr&) const {
+    return false;
+}
+
 // The steps in a frame of their own, for a caller that awaits the handler (a middleware
 // that is a coroutine). The server runs them in its frame instead.
 task<void> around_handler::operator()(request& req, response_writer& w) const {
@@ -1016,6 +1024,9 @@ task<void> around_handler::operator()(request& req, response_writer& w) const {
     }
     swap_context leave{outer};
     (void)co_await leave;
+    if (failed && steps->recover(req, w, failed)) {
+        failed = nullptr;
+    }
     steps->after(req, w, st, failed != nullptr);
     if (failed) {
         std::rethrow_exception(failed);
@@ -1074,7 +1085,9 @@ middleware recover(std::function<void(std::string_view)> sink) {
     if (!sink) {
         sink = to_stderr;
     }
-    return [sink](handler next) -> handler { return recover_mw{std::move(next), sink}; };
+    auto steps = std::make_shared<recover_steps>(std::move(sink));
+    return
+        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
 }
 
 middleware timeout(std::chrono::nanoseconds d) {

@@ -71,6 +71,10 @@ middleware access_log_batched(std::function<void(std::string_view lines)> sink);
 
 /// Turns an exception from the handler into a 500 response (when nothing was sent yet) and
 /// a line on `sink`, so that one failing request never takes the server down.
+///
+/// Synchronous, as `request_id()` and `access_log()` are: among the outermost middleware of
+/// a server's handler it costs no coroutine frame per request; the middleware outside it see
+/// the 500 as a request that succeeded, those inside it see the failure.
 middleware recover(std::function<void(std::string_view line)> sink = {});
 
 /// Runs the handler under `with_timeout(request context, d)`: every await in it resumes

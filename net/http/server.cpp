@@ -350,6 +350,7 @@ struct request_state {
     response_writer w;
     request_parser parser;
     around_state around_st[max_around];
+    std::exception_ptr error; // what the handler (or a step) threw, while the steps end
     request_state* next_spare = nullptr;
 };
 
@@ -1574,20 +1575,27 @@ task<void> server_state::serve_conn(conn* c) {
             }
         } catch (...) {
             failed = true;
+            rs->error = std::current_exception();
         }
         // The `after` steps of those, innermost first: as failed when the handler (or a later
-        // `before`, which kept the handler from running) threw.
+        // `before`, which kept the handler from running) threw, unless a step recovered.
         while (entered != 0) {
             --entered;
             try {
+                if (failed && around[entered]->recover(req, w, rs->error)) [[unlikely]] {
+                    failed = false;
+                    rs->error = nullptr;
+                }
                 around[entered]->after(req, w, rs->around_st[entered], failed);
             } catch (...) {
                 failed = true;
+                rs->error = std::current_exception();
             }
         }
         if (failed) {
             // The recover middleware turns exceptions into 500s; without it, the connection
             // answers 500 if it still can, and closes.
+            rs->error = nullptr;
             answer_failed(w);
             c->close_after = true;
         }

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <span>
@@ -371,9 +372,9 @@ struct sync_adapter {
 
 /// Returns `f` as a `handler`, for the places that take one (`chain`, middleware,
 /// `sharded_server`). A server, or a `serve_mux` route, given it (inside synchronous
-/// middleware such as `request_id()` and `access_log()`, if any) still calls `f` directly;
-/// a middleware that is a coroutine (`recover()`, `timeout()`, `bearer_auth()`) awaits it in
-/// a frame.
+/// middleware such as `request_id()`, `access_log()` and `recover()`, if any) still calls
+/// `f` directly; a middleware that is a coroutine (`timeout()`, `bearer_auth()`) awaits it
+/// in a frame.
 handler from_sync(sync_handler f);
 
 /// Wraps a handler (request ID, logging, auth, timeouts): composable in order.
@@ -405,14 +406,19 @@ struct around_state {
 };
 
 /// A middleware whose work is synchronous, before and after the handler it wraps (the
-/// request ID, the access log): no coroutine frame of its own per request. The server runs
-/// the steps of the `around_handler`s it is given (the outermost ones, up to `max_around`)
-/// in its own frame and awaits the innermost handler's task directly.
+/// request ID, the access log, recovery): no coroutine frame of its own per request. The
+/// server runs the steps of the `around_handler`s it is given (the outermost ones, up to
+/// `max_around`) in its own frame and awaits the innermost handler's task directly.
 class around_steps {
 public:
     virtual ~around_steps() = default;
     /// Runs before the handler. May replace `req.ctx_`: the handler then runs under it.
     virtual void before(request& req, response_writer& w, around_state& st) const = 0;
+    /// Runs when the handler (or a step inside this one) threw `e`, if `before` returned,
+    /// just before `after`: returns true if it answered the request itself, which then no
+    /// longer fails (`after` and the steps outside see it succeed, the connection goes on).
+    /// The default answers nothing.
+    virtual bool recover(request& req, response_writer& w, const std::exception_ptr& e) const;
     /// Runs once the handler has returned, or thrown (`failed`), if `before` returned;
     /// undoes what `before` did to `req.ctx_`.
     virtual void after(request& req, response_writer& w, around_state& st, bool failed) const = 0;

@@ -901,3 +901,59 @@ TEST_CASE("access_log lines: durations of every width within one batch") {
         CHECK(std::stod(d[2]) <= std::stod(d[0]));
     }
 }
+
+TEST_CASE("recover() between around steps: those inside see the failure, those outside a 500 "
+          "that succeeded, and the connection goes on") {
+    std::string trace;
+    std::vector<std::string> panics;
+    http::handler h = [&trace](request& req, response_writer& w) -> task<void> {
+        trace += "handler " + std::string(req.path()) + "; ";
+        w.write("partial");
+        if (req.path() == "/boom") {
+            throw std::runtime_error("kaput");
+        }
+        co_return;
+    };
+    h = http::detail::around_handler{std::move(h),
+                                     std::make_shared<noting_steps>("c", &trace, false, false)};
+    h = http::recover([&](std::string_view l) { panics.emplace_back(l); })(std::move(h));
+    // Synchronous steps: the server runs them in its frame (no coroutine of recover's own).
+    CHECK(h.target<http::detail::around_handler>() != nullptr);
+    h = http::detail::around_handler{std::move(h),
+                                     std::make_shared<noting_steps>("a", &trace, false, false)};
+    SUBCASE("run by the server") {
+    }
+    SUBCASE("awaited inside a middleware that is a coroutine") {
+        h = http::timeout(std::chrono::seconds(5))(std::move(h));
+    }
+    std::string got = roundtrip(h, "GET /boom HTTP/1.1\r\nHost: x\r\n\r\n"
+                                   "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(trace == "before a; before c; handler /boom; after c failed; after a; "
+                   "before a; before c; handler /ok; after c; after a; ");
+    CHECK(got.starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+    CHECK(got.find("\r\n\r\n500 internal server error\n") != std::string::npos);
+    CHECK(got.find("\r\n\r\npartial") !=
+          std::string::npos); // /ok's response, on the same connection
+    REQUIRE(panics.size() == 1);
+    CHECK(panics[0].find("GET /boom: kaput") != std::string::npos);
+}
+
+TEST_CASE("recover() around a step whose `before` throws answers 500; the steps outside succeed") {
+    std::string trace;
+    http::handler h = [&trace](request&, response_writer& w) -> task<void> {
+        trace += "handler; ";
+        w.write("ok");
+        co_return;
+    };
+    h = http::detail::around_handler{std::move(h),
+                                     std::make_shared<noting_steps>("c", &trace, true, false)};
+    std::vector<std::string> panics;
+    h = http::chain(h, {http::recover([&](std::string_view l) { panics.emplace_back(l); })});
+    h = http::detail::around_handler{std::move(h),
+                                     std::make_shared<noting_steps>("a", &trace, false, false)};
+    std::string got = roundtrip(h, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(trace == "before a; before c throws; after a; ");
+    CHECK(got.starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+    REQUIRE(panics.size() == 1);
+    CHECK(panics[0].find(": before") != std::string::npos);
+}
