@@ -647,10 +647,7 @@ void loop_impl::unqueue_remote(waiter* w) noexcept {
     w->remote_queued = false;
 }
 
-bool loop_impl::drain_remote() {
-    if (!has_remote_.load(std::memory_order_acquire)) {
-        return false;
-    }
+bool loop_impl::drain_remote_queues() {
     std::vector<std::function<void()>> fns;
     waiter* list;
     {
@@ -723,37 +720,32 @@ unsigned loop_impl::stash_completions() {
     return n;
 }
 
-void loop_impl::bind_thread() {
-    if (!enabled_) {
-        // A SINGLE_ISSUER ring belongs to the thread that enables it: the one that runs
-        // the loop, not necessarily the one that built it.
-        // liburing 2.3 declares io_uring_enable_rings but doesn't export it: register
-        // directly.
-        long r = ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-                           nullptr, 0);
-        if (r < 0) {
-            throw std::system_error(errno, std::system_category(), "tether: enable ring");
-        }
-        enabled_ = true;
-        if (msg_ring_ok_ && msg_ring_wanted_) {
-            // Only now: the kernel refuses a MSG_RING aimed at a disabled ring.
-            msg_ring_ready_.store(true, std::memory_order_release);
-        }
-        // Register the ring's fd in this thread's table (Linux 5.18+): liburing's enters then
-        // pass IORING_ENTER_REGISTERED_RING and the slot, and the kernel skips looking the fd
-        // up (fdget/fdput) on every io_uring_enter. Only here, for a SINGLE_ISSUER ring: every
-        // enter comes from this thread, the only one whose table has the slot. The fd itself
-        // stays open and valid for everything else (registrations, MSG_RING from other
-        // loops, loop::fd()'s eventfd). Old kernels (EINVAL) and a table already full (16
-        // rings per thread: EBUSY) keep entering by the plain fd.
-        ring_fd_registered_ = io_uring_register_ring_fd(&ring_) == 1;
+void loop_impl::enable_here() {
+    // A SINGLE_ISSUER ring belongs to the thread that enables it: the one that runs
+    // the loop, not necessarily the one that built it.
+    // liburing 2.3 declares io_uring_enable_rings but doesn't export it: register
+    // directly.
+    long r =
+        ::syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    if (r < 0) {
+        throw std::system_error(errno, std::system_category(), "tether: enable ring");
     }
+    enabled_ = true;
+    if (msg_ring_ok_ && msg_ring_wanted_) {
+        // Only now: the kernel refuses a MSG_RING aimed at a disabled ring.
+        msg_ring_ready_.store(true, std::memory_order_release);
+    }
+    // Register the ring's fd in this thread's table (Linux 5.18+): liburing's enters then
+    // pass IORING_ENTER_REGISTERED_RING and the slot, and the kernel skips looking the fd
+    // up (fdget/fdput) on every io_uring_enter. Only here, for a SINGLE_ISSUER ring: every
+    // enter comes from this thread, the only one whose table has the slot. The fd itself
+    // stays open and valid for everything else (registrations, MSG_RING from other
+    // loops, loop::fd()'s eventfd). Old kernels (EINVAL) and a table already full (16
+    // rings per thread: EBUSY) keep entering by the plain fd.
+    ring_fd_registered_ = io_uring_register_ring_fd(&ring_) == 1;
 }
 
-bool loop_impl::run_ready() {
-    if (ready_.empty()) {
-        return false;
-    }
+bool loop_impl::run_ready_batch() {
     // What was ready when the batch started, and what it makes ready in turn (a channel
     // hand-off, a join, a mutex passed on), up to a budget: two tasks ping-ponging run
     // without a loop turn per hop, yet I/O and timers get their turn at least every
@@ -790,10 +782,7 @@ void loop_impl::submit_wake() noexcept {
     io_uring_submit(&ring_);
 }
 
-bool loop_impl::fire_timers() {
-    if (sleeps_.empty() && clock_.empty()) {
-        return false;
-    }
+bool loop_impl::fire_due_timers() {
     bool any = false;
     time_point n = now();
     while (timer_node* t = sleeps_.pop_due(n)) {

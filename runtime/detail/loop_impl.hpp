@@ -252,12 +252,38 @@ private:
     void arm_wake_read();
     /// Queues a MSG_RING SQE on this ring that posts a wake CQE to `target`.
     void send_msg_ring(loop_impl& target) noexcept;
-    void bind_thread();
-    bool drain_remote();
-    bool run_ready();
+    // bind_thread(), drain_remote(), run_ready() and fire_timers() run two to four times a
+    // turn and most often find nothing to do: that test is inline, the work is not.
+    void bind_thread() {
+        if (!enabled_) {
+            enable_here();
+        }
+    }
+    [[gnu::noinline]] void enable_here();
+    bool drain_remote() {
+        if (!has_remote_.load(std::memory_order_acquire)) {
+            return false;
+        }
+        return drain_remote_queues();
+    }
+    [[gnu::noinline]] bool drain_remote_queues();
+    bool run_ready() {
+        if (ready_.empty()) {
+            return false;
+        }
+        return run_ready_batch();
+    }
+    [[gnu::noinline]] bool run_ready_batch();
     /// Submits a queued MSG_RING wake now (see run_ready).
     [[gnu::noinline]] void submit_wake() noexcept;
-    bool fire_timers();
+    /// Fires the due timers; returns true if any fired.
+    bool fire_timers() {
+        if (sleeps_.empty() && clock_.empty()) {
+            return false;
+        }
+        return fire_due_timers();
+    }
+    [[gnu::noinline]] bool fire_due_timers();
     int reap();
     void dispatch(std::uint64_t user_data, int res, std::uint32_t flags);
     void enter(bool wait, std::optional<duration> timeout);
