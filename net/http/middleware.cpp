@@ -584,6 +584,28 @@ struct span_end {
     }
     return elapsed_us_slow(mark);
 }
+
+// The span from clock_mark()'s `mark` to TSC reading `end`, in whole microseconds (`us`,
+// rounded), as span_end's fast path scales it but with none of its state kept for a batch:
+// true when the thread's rate holds for `end` and the span is below 10 ms; false otherwise
+// (the rate to be measured again, a longer or negative span).
+[[gnu::always_inline]] inline bool short_span_us(std::uint64_t mark, std::uint64_t end,
+                                                 std::uint64_t& us) noexcept {
+    if (end - scale.tsc0 >= scale.next - scale.tsc0) [[unlikely]] {
+        return false;
+    }
+    const std::int64_t dt = static_cast<std::int64_t>(end - mark) + scale.half_us;
+    us = static_cast<std::uint64_t>(static_cast<std::int64_t>(
+        (static_cast<i128>(dt) * static_cast<i128>(static_cast<std::int64_t>(scale.us_mult))) >>
+        64));
+    return us < 10'000; // (a negative span, as unsigned, is not)
+}
+
+// Whether a span from `mark` can end at a bare TSC reading scaled to microseconds at once:
+// `mark` is one (not a monotonic reading) and the thread has its rate.
+[[gnu::always_inline]] inline bool tsc_span(std::uint64_t mark) noexcept {
+    return (mark & mono_mark) == 0 && scale.us_mult != 0;
+}
 #else
 std::uint64_t clock_mark() noexcept {
     return static_cast<std::uint64_t>(mono_ns());
@@ -640,8 +662,25 @@ namespace {
 }
 
 // "1.234" for `us` microseconds below 10 ms, in the low five bytes in memory order.
+//
+// The milliseconds by a multiplication and a shift: us * 67109 / 2^26 is us / 1000, rounded
+// down, for every us below 10 ms (checked below), where the division took one more
+// multiplication and two shifts.
+constexpr std::uint64_t ms_of_short(std::uint64_t us) noexcept {
+    return (us * 67109) >> 26;
+}
+consteval bool ms_of_short_is_exact() {
+    for (std::uint64_t us = 0; us < 10'000; ++us) {
+        if (ms_of_short(us) != us / 1000) {
+            return false;
+        }
+    }
+    return true;
+}
+static_assert(ms_of_short_is_exact());
+
 [[gnu::always_inline]] inline std::uint64_t short_duration_text(std::uint64_t us) noexcept {
-    const auto ms = static_cast<unsigned>(us / 1000);
+    const auto ms = static_cast<unsigned>(ms_of_short(us));
     const auto frac = static_cast<unsigned>(us - std::uint64_t{ms} * 1000);
     const std::uint64_t digits = small_number_text.padded[frac] & 0xffffffU; // "234" (no space)
     if constexpr (std::endian::native == std::endian::little) {
@@ -665,7 +704,7 @@ namespace {
     }
 }
 
-// end_durations() for two lines or more.
+// end_durations() for two lines or more (with the batch's end read).
 [[gnu::noinline]] void end_durations_of_batch(detail::log_lines& lines,
                                               std::uint64_t end_mark) noexcept {
     const span_end end(end_mark);
@@ -691,26 +730,51 @@ namespace {
     if (wide) [[unlikely]] {
         widen_durations(lines, end_mark);
     }
+    lines.timed.clear();
+}
+
+// end_durations() for one line, whose span ends at `end`: off its fast path.
+[[gnu::noinline]] void end_one_duration_at(detail::log_lines& lines, std::uint64_t end) noexcept {
+    const detail::log_lines::timed_line& t = lines.timed[0];
+    const std::uint64_t us = span_end(end).us_since(t.start);
+    if (us < 10'000) {
+        put_short_duration(lines.buf.data() + t.at, short_duration_text(us));
+    } else {
+        widen_durations(lines, end);
+    }
+    lines.timed.clear();
+}
+
+// end_durations() for one line, whose span ends now: off its fast path.
+[[gnu::noinline]] void end_one_duration_now(detail::log_lines& lines) noexcept {
+    end_one_duration_at(lines, clock_mark());
 }
 
 } // namespace
 
 void detail::log_lines::end_durations() noexcept {
     // Every line ends here, as its batch is written, just before its response: one reading.
-    const std::uint64_t end = clock_mark();
-    // One line (a turn that answered one request): without the batch's loop and its
-    // registers, which took ~45 instructions of the ~100 such a turn's line cost.
-    if (timed.size() == 1) [[likely]] {
-        const std::uint64_t us = span_end(end).us_since(timed[0].start);
-        if (us < 10'000) [[likely]] {
-            put_short_duration(buf.data() + timed[0].at, short_duration_text(us));
-        } else {
-            widen_durations(*this, end);
-        }
-    } else {
-        end_durations_of_batch(*this, end);
+    if (timed.size() != 1) {
+        end_durations_of_batch(*this, clock_mark());
+        return;
     }
-    timed.clear();
+#if defined(__x86_64__)
+    // One line (a turn that answered one request) below 10 ms: read, scaled and written at
+    // once, ~25 instructions less than through span_end (every other way out a tail call).
+    const timed_line& t = timed[0];
+    if (tsc_span(t.start)) [[likely]] {
+        const std::uint64_t end = __rdtsc();
+        std::uint64_t us = 0;
+        if (short_span_us(t.start, end, us)) [[likely]] {
+            put_short_duration(buf.data() + t.at, short_duration_text(us));
+            timed.pop_back();
+            return;
+        }
+        end_one_duration_at(*this, end);
+        return;
+    }
+#endif
+    end_one_duration_now(*this);
 }
 
 namespace {
