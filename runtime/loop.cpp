@@ -900,7 +900,11 @@ void loop_impl::enter(bool wait, std::optional<duration> timeout) {
     }
     time_point deadline = time_point::max();
     if (source_ == nullptr) {
-        deadline = std::min(sleeps_.next(), clock_.next());
+        // The contexts' clock only when it holds a timer: next() takes its lock, an atomic
+        // exchange per turn. A deadline that another thread schedules after this read posts
+        // to the loop (loop_clock::schedule), which wakes the wait below: this turn already
+        // counts as asleep (turn()).
+        deadline = std::min(sleeps_.next(), clock_.empty() ? time_point::max() : clock_.next());
     }
     duration d = duration::max();
     if (deadline != time_point::max()) {
