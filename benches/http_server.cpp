@@ -1,13 +1,14 @@
 // http_server: tether's side of the HTTP benchmark (benches/run.py): plaintext
 // "Hello, World!" as the peers of benches/peers serve it.
 //
-//   http_server [--port N] [--middleware] [--recover] [--loops N]
+//   http_server [--port N] [--middleware] [--recover] [--timeout] [--loops N]
 //       Listens on 127.0.0.1:N (0, the default, picks a port), prints "listening on ADDRESS"
 //       once it accepts, and serves `GET /` with "Hello, World!" (Date, Server, Content-Type
 //       and Content-Length headers) until SIGINT or SIGTERM.
 //       --middleware  wraps the handler in request_id() and access_log(FILE*), the log
 //                     lines written to /dev/null (formatted and written, not skipped)
 //       --recover     wraps the handler in recover() (inside those, with --middleware)
+//       --timeout     wraps the handler in timeout(5s) (inside all those)
 //       --loops N     serves on N loops, N threads (default 1): each loop accepts on its own
 //                     socket of one SO_REUSEPORT group (http::sharded_server)
 //
@@ -66,7 +67,9 @@ task<int> serve(Server& srv, std::uint16_t port) {
 }
 
 int usage() {
-    fmt::print(stderr, "usage: http_server [--port N] [--middleware] [--recover] [--loops N]\n");
+    fmt::print(
+        stderr,
+        "usage: http_server [--port N] [--middleware] [--recover] [--timeout] [--loops N]\n");
     return 2;
 }
 
@@ -81,6 +84,7 @@ int main(int argc, char** argv) {
     std::uint16_t port = 0;
     bool middleware = false;
     bool recover = false;
+    bool timeout = false;
     std::size_t loops = 1;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
@@ -88,6 +92,8 @@ int main(int argc, char** argv) {
             middleware = true;
         } else if (a == "--recover") {
             recover = true;
+        } else if (a == "--timeout") {
+            timeout = true;
         } else if (a == "--port" && i + 1 < argc) {
             if (!parse(argv[++i], port)) {
                 return usage();
@@ -110,6 +116,9 @@ int main(int argc, char** argv) {
     http::serve_mux mux;
     mux.handle("GET /{$}", hello);
     http::handler app = mux.as_handler();
+    if (timeout) {
+        app = http::chain(app, {http::timeout(std::chrono::seconds(5))});
+    }
     if (recover) {
         app = http::chain(app, {http::recover()});
     }

@@ -1023,13 +1023,22 @@ struct recover_steps final : detail::around_steps {
     void after(request&, response_writer&, detail::around_state&, bool) const override {}
 };
 
-struct timeout_mw {
-    handler next;
+// timeout(): synchronous steps around the handler, which runs under the request's context
+// with a deadline (in req.ctx_ from `before` to `after`).
+struct timeout_steps final : detail::around_steps {
     std::chrono::nanoseconds d;
-    task<void> operator()(request& req, response_writer& w) const {
-        auto [ctx, cancel] = tether::with_timeout(req.ctx(), d);
-        co_await run_with(ctx, next, req, w);
-        if (ctx.err() == errc::deadline_exceeded && !w.head_sent_) {
+    explicit timeout_steps(std::chrono::nanoseconds t) : d(t) {}
+    void before(request& req, response_writer&, detail::around_state& st) const override {
+        auto [ctx, cancel] = tether::with_timeout(req.ctx_, d);
+        st.saved = std::exchange(req.ctx_, std::move(ctx));
+        st.cancel = std::move(cancel);
+    }
+    void after(request& req, response_writer& w, detail::around_state& st,
+               bool failed) const override {
+        const bool expired = req.ctx_.err() == errc::deadline_exceeded;
+        req.ctx_ = std::move(st.saved);
+        st.cancel.reset(); // the deadline's timer goes
+        if (expired && !failed && !w.head_sent_) {
             // Whatever the handler wrote after its deadline is dropped, as Go's
             // TimeoutHandler does.
             w.headers().clear();
@@ -1155,7 +1164,9 @@ middleware recover(std::function<void(std::string_view)> sink) {
 }
 
 middleware timeout(std::chrono::nanoseconds d) {
-    return [d](handler next) -> handler { return timeout_mw{std::move(next), d}; };
+    auto steps = std::make_shared<timeout_steps>(d);
+    return
+        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
 }
 
 middleware bearer_auth(std::function<std::optional<identity>(std::string_view)> verify) {

@@ -80,6 +80,9 @@ middleware recover(std::function<void(std::string_view line)> sink = {});
 /// Runs the handler under `with_timeout(request context, d)`: every await in it resumes
 /// with `errc::deadline_exceeded` when `d` passes, its I/O is canceled, and the client gets
 /// 503 (unless the handler had already started sending its response).
+///
+/// Synchronous steps, as `recover()`'s: the handler's own context is the one with the
+/// deadline (`req.ctx()`), and no coroutine frame is added per request.
 middleware timeout(std::chrono::nanoseconds d);
 
 /// Who a request is from, as a verified credential says.

@@ -8,6 +8,7 @@
 //   server           accept loop, keep-alive, pipelining, timeouts, graceful shutdown
 
 #include "context/context.hpp"
+#include "context/with_cancel.hpp"
 #include "net/address.hpp"
 #include "net/http/headers.hpp"
 #include "net/http/parser.hpp"
@@ -372,9 +373,9 @@ struct sync_adapter {
 
 /// Returns `f` as a `handler`, for the places that take one (`chain`, middleware,
 /// `sharded_server`). A server, or a `serve_mux` route, given it (inside synchronous
-/// middleware such as `request_id()`, `access_log()` and `recover()`, if any) still calls
-/// `f` directly; a middleware that is a coroutine (`timeout()`, `bearer_auth()`) awaits it
-/// in a frame.
+/// middleware such as `request_id()`, `access_log()`, `recover()` and `timeout()`, if any)
+/// still calls `f` directly; a middleware that is a coroutine (`bearer_auth()`) awaits it in
+/// a frame.
 handler from_sync(sync_handler f);
 
 /// Wraps a handler (request ID, logging, auth, timeouts): composable in order.
@@ -393,6 +394,8 @@ struct around_state {
     /// null when there is none. Should the state go without `after` (a frame destroyed
     /// while its handler was suspended), the destructor gives the link its reference first.
     tether::detail::node* borrowed = nullptr;
+    /// Cancels a context `before` made for the handler (the timeout's), if any.
+    cancel_handle cancel;
 
     around_state() noexcept = default;
     around_state(const around_state&) = delete;
@@ -406,9 +409,10 @@ struct around_state {
 };
 
 /// A middleware whose work is synchronous, before and after the handler it wraps (the
-/// request ID, the access log, recovery): no coroutine frame of its own per request. The
-/// server runs the steps of the `around_handler`s it is given (the outermost ones, up to
-/// `max_around`) in its own frame and awaits the innermost handler's task directly.
+/// request ID, the access log, recovery, timeouts): no coroutine frame of its own per
+/// request. The server runs the steps of the `around_handler`s it is given (the outermost
+/// ones, up to `max_around`) in its own frame and awaits the innermost handler's task
+/// directly.
 class around_steps {
 public:
     virtual ~around_steps() = default;

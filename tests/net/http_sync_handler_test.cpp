@@ -7,6 +7,7 @@
 #include "net/tcp_stream.hpp"
 #include "runtime/loop.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
 
 #include <doctest/doctest.h>
@@ -304,4 +305,54 @@ TEST_CASE("a sharded_server serves a synchronous handler on each of its loops") 
         CHECK(got[i].ends_with(fmt::format("/c{} live=true", i)));
     }
     CHECK(calls == 8);
+}
+
+TEST_CASE("request_id, access_log, recover and timeout around a mux of synchronous and "
+          "coroutine handlers") {
+    std::vector<std::string> lines;
+    std::vector<std::string> panics;
+    http::serve_mux mux;
+    mux.handle("GET /hello", [](request& req, response_writer& w) {
+        // Under the timeout's context, a child of the request ID's.
+        w.write(fmt::format("hello id={} deadline={}", http::request_id_of(req.ctx()),
+                            req.ctx().has_deadline()));
+    });
+    mux.handle("GET /boom", [](request&, response_writer&) { throw std::runtime_error("kaput"); });
+    mux.handle("GET /slow", [](request&, response_writer& w) -> task<void> {
+        auto r = co_await sleep_for(std::chrono::seconds(10));
+        w.write(r ? "slept" : "woken");
+    });
+    http::handler app = http::chain(
+        mux.as_handler(),
+        {http::request_id(), http::access_log([&](std::string_view l) { lines.emplace_back(l); }),
+         http::recover([&](std::string_view l) { panics.emplace_back(l); }),
+         http::timeout(std::chrono::milliseconds(50))});
+    // Every one of them synchronous steps, which the server runs in its frame.
+    const http::handler* h = &app;
+    for (int i = 0; i < 3; ++i) { // request_id takes the access log's work into its steps
+        const auto* a = h->target<http::detail::around_handler>();
+        REQUIRE(a != nullptr);
+        h = &a->next;
+    }
+    CHECK(h->target<http::detail::mux_handler>() != nullptr);
+
+    std::string got = roundtrip(
+        app, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: h1\r\n\r\n"
+             "GET /boom HTTP/1.1\r\nHost: x\r\nX-Request-ID: b1\r\n\r\n"
+             "GET /slow HTTP/1.1\r\nHost: x\r\nX-Request-ID: s1\r\n\r\n"
+             "GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-ID: h2\r\nConnection: close\r\n\r\n");
+    CHECK(got.find("hello id=h1 deadline=true") != std::string::npos);
+    CHECK(got.find("HTTP/1.1 500 Internal Server Error") != std::string::npos);
+    CHECK(got.find("503 handler timeout\n") != std::string::npos);
+    CHECK(got.find("woken") == std::string::npos);
+    CHECK(got.find("hello id=h2 deadline=true") != std::string::npos);
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0].find("\"GET /hello HTTP/1.1\" 200 ") != std::string::npos);
+    CHECK(lines[0].ends_with(" id=h1"));
+    CHECK(lines[1].find("\"GET /boom HTTP/1.1\" 500 ") != std::string::npos);
+    CHECK(lines[1].ends_with(" id=b1"));
+    CHECK(lines[2].find("\"GET /slow HTTP/1.1\" 503 ") != std::string::npos);
+    CHECK(lines[3].ends_with(" id=h2"));
+    REQUIRE(panics.size() == 1);
+    CHECK(panics[0].find("GET /boom: kaput") != std::string::npos);
 }
