@@ -4,6 +4,7 @@
 #include "runtime/loop.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
+#include "support/http_roundtrip.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -23,6 +24,7 @@ using namespace tether;
 using namespace std::chrono_literals;
 using http::request;
 using http::response_writer;
+using test::roundtrip;
 
 namespace {
 
@@ -34,37 +36,6 @@ http::handler throwing_handler(std::string& seen) {
         w.write("partial");
         throw std::runtime_error("boom");
     };
-}
-
-task<std::string> get(net::address at, std::string raw) {
-    auto s = co_await net::tcp_stream::connect(at);
-    REQUIRE(s.has_value());
-    (void)co_await s->write_all(std::string_view(raw));
-    std::string got;
-    char buf[4096];
-    for (;;) {
-        auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
-        if (!r || *r == 0) {
-            break;
-        }
-        got.append(buf, *r);
-    }
-    co_return got;
-}
-
-// Serves `h` on a fresh server, sends `raw` (which should ask to close), returns the reply.
-std::string roundtrip(http::handler h, std::string raw) {
-    loop l;
-    http::server srv(std::move(h));
-    REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
-    net::address at = *srv.local_addr();
-    return l.block_on([](http::server* s, net::address a, std::string r) -> task<std::string> {
-        auto serving = co_await spawn(s->serve());
-        std::string got = co_await get(a, std::move(r));
-        (void)co_await s->shutdown();
-        (void)co_await serving;
-        co_return got;
-    }(&srv, at, std::move(raw)));
 }
 
 task<void> show_id(request&, response_writer& w) {
@@ -259,7 +230,7 @@ std::vector<std::string> roundtrip_many(http::server& srv, std::string raw, int 
         auto serving = co_await spawn(s->serve());
         std::vector<join_handle<std::string>> clients;
         for (int i = 0; i < n; ++i) {
-            clients.push_back(co_await spawn(get(a, r)));
+            clients.push_back(co_await spawn(test::read_to_close(a, r)));
         }
         std::vector<std::string> got;
         for (auto& c : clients) {
@@ -680,8 +651,8 @@ TEST_CASE("access_log(FILE*): two logs served on one thread each get exactly the
         const net::address at_x = *x->local_addr();
         const net::address at_y = *y->local_addr();
         for (int i = 0; i < 3; ++i) {
-            task<std::string> to_x = get(at_x, raw);
-            task<std::string> to_y = get(at_y, raw);
+            task<std::string> to_x = test::read_to_close(at_x, raw);
+            task<std::string> to_y = test::read_to_close(at_y, raw);
             clients.push_back(co_await spawn(std::move(to_x)));
             clients.push_back(co_await spawn(std::move(to_y)));
         }

@@ -9,6 +9,7 @@
 #include "runtime/runtime.hpp"
 #include "runtime/sleep.hpp"
 #include "runtime/spawn.hpp"
+#include "support/http_roundtrip.hpp"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -22,48 +23,12 @@
 using namespace tether;
 using http::request;
 using http::response_writer;
+using test::roundtrip;
 
 namespace {
 
-// Sends `raw` and reads until the server closes the connection.
-task<std::string> get(net::address at, std::string raw) {
-    auto s = co_await net::tcp_stream::connect(at);
-    REQUIRE(s.has_value());
-    (void)co_await s->write_all(std::string_view(raw));
-    std::string got;
-    char buf[4096];
-    for (;;) {
-        auto r = co_await s->read_some(std::as_writable_bytes(std::span(buf)));
-        if (!r || *r == 0) {
-            break;
-        }
-        got.append(buf, *r);
-    }
-    co_return got;
-}
-
-// Serves with `srv` (listening already), sends `raw` (which should end with a request that
-// asks to close), returns the reply.
-std::string roundtrip(loop& l, http::server& srv, std::string raw) {
-    net::address at = *srv.local_addr();
-    return l.block_on([](http::server* s, net::address a, std::string r) -> task<std::string> {
-        auto serving = co_await spawn(s->serve());
-        std::string got = co_await get(a, std::move(r));
-        (void)co_await s->shutdown();
-        (void)co_await serving;
-        co_return got;
-    }(&srv, at, std::move(raw)));
-}
-
-std::string roundtrip(http::handler h, std::string raw) {
-    loop l;
-    http::server srv(std::move(h));
-    REQUIRE(srv.listen(net::address::ipv4_loopback(0)).has_value());
-    return roundtrip(l, srv, std::move(raw));
-}
-
 std::string roundtrip(const http::serve_mux& mux, std::string raw) {
-    return roundtrip(mux.as_handler(), std::move(raw));
+    return test::roundtrip(mux.as_handler(), std::move(raw));
 }
 
 void hello(request&, response_writer& w) {
@@ -287,7 +252,8 @@ TEST_CASE("a sharded_server serves a synchronous handler on each of its loops") 
             for (int i = 0; i < 8; ++i) {
                 clients.push_back(spawn_on(
                     r->loop(static_cast<std::size_t>(i % 2)), ctx,
-                    get(a, fmt::format("GET /c{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    test::read_to_close(
+                        a, fmt::format("GET /c{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                                        i))));
             }
             std::vector<std::string> replies;
