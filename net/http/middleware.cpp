@@ -149,22 +149,6 @@ bool acceptable_id(std::string_view id) noexcept {
     return true;
 }
 
-// Runs `next` with the request's context replaced by `ctx` (for the handlers below). The
-// handler's task borrows this frame's `ctx` as its context (what with_context does, without
-// a second frame).
-task<void> run_with(context ctx, const handler& next, request& req, response_writer& w) {
-    context saved = req.ctx_;
-    req.ctx_ = ctx;
-    co_await tether::detail::set_context{&ctx};
-    try {
-        co_await next(req, w);
-    } catch (...) {
-        req.ctx_ = saved;
-        throw;
-    }
-    req.ctx_ = saved;
-}
-
 // Makes the awaiting task run under `ctx` from now on; gives the context it ran under.
 struct swap_context {
     const context* ctx;
@@ -1052,10 +1036,14 @@ struct timeout_steps final : detail::around_steps {
     }
 };
 
-struct bearer_mw {
-    handler next;
+// bearer_auth(): synchronous steps (the verifier is a plain function): `before` answers 401
+// itself (st.answered: the handler is not called) or puts the identity in req.ctx_, under
+// which the handler runs; `after` restores the context.
+struct bearer_steps final : detail::around_steps {
     std::function<std::optional<identity>(std::string_view)> verify;
-    task<void> operator()(request& req, response_writer& w) const {
+    explicit bearer_steps(std::function<std::optional<identity>(std::string_view)> v)
+        : verify(std::move(v)) {}
+    void before(request& req, response_writer& w, detail::around_state& st) const override {
         std::string_view auth = req.header("authorization");
         std::optional<identity> who;
         if (auth.size() > 7 && iequals(auth.substr(0, 7), "bearer ")) {
@@ -1066,9 +1054,16 @@ struct bearer_mw {
             w.headers().set("Content-Type", "text/plain; charset=utf-8");
             w.write_header(401);
             w.write("401 unauthorized\n");
-            co_return;
+            st.answered = true;
+            return;
         }
-        co_await run_with(with_value(req.ctx(), identity_key, std::move(*who)), next, req, w);
+        context ctx = with_value(req.ctx_, identity_key, std::move(*who));
+        st.saved = std::exchange(req.ctx_, std::move(ctx));
+    }
+    void after(request& req, response_writer&, detail::around_state& st, bool) const override {
+        if (!st.answered) {
+            req.ctx_ = std::move(st.saved);
+        }
     }
 };
 
@@ -1085,18 +1080,40 @@ bool around_steps::recover(request&, response_writer&, const std::exception_ptr&
 task<void> around_handler::operator()(request& req, response_writer& w) const {
     around_state st;
     steps->before(req, w, st);
-    // The handler runs under req.ctx_ as `before` left it, whatever context we were given.
-    swap_context enter{&req.ctx_};
-    const context* outer = co_await enter;
     std::exception_ptr failed;
-    try {
-        task<void> t = next(req, w);
-        co_await std::move(t);
-    } catch (...) {
-        failed = std::current_exception();
+    if (!st.answered) {
+        // The handler runs under req.ctx_ as `before` left it, whatever context we were given.
+        swap_context enter{&req.ctx_};
+        const context* outer = co_await enter;
+        try {
+            task<void> t = next(req, w);
+            co_await std::move(t);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        swap_context leave{outer};
+        (void)co_await leave;
     }
-    swap_context leave{outer};
-    (void)co_await leave;
+    if (failed && steps->recover(req, w, failed)) {
+        failed = nullptr;
+    }
+    steps->after(req, w, st, failed != nullptr);
+    if (failed) {
+        std::rethrow_exception(failed);
+    }
+}
+
+void around_sync::operator()(request& req, response_writer& w) const {
+    around_state st;
+    steps->before(req, w, st);
+    std::exception_ptr failed;
+    if (!st.answered) {
+        try {
+            next(req, w);
+        } catch (...) {
+            failed = std::current_exception();
+        }
+    }
     if (failed && steps->recover(req, w, failed)) {
         failed = nullptr;
     }
@@ -1170,7 +1187,9 @@ middleware timeout(std::chrono::nanoseconds d) {
 }
 
 middleware bearer_auth(std::function<std::optional<identity>(std::string_view)> verify) {
-    return [verify](handler next) -> handler { return bearer_mw{std::move(next), verify}; };
+    auto steps = std::make_shared<bearer_steps>(std::move(verify));
+    return
+        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
 }
 
 } // namespace tether::http

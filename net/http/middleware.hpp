@@ -99,6 +99,10 @@ const identity* identity_of(const context& ctx) noexcept;
 /// `WWW-Authenticate: Bearer` and never calls the handler.
 ///
 /// `verify` returns the identity of a valid token, or nullopt.
+///
+/// Synchronous steps, as `recover()`'s: the handler runs under the context with the
+/// identity (`req.ctx()`), no coroutine frame is added per request, and a `serve_mux` route
+/// of `bearer_auth` around `from_sync`'s handler is served as a synchronous one.
 middleware bearer_auth(std::function<std::optional<identity>(std::string_view token)> verify);
 
 } // namespace tether::http

@@ -1555,13 +1555,22 @@ task<void> server_state::serve_conn(conn* c) {
         bool failed = false;
         henv.suspended = false;
         try {
+            bool answered = false;
             for (; entered < around_count; ++entered) {
-                around[entered]->before(req, w, rs->around_st[entered]);
+                around_state& as = rs->around_st[entered];
+                as.answered = false;
+                around[entered]->before(req, w, as);
+                if (as.answered) [[unlikely]] { // a step answered: no handler, no inner steps
+                    ++entered;
+                    answered = true;
+                    break;
+                }
             }
             // A synchronous handler (or a refusal of the mux's) runs here, with no frame: the
             // task is then empty.
             task<void> t;
-            if (mux != nullptr) [[likely]] {
+            if (answered) [[unlikely]] {
+            } else if (mux != nullptr) [[likely]] {
                 t = mux->run_or_start(req, w);
             } else if (sync != nullptr) {
                 (*sync)(req, w);
@@ -1992,10 +2001,25 @@ handler chain(handler h, std::initializer_list<middleware> mws) {
     return h;
 }
 
+namespace {
+// `h` as a synchronous handler, when it is one: from_sync's, or synchronous steps around
+// one (bearer_auth() around a route's from_sync). Else empty.
+sync_handler as_sync(const handler& h) {
+    if (const auto* a = h.target<detail::sync_adapter>()) {
+        return a->f;
+    }
+    if (const auto* a = h.target<detail::around_handler>(); a != nullptr && a->steps) {
+        if (sync_handler inner = as_sync(a->next)) {
+            return detail::around_sync{a->steps, std::move(inner)};
+        }
+    }
+    return {};
+}
+} // namespace
+
 void serve_mux::handle(std::string_view pattern, handler h) {
-    if (auto* a = h.target<detail::sync_adapter>()) {
-        // from_sync's: the synchronous handler itself, called directly.
-        sync_handler s = std::move(a->f);
+    if (sync_handler s = as_sync(h)) {
+        // from_sync's, with any synchronous steps around it: called directly.
         const auto* sf = s.target<route_handler::sync_function>();
         handle_sync(pattern, sf != nullptr ? *sf : nullptr, sf != nullptr ? nullptr : std::move(s));
         return;

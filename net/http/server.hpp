@@ -373,9 +373,9 @@ struct sync_adapter {
 
 /// Returns `f` as a `handler`, for the places that take one (`chain`, middleware,
 /// `sharded_server`). A server, or a `serve_mux` route, given it (inside synchronous
-/// middleware such as `request_id()`, `access_log()`, `recover()` and `timeout()`, if any)
-/// still calls `f` directly; a middleware that is a coroutine (`bearer_auth()`) awaits it in
-/// a frame.
+/// middleware such as `request_id()`, `access_log()`, `recover()`, `timeout()` and
+/// `bearer_auth()`, if any) still calls `f` directly; a middleware that is a coroutine
+/// awaits it in a frame.
 handler from_sync(sync_handler f);
 
 /// Wraps a handler (request ID, logging, auth, timeouts): composable in order.
@@ -396,6 +396,9 @@ struct around_state {
     tether::detail::node* borrowed = nullptr;
     /// Cancels a context `before` made for the handler (the timeout's), if any.
     cancel_handle cancel;
+    /// Set by `before` when it answered the request itself (bearer_auth's 401): the handler
+    /// is not called, `after` still runs. Cleared before each `before`.
+    bool answered = false;
 
     around_state() noexcept = default;
     around_state(const around_state&) = delete;
@@ -416,7 +419,9 @@ struct around_state {
 class around_steps {
 public:
     virtual ~around_steps() = default;
-    /// Runs before the handler. May replace `req.ctx_`: the handler then runs under it.
+    /// Runs before the handler. May replace `req.ctx_`: the handler then runs under it. May
+    /// answer the request itself and set `st.answered` (last, once nothing can throw): the
+    /// handler, and the steps inside this one, are then not run.
     virtual void before(request& req, response_writer& w, around_state& st) const = 0;
     /// Runs when the handler (or a step inside this one) threw `e`, if `before` returned,
     /// just before `after`: returns true if it answered the request itself, which then no
@@ -434,6 +439,15 @@ struct around_handler {
     handler next;
     std::shared_ptr<const around_steps> steps;
     task<void> operator()(request& req, response_writer& w) const;
+};
+
+/// Synchronous steps around a synchronous handler, as one synchronous handler: what a
+/// `serve_mux` route given `around_handler`s around `from_sync`'s handler calls (no
+/// coroutine frame per request).
+struct around_sync {
+    std::shared_ptr<const around_steps> steps;
+    sync_handler next;
+    void operator()(request& req, response_writer& w) const;
 };
 
 /// How many nested `around_handler`s the server unwraps.

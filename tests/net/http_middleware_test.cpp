@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -927,4 +928,118 @@ TEST_CASE("recover() around a step whose `before` throws answers 500; the steps 
     CHECK(got.starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
     REQUIRE(panics.size() == 1);
     CHECK(panics[0].find(": before") != std::string::npos);
+}
+
+namespace {
+
+// Around steps that note, in `trace`, the identity in the request's context when they run.
+struct identity_probe final : http::detail::around_steps {
+    std::string name;
+    std::string* trace;
+    identity_probe(std::string n, std::string* t) : name(std::move(n)), trace(t) {}
+    void note(const char* what, request& req) const {
+        const http::identity* who = http::identity_of(req.ctx());
+        *trace += std::string(what) + " " + name + " " + (who ? who->subject : "-") + "; ";
+    }
+    void before(request& req, response_writer&, http::detail::around_state&) const override {
+        note("before", req);
+    }
+    void after(request& req, response_writer&, http::detail::around_state&, bool) const override {
+        note("after", req);
+    }
+};
+
+std::optional<http::identity> verify_good(std::string_view token) {
+    if (token == "good") {
+        return http::identity{"ada", "admin"};
+    }
+    return std::nullopt;
+}
+
+const char* const bearer_requests =
+    "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bad\r\n\r\n"
+    "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n\r\n"
+    "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+const char* const bearer_trace = "before a -; after a -; "
+                                 "before a -; before c ada; handler ada/admin; after c ada; "
+                                 "after a -; "
+                                 "before a -; after a -; ";
+
+void check_bearer_replies(const std::string& got) {
+    // 401 (with the challenge), 200 with the identity, 401: on one connection, in order.
+    const auto first = got.find("HTTP/1.1 401 ");
+    const auto ok = got.find("HTTP/1.1 200 ");
+    const auto last = got.rfind("HTTP/1.1 401 ");
+    CHECK(first == 0);
+    REQUIRE(ok != std::string::npos);
+    CHECK(first < ok);
+    CHECK(ok < last);
+    CHECK(last != std::string::npos);
+    CHECK(got.find("WWW-Authenticate: Bearer\r\n") < ok);
+    CHECK(got.find("WWW-Authenticate: Bearer\r\n", last) != std::string::npos);
+    CHECK(got.find("\r\n\r\nada/admin") != std::string::npos);
+    CHECK(got.find("401 unauthorized\n") != std::string::npos);
+}
+
+} // namespace
+
+TEST_CASE("bearer_auth() is synchronous steps, with no coroutine of its own") {
+    http::handler h = [](request& req, response_writer& w) -> task<void> {
+        const http::identity* who = http::identity_of(req.ctx());
+        w.write(who ? who->subject + "/" + who->role : "nobody");
+        co_return;
+    };
+    h = http::bearer_auth(verify_good)(std::move(h));
+    // No coroutine of bearer_auth's own: steps the server runs around the handler's task.
+    const auto* a = h.target<http::detail::around_handler>();
+    REQUIRE(a != nullptr);
+    CHECK(a->steps != nullptr);
+}
+
+TEST_CASE("bearer_auth()'s 401 through the steps: neither the handler nor the steps inside "
+          "run; the identity is in the context only inside, also on the next requests") {
+    std::string trace;
+    http::handler h = [&trace](request& req, response_writer& w) -> task<void> {
+        const http::identity* who = http::identity_of(req.ctx());
+        const std::string s = who ? who->subject + "/" + who->role : "nobody";
+        trace += "handler " + s + "; ";
+        w.write(s);
+        co_return;
+    };
+    h = http::detail::around_handler{std::move(h), std::make_shared<identity_probe>("c", &trace)};
+    h = http::bearer_auth(verify_good)(std::move(h));
+    h = http::detail::around_handler{std::move(h), std::make_shared<identity_probe>("a", &trace)};
+    SUBCASE("run by the server") {
+    }
+    SUBCASE("awaited inside a middleware that is a coroutine") {
+        h = [next = std::move(h)](request& req, response_writer& w) -> task<void> {
+            task<void> t = next(req, w);
+            co_await std::move(t);
+        };
+    }
+    std::string got = roundtrip(h, bearer_requests);
+    CHECK(trace == bearer_trace);
+    check_bearer_replies(got);
+}
+
+TEST_CASE("bearer_auth() around a serve_mux route's synchronous handler: its 401 and its "
+          "identity, the context restored after") {
+    std::string trace;
+    http::handler route = http::from_sync([&trace](request& req, response_writer& w) {
+        const http::identity* who = http::identity_of(req.ctx());
+        const std::string s = who ? who->subject + "/" + who->role : "nobody";
+        trace += "handler " + s + "; ";
+        w.write(s);
+    });
+    route = http::detail::around_handler{std::move(route),
+                                         std::make_shared<identity_probe>("c", &trace)};
+    route = http::bearer_auth(verify_good)(std::move(route));
+    http::serve_mux mux;
+    mux.handle("GET /{$}", std::move(route));
+    http::handler h = http::detail::around_handler{mux.as_handler(),
+                                                   std::make_shared<identity_probe>("a", &trace)};
+    std::string got = roundtrip(h, bearer_requests);
+    CHECK(trace == bearer_trace);
+    check_bearer_replies(got);
 }
