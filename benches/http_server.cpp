@@ -1,7 +1,7 @@
 // http_server: tether's side of the HTTP benchmark (benches/run.py): plaintext
 // "Hello, World!" as the peers of benches/peers serve it.
 //
-//   http_server [--port N] [--middleware] [--recover] [--timeout] [--loops N]
+//   http_server [--port N] [--middleware] [--recover] [--timeout] [--auth] [--loops N]
 //       Listens on 127.0.0.1:N (0, the default, picks a port), prints "listening on ADDRESS"
 //       once it accepts, and serves `GET /` with "Hello, World!" (Date, Server, Content-Type
 //       and Content-Length headers) until SIGINT or SIGTERM.
@@ -9,6 +9,8 @@
 //                     lines written to /dev/null (formatted and written, not skipped)
 //       --recover     wraps the handler in recover() (inside those, with --middleware)
 //       --timeout     wraps the handler in timeout(5s) (inside all those)
+//       --auth        wraps the route in bearer_auth(), whose verifier takes the token
+//                     "bench" (send `Authorization: Bearer bench`; 401 without it)
 //       --loops N     serves on N loops, N threads (default 1): each loop accepts on its own
 //                     socket of one SO_REUSEPORT group (http::sharded_server)
 //
@@ -30,6 +32,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string_view>
 
 using namespace tether;
@@ -67,9 +70,9 @@ task<int> serve(Server& srv, std::uint16_t port) {
 }
 
 int usage() {
-    fmt::print(
-        stderr,
-        "usage: http_server [--port N] [--middleware] [--recover] [--timeout] [--loops N]\n");
+    fmt::print(stderr,
+               "usage: http_server [--port N] [--middleware] [--recover] [--timeout] [--auth] "
+               "[--loops N]\n");
     return 2;
 }
 
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     bool middleware = false;
     bool recover = false;
     bool timeout = false;
+    bool auth = false;
     std::size_t loops = 1;
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
@@ -94,6 +98,8 @@ int main(int argc, char** argv) {
             recover = true;
         } else if (a == "--timeout") {
             timeout = true;
+        } else if (a == "--auth") {
+            auth = true;
         } else if (a == "--port" && i + 1 < argc) {
             if (!parse(argv[++i], port)) {
                 return usage();
@@ -114,7 +120,17 @@ int main(int argc, char** argv) {
         return 1;
     }
     http::serve_mux mux;
-    mux.handle("GET /{$}", hello);
+    if (auth) {
+        mux.handle(
+            "GET /{$}",
+            http::chain(http::from_sync(hello), {http::bearer_auth([](std::string_view token) {
+                            return token == "bench"
+                                       ? std::optional<http::identity>(http::identity{"bench", {}})
+                                       : std::nullopt;
+                        })}));
+    } else {
+        mux.handle("GET /{$}", hello);
+    }
     http::handler app = mux.as_handler();
     if (timeout) {
         app = http::chain(app, {http::timeout(std::chrono::seconds(5))});
