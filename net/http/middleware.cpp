@@ -1075,6 +1075,21 @@ bool around_steps::recover(request&, response_writer&, const std::exception_ptr&
     return false;
 }
 
+namespace {
+// The end of one around_steps once the handler (or `before`) is done: `failed` offered to
+// its recover(), then its after(), then what was not recovered rethrown.
+void end_steps(const around_steps& steps, request& req, response_writer& w, around_state& st,
+               std::exception_ptr failed) {
+    if (failed && steps.recover(req, w, failed)) {
+        failed = nullptr;
+    }
+    steps.after(req, w, st, failed != nullptr);
+    if (failed) {
+        std::rethrow_exception(failed);
+    }
+}
+} // namespace
+
 // The steps in a frame of their own, for a caller that awaits the handler (a middleware
 // that is a coroutine). The server runs them in its frame instead.
 task<void> around_handler::operator()(request& req, response_writer& w) const {
@@ -1094,13 +1109,7 @@ task<void> around_handler::operator()(request& req, response_writer& w) const {
         swap_context leave{outer};
         (void)co_await leave;
     }
-    if (failed && steps->recover(req, w, failed)) {
-        failed = nullptr;
-    }
-    steps->after(req, w, st, failed != nullptr);
-    if (failed) {
-        std::rethrow_exception(failed);
-    }
+    end_steps(*steps, req, w, st, std::move(failed));
 }
 
 void around_sync::operator()(request& req, response_writer& w) const {
@@ -1114,13 +1123,7 @@ void around_sync::operator()(request& req, response_writer& w) const {
             failed = std::current_exception();
         }
     }
-    if (failed && steps->recover(req, w, failed)) {
-        failed = nullptr;
-    }
-    steps->after(req, w, st, failed != nullptr);
-    if (failed) {
-        std::rethrow_exception(failed);
-    }
+    end_steps(*steps, req, w, st, std::move(failed));
 }
 
 } // namespace detail
@@ -1149,10 +1152,14 @@ middleware request_id() {
 }
 
 namespace {
-middleware access_log_with(log_sink log) {
-    auto steps = std::make_shared<access_log_steps>(std::move(log));
+// The middleware that puts `steps` around the handler it wraps.
+middleware steps_middleware(std::shared_ptr<const detail::around_steps> steps) {
     return
         [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
+}
+
+middleware access_log_with(log_sink log) {
+    return steps_middleware(std::make_shared<access_log_steps>(std::move(log)));
 }
 } // namespace
 
@@ -1175,21 +1182,15 @@ middleware recover(std::function<void(std::string_view)> sink) {
     if (!sink) {
         sink = to_stderr;
     }
-    auto steps = std::make_shared<recover_steps>(std::move(sink));
-    return
-        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
+    return steps_middleware(std::make_shared<recover_steps>(std::move(sink)));
 }
 
 middleware timeout(std::chrono::nanoseconds d) {
-    auto steps = std::make_shared<timeout_steps>(d);
-    return
-        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
+    return steps_middleware(std::make_shared<timeout_steps>(d));
 }
 
 middleware bearer_auth(std::function<std::optional<identity>(std::string_view)> verify) {
-    auto steps = std::make_shared<bearer_steps>(std::move(verify));
-    return
-        [steps](handler next) -> handler { return detail::around_handler{std::move(next), steps}; };
+    return steps_middleware(std::make_shared<bearer_steps>(std::move(verify)));
 }
 
 } // namespace tether::http
