@@ -215,8 +215,10 @@ private:
     /// Links `fn` on `c` (null: never done); takes a reference on `c` if `hold`.
     bool link(detail::cancel_state* c, function fn, void* data, bool hold) noexcept;
     detail::callback_node node_;
-    detail::cancel_state* owner_ = nullptr;
     function fn_; // called with node_.data; set by arm()
+    // Last: what is_armed() reads, next to whatever the registration is followed by (a
+    // waiter's fields that every await touches).
+    detail::cancel_state* owner_ = nullptr;
 };
 
 /// Runs `f` once when a context is done, like `std::stop_callback`; unregistered on

@@ -51,10 +51,11 @@ struct transfer_op : tether::detail::uring_op {
     std::byte* data = nullptr; // recv/send
     std::size_t size = 0;      // bytes asked for (sendmsg: the sum of the iovecs)
     std::size_t done = 0;      // bytes moved so far
-    ::msghdr* msg;             // sendmsg/recvmsg: set by the awaiter; else unset
     // A stream's receive state, where its registered file is (fixed_file_of()): on the
     // stream's loop the SQE names the slot instead of `fd`. Null: not a stream.
     recv_core* const* rs = nullptr;
+    ::msghdr* msg; // sendmsg/recvmsg: set by the awaiter; else unset. Last: a stream's
+                   // read or write does not touch it (see uring_op's layout)
     // connect: `data` is the sockaddr and `size` its length.
 
     // Lazily initialized (see uring_op(lazy_init_t)): begin() sets what the constructor

@@ -26,20 +26,33 @@ struct completion {
 /// like any other, so that the reap loop calls each CQE's handler without a test (loop.cpp).
 extern constinit completion ignored_cqe;
 
+struct uring_op;
+
+/// What an op's general path uses and its common paths do not (a stream's reads and writes
+/// prepare their SQE inline and take no flags from their CQE): the first base of uring_op,
+/// before its waiter's cold part, so that those fields stay out of the lines an await touches
+/// (see waiter).
+struct uring_op_extra {
+    void (*prep)(uring_op*, void* sqe) noexcept;
+    std::uint32_t cqe_flags;
+};
+
 /// One SQE awaited by one coroutine, canceled in the kernel (IORING_OP_ASYNC_CANCEL) when
 /// its context is done; the coroutine resumes only when the operation's own CQE arrives,
 /// so buffers lent to the kernel stay alive until then.
-struct uring_op : completion, waiter {
-    void (*prep)(uring_op*, void* sqe) noexcept;
+///
+/// Layout: `prep` and `cqe_flags`, the waiter (its cold fields, then those every await
+/// touches), the completion, `res`, then what a derived op adds: from the waiter's armed
+/// flag on, what a read or write touches is contiguous.
+struct uring_op : uring_op_extra, waiter, completion {
     int res;
-    std::uint32_t cqe_flags;
 
-    uring_op() noexcept : prep(nullptr), res(0), cqe_flags(0) {}
+    uring_op() noexcept : uring_op_extra{nullptr, 0}, res(0) {}
     /// See waiter(lazy_init_t) and completion(lazy_init_t): `lp`, `handle`, `on_cancel`,
     /// `owner` and `complete` are set before arm(). Leaves `prep` (set before start()), `res`
     /// and `cqe_flags` (set with the CQE) uninitialized too: whoever reads `res` of an op
     /// that never went to the kernel sets it.
-    explicit uring_op(lazy_init_t) noexcept : completion(lazy_init), waiter(lazy_init) {}
+    explicit uring_op(lazy_init_t) noexcept : waiter(lazy_init), completion(lazy_init) {}
 
     /// Submits the op under `c` for coroutine `h`; returns false if it must not suspend
     /// (the context was already done: `error` says why, nothing was submitted).

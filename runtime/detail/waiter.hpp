@@ -49,7 +49,18 @@ struct chain_owner {
 ///   unless the waiter finished first. `on_cancel` either finishes the waiter with
 ///   `cancel_error()` or starts a kernel cancel whose completion finishes it.
 struct waiter {
-    loop* lp;
+    // The fields come in two parts. First what only a cancel, a registration of its own or a
+    // cross-thread cancel touches; then, last, what every await touches (arm, finish, resume),
+    // next to the fields an awaitable adds after its waiter: a connection's read or write
+    // touches two or three cache lines of its frame, not four or five. With many connections
+    // each round trip finds them cold.
+    void* data; // for on_cancel
+    // Cross-thread cancel queue (guarded by the loop's remote mutex).
+    waiter* remote_prev;
+    waiter* remote_next;
+    // Last of the cold part: its armed flag, which every finish tests, ends it (see
+    // cancel_registration), next to the hot part.
+    cancel_registration reg;
     union {
         // In a union so that the lazy constructor leaves it uninitialized.
         std::coroutine_handle<> handle;
@@ -57,30 +68,27 @@ struct waiter {
     std::error_code error;
     const context* ctx;
     void (*on_cancel)(waiter*) noexcept;
-    void* data; // for on_cancel
-    bool completed;
-    // Cross-thread cancel queue (guarded by the loop's remote mutex). Next to `completed`:
-    // finish() tests both with one load (completed_or_queued).
-    bool remote_queued;
-    bool cancel_requested;
-    bool on_chain; // the current await of its owner's chain (see await_chain)
-    waiter* remote_prev;
-    waiter* remote_next;
     // Set by the awaitable before arm(), with owner_of(h): the spawned task (or fan-out
     // child) the awaiting coroutine runs in. Null: arm() always arms `reg`.
     chain_owner* owner;
-    cancel_registration reg;
+    loop* lp; // last of the pointers: await_chain's `bound` and `current` follow it
+    bool completed;
+    // Set while queued on the remote queue. Next to `completed`: finish() tests both with one
+    // load (completed_or_queued).
+    bool remote_queued;
+    bool cancel_requested;
+    bool on_chain; // the current await of its owner's chain (see await_chain)
 
     waiter() noexcept
-        : lp(nullptr), handle(nullptr), error(no_error), ctx(nullptr), on_cancel(nullptr),
-          data(nullptr), completed(false), remote_queued(false), cancel_requested(false),
-          on_chain(false), remote_prev(nullptr), remote_next(nullptr), owner(nullptr) {}
+        : data(nullptr), remote_prev(nullptr), remote_next(nullptr), handle(nullptr),
+          error(no_error), ctx(nullptr), on_cancel(nullptr), owner(nullptr), lp(nullptr),
+          completed(false), remote_queued(false), cancel_requested(false), on_chain(false) {}
     /// Leaves uninitialized what is set before every read: `lp`, `handle`, `on_cancel` and
     /// `owner` (by the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links
     /// and the registration's node. For the waiters a stream's reads and writes make per await.
     explicit waiter(lazy_init_t) noexcept
-        : error(no_error), completed(false), remote_queued(false), cancel_requested(false),
-          on_chain(false), reg(lazy_init) {}
+        : reg(lazy_init), error(no_error), completed(false), remote_queued(false),
+          cancel_requested(false), on_chain(false) {}
     waiter(const waiter&) = delete;
     waiter& operator=(const waiter&) = delete;
     ~waiter() {
@@ -144,7 +152,10 @@ struct waiter {
 /// comes from another thread), as it would for the await's own registration.
 ///
 /// Thread safety: the task's loop thread only (the registration's callback excepted).
-struct await_chain {
+///
+/// Layout: an await under the chain reads `w.lp`, `bound` and `current`, which end the
+/// struct, in one cache line (the struct is aligned to one).
+struct alignas(64) await_chain {
     waiter w;                      // the registration, its loop and its remote-queue place
     cancel_state* bound = nullptr; // what w is armed on
     waiter* current = nullptr;     // the await suspended under `bound`, if any
