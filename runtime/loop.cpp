@@ -285,7 +285,7 @@ bool done_awaiter::suspend(const context& own, std::coroutine_handle<> h) noexce
 // ---- uring_op ----------------------------------------------------------------------------
 
 void uring_op_cancel(waiter* w) noexcept {
-    auto* op = static_cast<uring_op*>(w);
+    auto* op = &static_cast<uring_op&>(*w); // a reference: no null test (waiter is not first)
     if (op->completed || op->cancel_requested) {
         return;
     }
@@ -299,7 +299,7 @@ void uring_op_cancel(waiter* w) noexcept {
 namespace {
 
 void uring_op_complete(completion* c, int res, std::uint32_t flags) noexcept {
-    auto* op = static_cast<uring_op*>(c);
+    auto* op = &static_cast<uring_op&>(*c); // a reference: no null test
     op->res = res;
     op->cqe_flags = flags;
     op->finish(no_error);

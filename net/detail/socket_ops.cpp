@@ -84,7 +84,9 @@ void advance_iov(msghdr& m, std::size_t n) noexcept {
 }
 
 void transfer_complete(tether::detail::completion* c, int res, std::uint32_t) noexcept {
-    auto* op = static_cast<transfer_op*>(c);
+    // Through a reference: the completion is not the op's first base, and a pointer cast
+    // would test for null.
+    auto* op = &static_cast<transfer_op&>(*c);
     op->res = res; // `flags` says nothing a transfer needs
     // A connect's result is 0 or an error: no bytes.
     assert(op->k != transfer_op::kind::connect || res <= 0);
