@@ -113,12 +113,11 @@ struct recv_state final : completion, recv_core, orphan {
         std::uint32_t arms = 0, pauses = 0, fallbacks = 0;
     } stats;
 
-    // A plain recv into a heap buffer, when the pool is empty or unavailable.
+    // A plain recv into a heap buffer, when the pool is empty or unavailable (its flags are
+    // recv_core's fallback_inflight and fallback_canceling).
     struct fallback_op : completion {
         recv_state* self = nullptr;
         std::byte* buf = nullptr;
-        bool inflight = false;
-        bool canceling = false;
     } fallback;
 
     recv_state(int f, loop* l, buffer_pool* p) : recv_core(f, l, p) {
@@ -140,12 +139,16 @@ struct recv_state final : completion, recv_core, orphan {
 
     loop_impl& impl() const noexcept { return lp->impl(); }
     std::size_t queued() const noexcept { return queue.size() - head; }
-    bool in_flight() const noexcept { return armed || fallback.inflight; }
+    bool in_flight() const noexcept { return armed || fallback_inflight; }
 
-    void push(chunk c) { queue.push_back(c); }
+    void push(chunk c) {
+        queue.push_back(c);
+        backlog = true;
+    }
     void pop() noexcept {
         if (++head == queue.size()) {
             head = 0;
+            backlog = static_cast<bool>(end);
             if (queue.capacity() > 2) {
                 // A burst is over: an idle stream keeps no queue storage (a waiting receive
                 // takes new bytes without the queue, so it is rarely needed again soon).
@@ -180,8 +183,8 @@ struct recv_state final : completion, recv_core, orphan {
         io_uring_sqe* sqe = impl().get_sqe();
         io_uring_prep_recv(sqe, fd, fallback.buf, buffer_size, 0);
         io_uring_sqe_set_data(sqe, static_cast<completion*>(&fallback));
-        fallback.inflight = true;
-        fallback.canceling = false;
+        fallback_inflight = true;
+        fallback_canceling = false;
         ++stats.fallbacks;
     }
     void cancel(completion* target, bool& flag) {
@@ -264,6 +267,7 @@ struct recv_state final : completion, recv_core, orphan {
         } else if (res != -ECANCELED) {
             end = system_error_code(-res);
         }
+        backlog = backlog || static_cast<bool>(end);
     }
 
     // Gives buffer `bid`, holding `res` bytes, straight to the waiting receive `r`.
@@ -326,8 +330,8 @@ struct recv_state final : completion, recv_core, orphan {
 
     static void on_fallback_cqe(completion* c, int res, std::uint32_t) noexcept {
         auto* rs = static_cast<fallback_op*>(c)->self;
-        rs->fallback.inflight = false;
-        rs->fallback.canceling = false;
+        rs->fallback_inflight = false;
+        rs->fallback_canceling = false;
         rs->starved = false; // try the pool again next time
         if (res > 0 && rs->open) {
             // The buffer goes with the bytes; the next fallback allocates another.
@@ -429,6 +433,7 @@ void recv_state_close(recv_core* core) noexcept {
     }
     rs->queue.clear();
     rs->head = 0;
+    rs->backlog = static_cast<bool>(rs->end);
     if (ring_read* r = std::exchange(rs->reader, nullptr)) {
         r->finish(io_errc::closed);
     }
@@ -439,8 +444,8 @@ void recv_state_close(recv_core* core) noexcept {
     if (rs->armed) {
         rs->cancel(rs, rs->canceling);
     }
-    if (rs->fallback.inflight) {
-        rs->cancel(&rs->fallback, rs->fallback.canceling);
+    if (rs->fallback_inflight) {
+        rs->cancel(&rs->fallback, rs->fallback_canceling);
     }
     net_service::of(rs->impl()).keep(rs); // freed by the last CQE, or with the loop
 }

@@ -7,6 +7,7 @@
 #include "runtime/result.hpp"
 #include "runtime/task.hpp"
 
+#include <cassert>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -79,32 +80,45 @@ struct recv_chunk {
 ///
 /// Thread safety: that loop's thread only.
 struct recv_core {
-    recv_core(int f, loop* l, buffer_ring* p) noexcept : fd(f), lp(l), pool(p) {}
+    recv_core(int f, loop* l, buffer_ring* p) noexcept : lp(l), pool(p), fd(f) {}
     recv_core(const recv_core&) = delete;
     recv_core& operator=(const recv_core&) = delete;
 
-    // Every stream that receives has one: the fields are packed to keep it small.
-    int fd;
-    bool open = true;
-    bool armed = false;     // a multishot recv is in the kernel
-    bool canceling = false; // and an ASYNC_CANCEL for it was sent
-    bool starved = false;   // the pool ran dry: the next receive uses a heap buffer
+    // Every stream that receives has one: the fields are packed to keep it small. The first
+    // 32 bytes are what a connection's round trip touches (the CQE handler's hand-over, the
+    // inline receive, a write's fixed file): with the completion right before them
+    // (recv_state), one cache line more often than not. A server holds more connections than
+    // its L1 cache holds states, and each line is a miss per round trip.
+    ring_read* reader = nullptr;
     loop* lp;
     buffer_ring* pool;
-    std::vector<recv_chunk> queue; // from head
-    std::error_code end;           // why the stream ended, once the queue is drained
-    ring_read* reader = nullptr;
-    // At most max_queued plus one CQE batch (bounded by the pool's 1024 buffers) past the
-    // start.
-    std::uint16_t head = 0;
     // >= 0: the fd's slot in the loop's table of registered files. Else -1 minus the reads
     // and writes issued so far on the loop (see count_fixed_use()). One field: the state
     // stays within its size.
     std::int16_t slot = -1;
+    // At most max_queued plus one CQE batch (bounded by the pool's 1024 buffers) past the
+    // start.
+    std::uint16_t head = 0;
+    bool open = true;
+    bool armed = false; // a multishot recv is in the kernel
+    // The queue holds bytes, or the stream has ended (`end`): what lease_waits() tests, in
+    // the line it reads anyway. Set by recv_state's push() and ended(), cleared by a pop()
+    // that drains the queue of a stream that has not ended.
+    bool backlog = false;
+    bool canceling = false; // and an ASYNC_CANCEL for it was sent
+    int fd;
+    bool starved = false;            // the pool ran dry: the next receive uses a heap buffer
+    bool fallback_inflight = false;  // recv_state's plain recv into a heap buffer
+    bool fallback_canceling = false; // and an ASYNC_CANCEL for it was sent
+    std::vector<recv_chunk> queue;   // from head
+    std::error_code end;             // why the stream ended, once the queue is drained
 
     /// Returns true if a lease may wait for the next CQE at once: the multishot recv is armed,
     /// nothing is queued, the stream has not ended (what ring_read_suspend() would find).
-    bool lease_waits() const noexcept { return armed && queue.empty() && !end; }
+    bool lease_waits() const noexcept {
+        assert(backlog == (!queue.empty() || static_cast<bool>(end)));
+        return armed && !backlog;
+    }
 };
 
 /// One read waiting on a stream's receive queue.
