@@ -134,29 +134,32 @@ struct ring_read : tether::detail::waiter {
     /// `len` (set with `data`) uninitialized too: a connection's receive loop makes one per
     /// await.
     explicit ring_read(mode md) noexcept
-        : waiter(tether::detail::lazy_init), m(md), data(nullptr), end(tether::detail::no_error) {
+        : waiter(tether::detail::lazy_init), data(nullptr), m(md), end(tether::detail::no_error) {
         if (md != mode::lease) {
+            pool = nullptr;
+            len = 0;
+            bid = -1;
             rs = nullptr;
             dest = nullptr;
             size = 0;
             done = 0;
-            pool = nullptr;
-            len = 0;
-            bid = -1;
         }
     }
 
-    mode m;
-    recv_core* rs;
-    std::byte* dest; // some, all
-    std::size_t size;
-    std::size_t done;
+    // What the CQE handler's hand-over reads and writes (the mode, the buffer) and what every
+    // lease sets comes first, right after the waiter's hot end (its flags and lp): a
+    // connection's receive loop touches 96 contiguous bytes of its reader per CQE, not 136.
     buffer_ring* pool; // lease: the buffer handed over
     std::byte* data;
     std::uint32_t len;
     std::int32_t bid; // -1: a heap buffer (the pool was empty), freed with delete[]
+    mode m;
+    recv_core* rs;
     // The stream ended (io_errc::eof, a reset) before enough arrived.
     std::error_code end;
+    std::byte* dest; // some, all
+    std::size_t size;
+    std::size_t done;
 };
 
 /// Takes what the stream's queue holds for `r`, or queues `r` and makes sure a receive is
