@@ -23,11 +23,12 @@ using tether::detail::loop_impl;
 
 namespace {
 
-// The pool: 1024 buffers of 4 KiB per loop (4 MiB, allocated on the first receive). A
-// buffer is lent to the kernel until bytes land in it, then to the stream's queue or a
-// lease, then comes back.
+// The pool: 1024 buffers of 4 KiB per loop (4 MiB, on huge pages where the kernel has them,
+// allocated on the first receive). A buffer is lent to the kernel until bytes land in it,
+// then to the stream's queue or a lease, then comes back.
 constexpr unsigned pool_buffers = buffer_ring::buffers;
 constexpr unsigned buffer_size = buffer_ring::buffer_size;
+constexpr std::size_t pool_bytes = std::size_t{pool_buffers} * buffer_size;
 constexpr std::uint16_t pool_group = buffer_group;
 
 // A stream whose queue holds this many buffers unread stops receiving (its multishot recv is
@@ -35,6 +36,9 @@ constexpr std::uint16_t pool_group = buffer_group;
 constexpr std::size_t max_queued = 16;
 
 const char pool_key = 0;
+
+// The pool's alignment: an x86-64 (and arm64 4 KiB-granule) huge page.
+constexpr std::size_t huge_page = std::size_t{2} << 20;
 
 } // namespace
 
@@ -56,10 +60,18 @@ struct buffer_pool final : tether::detail::loop_service, buffer_ring {
             return; // no pool: streams receive into heap buffers
         }
         slots = static_cast<slot*>(m);
-        base = static_cast<std::byte*>(std::aligned_alloc(4096, pool_buffers * buffer_size));
+        // On huge pages where the kernel has transparent ones (also in its common "madvise"
+        // mode): the ring hands the buffers out in turn, so on 4 KiB pages each receive lands
+        // on a page used 1024 receives ago whose TLB entry is long gone, and the kernel's copy
+        // into it walks the page tables first (in a VM, both levels). Two 2 MiB pages cover
+        // the pool. The price: the pool's memory is resident from its first receive, not as
+        // the buffers are first used. Where the kernel has no THP, madvise fails (EINVAL)
+        // and the pool stays on 4 KiB pages.
+        base = static_cast<std::byte*>(std::aligned_alloc(huge_page, pool_bytes));
         if (base == nullptr) {
             return;
         }
+        (void)::madvise(base, pool_bytes, MADV_HUGEPAGE);
         io_uring_buf_reg reg{};
         reg.ring_addr = reinterpret_cast<std::uintptr_t>(slots);
         reg.ring_entries = pool_buffers;

@@ -9,6 +9,9 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <sys/socket.h>
 #include <vector>
@@ -368,4 +371,45 @@ TEST_CASE("a recv_buffer moves, resets, and returns its buffer once") {
     assigned.reset();
     CHECK(assigned.empty());
     assigned.reset(); // twice is fine
+}
+
+namespace {
+
+// The line "THPeligible: N" of the mapping in /proc/self/smaps that holds `p`, or -1.
+int thp_eligible(const void* p) {
+    auto at = reinterpret_cast<std::uintptr_t>(p);
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool inside = false;
+    while (std::getline(smaps, line)) {
+        std::uintptr_t lo = 0;
+        std::uintptr_t hi = 0;
+        char dash = 0;
+        std::istringstream head(line);
+        if (head >> std::hex >> lo >> dash >> hi && dash == '-') {
+            inside = lo <= at && at < hi;
+        } else if (inside && line.starts_with("THPeligible:")) {
+            return std::stoi(line.substr(line.find(':') + 1));
+        }
+    }
+    return -1;
+}
+
+} // namespace
+
+TEST_CASE("the pool's buffers are on memory the kernel may back with huge pages") {
+    std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string modes;
+    if (!std::getline(mode, modes) || modes.find("[never]") != std::string::npos) {
+        MESSAGE("no transparent huge pages here: nothing to check");
+        return;
+    }
+    loop l;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    send_all(p.client.native_handle(), "on a huge page");
+    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    REQUIRE(b);
+    CHECK(b->text() == "on a huge page");
+    CHECK(thp_eligible(b->data().data()) == 1);
 }
