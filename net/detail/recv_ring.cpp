@@ -23,12 +23,12 @@ using tether::detail::loop_impl;
 
 namespace {
 
-// The pool: 1024 buffers of 4 KiB per loop (4 MiB, on huge pages where the kernel has them,
-// allocated on the first receive). A buffer is lent to the kernel until bytes land in it,
-// then to the stream's queue or a lease, then comes back.
+// The pool: 1024 buffers of 4 KiB per loop (4 MiB and 64 KiB, on huge pages where the
+// kernel has them, allocated on the first receive). A buffer is lent to the kernel until
+// bytes land in it, then to the stream's queue or a lease, then comes back.
 constexpr unsigned pool_buffers = buffer_ring::buffers;
 constexpr unsigned buffer_size = buffer_ring::buffer_size;
-constexpr std::size_t pool_bytes = std::size_t{pool_buffers} * buffer_size;
+constexpr std::size_t pool_bytes = std::size_t{pool_buffers} * buffer_ring::buffer_stride;
 constexpr std::uint16_t pool_group = buffer_group;
 
 // A stream whose queue holds this many buffers unread stops receiving (its multishot recv is
@@ -64,10 +64,12 @@ struct buffer_pool final : tether::detail::loop_service, buffer_ring {
         // mode): the ring hands the buffers out in turn, so on 4 KiB pages each receive lands
         // on a page used 1024 receives ago whose TLB entry is long gone, and the kernel's copy
         // into it walks the page tables first (in a VM, both levels). Two 2 MiB pages cover
-        // the pool. The price: the pool's memory is resident from its first receive, not as
-        // the buffers are first used. Where the kernel has no THP, madvise fails (EINVAL)
-        // and the pool stays on 4 KiB pages.
-        base = static_cast<std::byte*>(std::aligned_alloc(huge_page, pool_bytes));
+        // the pool but its last 64 KiB (on 4 KiB pages: the allocation is rounded up to whole
+        // huge pages, the advice is not). The price: those 4 MiB are resident from the first
+        // receive, not as the buffers are first used. Where the kernel has no THP, madvise
+        // fails (EINVAL) and the pool stays on 4 KiB pages.
+        constexpr std::size_t whole = (pool_bytes + huge_page - 1) / huge_page * huge_page;
+        base = static_cast<std::byte*>(std::aligned_alloc(huge_page, whole));
         if (base == nullptr) {
             return;
         }

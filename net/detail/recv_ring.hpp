@@ -23,13 +23,19 @@ namespace tether::net::detail {
 struct ring_read;
 
 /// A loop's pool of receive buffers, as streams and recv_buffer use it: `buffers` buffers
-/// of `buffer_size` bytes at `base`, lent to the kernel through a provided-buffer ring.
+/// of `buffer_size` bytes, `buffer_stride` apart from `base`, lent to the kernel through a
+/// provided-buffer ring.
 /// recv_ring.cpp's buffer_pool makes it and registers the ring.
 ///
 /// Thread safety: the loop's thread only.
 struct buffer_ring {
     static constexpr unsigned buffers = 1024; // a power of two
     static constexpr unsigned buffer_size = 4096;
+    /// One cache line more than a buffer: buffer i starts on cache colour i mod 64. At a
+    /// stride of 4096 every buffer's first line fell in the same 1/64 of the L1 and L2 sets,
+    /// so the lines of a few hundred buffers evicted each other and the kernel's copy of a
+    /// small message (it lands at a buffer's start) missed to L3 as the ring went round.
+    static constexpr unsigned buffer_stride = buffer_size + 64;
 
     /// One entry of the ring as the kernel reads it (struct io_uring_buf; recv_ring.cpp
     /// checks the layout against liburing's). Entry 0's `resv` is the ring's tail.
@@ -45,7 +51,7 @@ struct buffer_ring {
     bool registered = false; // with the kernel: else streams receive into heap buffers
 
     std::byte* buffer(std::uint16_t bid) const noexcept {
-        return base + std::size_t{bid} * buffer_size;
+        return base + std::size_t{bid} * buffer_stride;
     }
     /// Lends buffer `bid` to the kernel again (io_uring_buf_ring_add and _advance).
     void recycle(std::uint16_t bid) noexcept {

@@ -413,3 +413,25 @@ TEST_CASE("the pool's buffers are on memory the kernel may back with huge pages"
     CHECK(b->text() == "on a huge page");
     CHECK(thp_eligible(b->data().data()) == 1);
 }
+
+TEST_CASE("pool buffers start on different cache colours") {
+    loop l;
+    tcp_listener lis = listen_loopback();
+    tcp_pair p = l.block_on(connect_pair(&lis));
+    send_all(p.client.native_handle(), "first");
+    result<recv_buffer> a = l.block_on(receive_one(&p.server));
+    REQUIRE(a);
+    send_all(p.client.native_handle(), "second");
+    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    REQUIRE(b);
+    CHECK(a->text() == "first");
+    CHECK(b->text() == "second");
+    // Two buffers held at once are two pool buffers; 4 KiB apart they would share the
+    // cache sets their first lines map to.
+    auto at = [](const recv_buffer& r) {
+        return reinterpret_cast<std::uintptr_t>(r.data().data());
+    };
+    CHECK(at(*a) % 4096 != at(*b) % 4096);
+    CHECK(at(*a) % 64 == 0);
+    CHECK(at(*b) % 64 == 0);
+}
