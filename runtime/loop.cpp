@@ -1,6 +1,7 @@
 #include "runtime/loop.hpp"
 
 #include "context/manual_clock.hpp"
+#include "runtime/detail/frame_allocator.hpp"
 #include "runtime/detail/loop_impl.hpp"
 
 #include <liburing.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <new>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <system_error>
@@ -99,7 +101,7 @@ namespace {
     ch->w.on_cancel = &chain_cancel;
     ch->bound = c;
     // Holding: `c` may belong to a context shorter-lived than the task (with_timeout).
-    if (!ch->w.reg.arm(c, &on_ctx_done, &ch->w)) {
+    if (!ch->w.ensure_ext().reg.arm(c, &on_ctx_done, &ch->w)) {
         delete ch; // already done: the await fails on its own
         return nullptr;
     }
@@ -144,12 +146,16 @@ void waiter::leave_chain() noexcept {
     }
     cancel_state* cs = c.node() ? c.node()->canceler : nullptr;
     if (cs == nullptr) {
-        w->reg.disarm();
+        if (w->ext != nullptr) {
+            w->ext->reg.disarm();
+        }
         return true; // never done
     }
     if (w->owner != nullptr) {
         if (await_chain* ch = await_chain::of(w->owner, cs)) {
-            w->reg.disarm(); // from an earlier arm() that was not finished
+            if (w->ext != nullptr) {
+                w->ext->reg.disarm(); // from an earlier arm() that was not finished
+            }
             if (cs->is_done()) {
                 w->error = c.err();
                 return false;
@@ -161,7 +167,7 @@ void waiter::leave_chain() noexcept {
     }
     // Borrowed: `c` is the awaiting coroutine's context, alive until the await ends (and
     // `ctx` points at it for that long already).
-    if (!w->reg.arm_borrowed(c, &on_ctx_done, w)) {
+    if (!w->ensure_ext().reg.arm_borrowed(c, &on_ctx_done, w)) {
         w->error = c.err();
         return false;
     }
@@ -176,13 +182,35 @@ bool waiter::arm(const context& c) noexcept {
 bool waiter::arm_on(cancel_state* c) noexcept {
     completed = false;
     cancel_requested = false;
-    if (!reg.arm(c, &on_ctx_done, this)) {
+    if (c == nullptr) {
+        if (ext != nullptr) {
+            ext->reg.disarm(); // as arming on a null state does
+        }
+        return true; // never done
+    }
+    if (!ensure_ext().reg.arm(c, &on_ctx_done, this)) {
         return false;
     }
-    if (c != nullptr) {
-        watch_deadline(c, lp);
-    }
+    watch_deadline(c, lp);
     return true;
+}
+
+waiter_ext& waiter::ensure_ext() noexcept {
+    if (ext == nullptr) {
+        // The frame lists: a pop from the thread's list of the size class, no call. Under
+        // the sanitizers, operator new. (A bad_alloc here ends the program, as it would
+        // for a frame.)
+        ext = ::new (allocate_frame(sizeof(waiter_ext))) waiter_ext;
+    }
+    return *ext;
+}
+
+void waiter::release_ext() noexcept {
+    // Disarms (waiting for a callback running on another thread), as the registration's
+    // destructor did when it was a member.
+    ext->~waiter_ext();
+    deallocate_frame(ext, sizeof(waiter_ext));
+    ext = nullptr;
 }
 
 bool waiter::finish_quietly(std::error_code e) noexcept {
@@ -195,8 +223,10 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
         leave_chain();
     }
     // Waits for a cancel callback running on another thread; afterwards remote_queued
-    // is stable.
-    reg.disarm();
+    // is stable (only a registration's callback queues the waiter).
+    if (ext != nullptr) {
+        ext->reg.disarm();
+    }
     if (remote_queued) {
         lp->impl().unqueue_remote(this);
     }
@@ -616,10 +646,11 @@ void loop_impl::remote_cancel(waiter* w) noexcept {
     bool need_wake;
     {
         std::lock_guard lk(remote_mu_);
-        w->remote_prev = nullptr;
-        w->remote_next = remote_head_;
+        // Only a registration's callback queues a waiter: it has its ext.
+        w->ext->remote_prev = nullptr;
+        w->ext->remote_next = remote_head_;
         if (remote_head_) {
-            remote_head_->remote_prev = w;
+            remote_head_->ext->remote_prev = w;
         }
         remote_head_ = w;
         w->remote_queued = true;
@@ -636,13 +667,14 @@ void loop_impl::unqueue_remote(waiter* w) noexcept {
     if (!w->remote_queued) {
         return;
     }
-    if (w->remote_prev) {
-        w->remote_prev->remote_next = w->remote_next;
+    waiter_ext* x = w->ext;
+    if (x->remote_prev) {
+        x->remote_prev->ext->remote_next = x->remote_next;
     } else {
-        remote_head_ = w->remote_next;
+        remote_head_ = x->remote_next;
     }
-    if (w->remote_next) {
-        w->remote_next->remote_prev = w->remote_prev;
+    if (x->remote_next) {
+        x->remote_next->ext->remote_prev = x->remote_prev;
     }
     w->remote_queued = false;
 }
@@ -656,7 +688,7 @@ bool loop_impl::drain_remote_queues() {
         drained_calls_.swap(calls_);
         drained_resumes_.swap(resumes_);
         list = std::exchange(remote_head_, nullptr);
-        for (waiter* w = list; w; w = w->remote_next) {
+        for (waiter* w = list; w; w = w->ext->remote_next) {
             w->remote_queued = false;
         }
         wake_pending_ = false;
@@ -666,7 +698,7 @@ bool loop_impl::drain_remote_queues() {
     // so no waiter in the list can be destroyed while we walk it.
     while (list) {
         waiter* w = list;
-        list = w->remote_next;
+        list = w->ext->remote_next;
         if (!w->completed) {
             w->on_cancel(w);
         }

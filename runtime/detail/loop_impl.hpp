@@ -387,10 +387,10 @@ void finish_slow(waiter* w, std::error_code e) noexcept;
 void finish_slow_resume(waiter* w, std::error_code e) noexcept;
 
 /// waiter::finish(), with its common case inline for the CQE handlers of runtime and net: no
-/// registration of its own to disarm (none, or its task's chain), nothing queued from another
-/// thread.
+/// registration of its own to disarm (no ext: none, or its task's chain), nothing queued from
+/// another thread.
 inline void finish_inline(waiter& w, std::error_code e) noexcept {
-    if (w.reg.is_armed() || w.completed_or_queued()) {
+    if (w.ext != nullptr || w.completed_or_queued()) {
         finish_slow(&w, e);
         return;
     }
@@ -410,7 +410,7 @@ inline void finish_inline(waiter& w, std::error_code e) noexcept {
 /// For a waiter made for this await (a stream's read or write), whose `error` nothing has
 /// set since it was made: it is still no_error, and is not written again.
 inline void finish_completed(waiter& w) noexcept {
-    if (w.reg.is_armed() || w.completed_or_queued()) {
+    if (w.ext != nullptr || w.completed_or_queued()) {
         finish_slow_resume(&w, no_error);
         return;
     }

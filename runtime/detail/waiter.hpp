@@ -48,19 +48,20 @@ struct chain_owner {
 ///   thread the waiter is queued on its loop, which calls `on_cancel` on its own thread
 ///   unless the waiter finished first. `on_cancel` either finishes the waiter with
 ///   `cancel_error()` or starts a kernel cancel whose completion finishes it.
+struct waiter_ext;
+
 struct waiter {
-    // The fields come in two parts. First what only a cancel, a registration of its own or a
-    // cross-thread cancel touches; then, last, what every await touches (arm, finish, resume),
-    // next to the fields an awaitable adds after its waiter: a connection's read or write
-    // touches two or three cache lines of its frame, not four or five. With many connections
-    // each round trip finds them cold.
+    // Only `data` is cold: what a registration of its own and a cross-thread cancel need
+    // (waiter_ext) is elsewhere, made by the first arm that needs it. An await under its
+    // task's chain (a connection's reads and writes) or under a context that is never done
+    // has none: its waiter is the 80 bytes every await touches (arm, finish, resume), next
+    // to the fields the awaitable adds after it, so a connection's read or write touches two
+    // or three cache lines of its frame. With many connections each round trip finds them
+    // cold.
     void* data; // for on_cancel
-    // Cross-thread cancel queue (guarded by the loop's remote mutex).
-    waiter* remote_prev;
-    waiter* remote_next;
-    // Last of the cold part: its armed flag, which every finish tests, ends it (see
-    // cancel_registration), next to the hot part.
-    cancel_registration reg;
+    // The registration and the remote-queue place, once an arm needed them (null before);
+    // kept until the waiter is destroyed. Tested by every finish.
+    waiter_ext* ext;
     union {
         // In a union so that the lazy constructor leaves it uninitialized.
         std::coroutine_handle<> handle;
@@ -69,25 +70,25 @@ struct waiter {
     const context* ctx;
     void (*on_cancel)(waiter*) noexcept;
     // Set by the awaitable before arm(), with owner_of(h): the spawned task (or fan-out
-    // child) the awaiting coroutine runs in. Null: arm() always arms `reg`.
+    // child) the awaiting coroutine runs in. Null: arm() always arms a registration.
     chain_owner* owner;
     loop* lp; // last of the pointers: await_chain's `bound` and `current` follow it
     bool completed;
-    // Set while queued on the remote queue. Next to `completed`: finish() tests both with one
-    // load (completed_or_queued).
+    // Set while queued on the remote queue (guarded by the loop's remote mutex). Next to
+    // `completed`: finish() tests both with one load (completed_or_queued).
     bool remote_queued;
     bool cancel_requested;
     bool on_chain; // the current await of its owner's chain (see await_chain)
 
     waiter() noexcept
-        : data(nullptr), remote_prev(nullptr), remote_next(nullptr), handle(nullptr),
-          error(no_error), ctx(nullptr), on_cancel(nullptr), owner(nullptr), lp(nullptr),
-          completed(false), remote_queued(false), cancel_requested(false), on_chain(false) {}
+        : data(nullptr), ext(nullptr), handle(nullptr), error(no_error), ctx(nullptr),
+          on_cancel(nullptr), owner(nullptr), lp(nullptr), completed(false), remote_queued(false),
+          cancel_requested(false), on_chain(false) {}
     /// Leaves uninitialized what is set before every read: `lp`, `handle`, `on_cancel` and
-    /// `owner` (by the awaitable, before arm()), `ctx` (by arm()), `data`, the remote-queue links
-    /// and the registration's node. For the waiters a stream's reads and writes make per await.
+    /// `owner` (by the awaitable, before arm()), `ctx` (by arm()) and `data`. For the waiters a
+    /// stream's reads and writes make per await.
     explicit waiter(lazy_init_t) noexcept
-        : reg(lazy_init), error(no_error), completed(false), remote_queued(false),
+        : ext(nullptr), error(no_error), completed(false), remote_queued(false),
           cancel_requested(false), on_chain(false) {}
     waiter(const waiter&) = delete;
     waiter& operator=(const waiter&) = delete;
@@ -95,8 +96,15 @@ struct waiter {
         if (on_chain) {
             leave_chain();
         }
+        if (ext != nullptr) {
+            release_ext();
+        }
     }
 
+    /// Returns true while a registration of its own is armed.
+    bool has_registration() const noexcept;
+    /// Returns the waiter's registration and remote-queue place, making them first.
+    waiter_ext& ensure_ext() noexcept;
     /// Arms cancellation on `c`; returns false (with `error` set) if `c` is already done.
     ///
     /// With `owner` set, an await under the cancel state its chain is armed on arms
@@ -118,8 +126,8 @@ struct waiter {
     /// Stops being its chain's current await.
     void leave_chain() noexcept;
     /// Returns `completed || remote_queued`: the two adjacent bytes with one load. Only once
-    /// `reg` is known disarmed: a cancel callback on another thread may be queueing an armed
-    /// waiter (writing `remote_queued`).
+    /// the registration is known disarmed (or absent): a cancel callback on another thread may be
+    /// queueing an armed waiter (writing `remote_queued`).
     bool completed_or_queued() const noexcept {
         static_assert(offsetof(waiter, remote_queued) == offsetof(waiter, completed) + 1);
         std::uint16_t both;
@@ -132,12 +140,30 @@ struct waiter {
     /// (finish() does both; an arm that fails sets neither), so that the destructor's two
     /// tests fold away in an await_resume() that calls this.
     void assume_released() const noexcept {
-        assert(!on_chain && !reg.is_armed());
-        if (on_chain || reg.is_armed()) {
+        assert(!on_chain && !has_registration());
+        if (on_chain) {
             __builtin_unreachable();
         }
     }
+
+private:
+    void release_ext() noexcept;
 };
+
+/// The part of a waiter that only an await arming a registration of its own needs: the
+/// registration, and the waiter's place in its loop's queue of cancels from other threads.
+/// Made from the thread's frame lists (frame_allocator.hpp) by the first arm that needs it,
+/// freed with the waiter.
+struct waiter_ext {
+    cancel_registration reg;
+    // Cross-thread cancel queue (guarded by the loop's remote mutex).
+    waiter* remote_prev = nullptr;
+    waiter* remote_next = nullptr;
+};
+
+inline bool waiter::has_registration() const noexcept {
+    return ext != nullptr && ext->reg.is_armed();
+}
 
 /// One cancel registration shared by the awaits of a spawned task (or fan-out child): its own
 /// frame and the tasks it awaits in turn, which are suspended at one place at a time.
@@ -189,8 +215,8 @@ inline bool arm_inline(waiter& w, const context& c, const loop* here) noexcept {
         w.cancel_requested = false;
     }
     const node* n = c.node();
-    if (Fresh || (!w.on_chain && !w.reg.is_armed())) {
-        assert(!w.on_chain && !w.reg.is_armed());
+    if (Fresh || (!w.on_chain && !w.has_registration())) {
+        assert(!w.on_chain && !w.has_registration());
         cancel_state* cs = n != nullptr ? n->canceler : nullptr;
         if (cs == nullptr) {
             return true;
