@@ -232,18 +232,19 @@ struct recv_state final : completion, recv_core, orphan {
                 return true;
             }
         } else {
-            while (queued() > 0 && r.done < r.size) {
+            copy_read& cr = static_cast<copy_read&>(r);
+            while (queued() > 0 && cr.done < cr.size) {
                 chunk& c = queue[head];
-                std::size_t n = std::min<std::size_t>(c.len - c.off, r.size - r.done);
-                std::memcpy(r.dest + r.done, c.data + c.off, n);
-                r.done += n;
+                std::size_t n = std::min<std::size_t>(c.len - c.off, cr.size - cr.done);
+                std::memcpy(cr.dest + cr.done, c.data + c.off, n);
+                cr.done += n;
                 c.off += static_cast<std::uint32_t>(n);
                 if (c.off == c.len) {
                     drop(pool, c);
                     pop();
                 }
             }
-            if (r.m == ring_read::mode::some ? r.done > 0 : r.done == r.size) {
+            if (r.m == ring_read::mode::some ? cr.done > 0 : cr.done == cr.size) {
                 return true;
             }
         }
@@ -382,7 +383,7 @@ bool ring_read_suspend(recv_core*& core, int fd, ring_read& r, const context& c,
         r.error = e; // sticky: a done context takes nothing from the queue
         return false;
     }
-    if (r.m != ring_read::mode::lease && r.size == 0) {
+    if (r.m != ring_read::mode::lease && static_cast<copy_read&>(r).size == 0) {
         return false;
     }
     loop* l = tether::detail::current_loop();

@@ -127,43 +127,50 @@ struct recv_core {
     }
 };
 
-/// One read waiting on a stream's receive queue.
+/// One read waiting on a stream's receive queue: a lease as it is, a copying read as a
+/// copy_read.
 struct ring_read : tether::detail::waiter {
     enum class mode : std::uint8_t {
         some,  ///< copy at least one byte into dest
         all,   ///< copy until dest is full
         lease, ///< take one received buffer as it is
     };
-    /// A read in mode `md`. The waiter is lazily initialized (see waiter(lazy_init_t)): the
-    /// awaiter sets `owner`, it or ring_read_suspend() the rest before arming. A lease leaves
-    /// `rs` (set before arming), `dest`, `size` and `done` (unused) and `pool`, `bid` and
-    /// `len` (set with `data`) uninitialized too: a connection's receive loop makes one per
-    /// await.
+    /// A read in mode `md` (some and all: a copy_read). The waiter is lazily initialized (see
+    /// waiter(lazy_init_t)): the awaiter sets `owner`, it or ring_read_suspend() the rest
+    /// before arming. A lease leaves `rs` (set before arming) and `pool`, `bid` and `len` (set
+    /// with `data`) uninitialized too: a connection's receive loop makes one per await.
     explicit ring_read(mode md) noexcept
         : waiter(tether::detail::lazy_init), data(nullptr), m(md), end(tether::detail::no_error) {
         if (md != mode::lease) {
-            pool = nullptr;
             len = 0;
+            pool = nullptr;
             bid = -1;
             rs = nullptr;
-            dest = nullptr;
-            size = 0;
-            done = 0;
         }
     }
 
     // What the CQE handler's hand-over reads and writes (the mode, the buffer) and what every
-    // lease sets comes first, right after the waiter's hot end (its flags and lp): a
-    // connection's receive loop touches 96 contiguous bytes of its reader per CQE, not 136.
+    // lease sets, right after the waiter's hot end (its flags and lp), `len` in the waiter's
+    // tail padding: a connection's receive loop touches 96 contiguous bytes of its reader per
+    // CQE. A lease has no other field: the echo frame holds a ring_read and a write's op at
+    // once (the coroutine keeps every awaiter's storage), and each byte of it counts.
+    std::uint32_t len;
     buffer_ring* pool; // lease: the buffer handed over
     std::byte* data;
-    std::uint32_t len;
     std::int32_t bid; // -1: a heap buffer (the pool was empty), freed with delete[]
     mode m;
     recv_core* rs;
     // The stream ended (io_errc::eof, a reset) before enough arrived.
     std::error_code end;
-    std::byte* dest; // some, all
+};
+
+/// A read that copies into the caller's buffer (ring_read::mode some or all).
+struct copy_read : ring_read {
+    explicit copy_read(mode md) noexcept : ring_read(md), dest(nullptr), size(0), done(0) {
+        assert(md != mode::lease);
+    }
+
+    std::byte* dest;
     std::size_t size;
     std::size_t done;
 };

@@ -256,7 +256,7 @@ public:
 private:
     recv_core** rs_;
     transfer_op op_;
-    ring_read rr_;
+    copy_read rr_;
     bool ring_ = false;
 };
 
