@@ -23,6 +23,7 @@ bool sleep_awaiter::suspend(const context& c, std::coroutine_handle<> h) noexcep
     timer_.when = when;
     timer_.fire = &fire;
     timer_.data = this;
+    w_.ext = &ext_; // arm() arms ext_.reg if it needs a registration of its own
     if (!w_.arm(c)) {
         return false;
     }

@@ -16,6 +16,16 @@ public:
     explicit sleep_awaiter(duration d) noexcept : relative_(true), ticks_(d.count()) {}
     explicit sleep_awaiter(time_point t) noexcept
         : relative_(false), ticks_(t.time_since_epoch().count()) {}
+    sleep_awaiter(const sleep_awaiter&) = delete;
+    sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+    ~sleep_awaiter() {
+        // The registration is the awaiter's own (ext_), not one from the frame lists: disarm
+        // it here, while the waiter is whole, and leave the waiter nothing to free.
+        if (w_.ext == &ext_) {
+            ext_.reg.disarm();
+            w_.ext = nullptr;
+        }
+    }
     bool await_ready() const noexcept { return false; }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> h) noexcept {
@@ -34,6 +44,10 @@ private:
     duration::rep ticks_;
     timer_node timer_;
     waiter w_;
+    // The waiter's registration, kept in the awaiter: a sleeping task (most sleep under a
+    // context that can be canceled, and a task's first awaits arm a registration of their
+    // own) holds it in its frame, not in a second block from the frame lists.
+    waiter_ext ext_;
 };
 } // namespace detail
 
