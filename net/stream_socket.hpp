@@ -92,7 +92,9 @@ public:
     /// connection waiting for its peer holds none, and bytes that arrive between two
     /// receives wait in a short queue (past 16 buffers the stream stops receiving until it
     /// is read, and the kernel's socket buffer slows the sender). If the pool runs dry, the
-    /// stream receives into a buffer of its own until buffers come back.
+    /// stream receives into a buffer of its own until buffers come back. The pool (1024
+    /// buffers of 4 KiB, on transparent huge pages where the kernel has them) is made by the
+    /// loop's first pool-backed read and stays resident, about 4 MiB, until the loop ends.
     ///
     /// Once a stream has used `receive`, `read_some` and `read_exact` read through the same
     /// queue (copying), so bytes stay in order; mixing them is fine.
