@@ -71,6 +71,12 @@ task<result<recv_buffer>> receive_one(tcp_stream* s) {
     co_return co_await s->receive();
 }
 
+// Sends `text` from the client end and runs `l` until the server end receives one buffer.
+result<recv_buffer> send_and_receive(loop& l, tcp_pair& p, std::string_view text) {
+    send_all(p.client.native_handle(), text);
+    return l.block_on(receive_one(&p.server));
+}
+
 // Receives until EOF and returns everything.
 task<std::string> receive_all(tcp_stream* s) {
     std::string out;
@@ -154,8 +160,7 @@ TEST_CASE("a stream whose queue is long stops receiving until it is read") {
     loop l;
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "first");
-    result<recv_buffer> one = l.block_on(receive_one(&p.server));
+    result<recv_buffer> one = send_and_receive(l, p, "first");
     REQUIRE(one);
     CHECK(one->text() == "first");
     one->reset();
@@ -189,8 +194,7 @@ TEST_CASE("read_some and read_exact after receive read through the queue, in ord
     loop l;
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "abc");
-    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    result<recv_buffer> b = send_and_receive(l, p, "abc");
     REQUIRE(b);
     CHECK(b->text() == "abc");
     b->reset();
@@ -248,8 +252,7 @@ TEST_CASE("a receive waiting on the armed multishot recv obeys its context") {
     loop l({.clock = &clk});
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "first");
-    result<recv_buffer> first = l.block_on(receive_one(&p.server));
+    result<recv_buffer> first = send_and_receive(l, p, "first");
     REQUIRE(first);
     CHECK(first->text() == "first");
     first->reset();
@@ -358,8 +361,7 @@ TEST_CASE("a recv_buffer moves, resets, and returns its buffer once") {
     loop l;
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "move me");
-    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    result<recv_buffer> b = send_and_receive(l, p, "move me");
     REQUIRE(b);
     recv_buffer moved = std::move(*b);
     CHECK(b->empty());
@@ -407,8 +409,7 @@ TEST_CASE("the pool's buffers are on memory the kernel may back with huge pages"
     loop l;
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "on a huge page");
-    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    result<recv_buffer> b = send_and_receive(l, p, "on a huge page");
     REQUIRE(b);
     CHECK(b->text() == "on a huge page");
     CHECK(thp_eligible(b->data().data()) == 1);
@@ -418,11 +419,9 @@ TEST_CASE("pool buffers start on different cache colours") {
     loop l;
     tcp_listener lis = listen_loopback();
     tcp_pair p = l.block_on(connect_pair(&lis));
-    send_all(p.client.native_handle(), "first");
-    result<recv_buffer> a = l.block_on(receive_one(&p.server));
+    result<recv_buffer> a = send_and_receive(l, p, "first");
     REQUIRE(a);
-    send_all(p.client.native_handle(), "second");
-    result<recv_buffer> b = l.block_on(receive_one(&p.server));
+    result<recv_buffer> b = send_and_receive(l, p, "second");
     REQUIRE(b);
     CHECK(a->text() == "first");
     CHECK(b->text() == "second");
