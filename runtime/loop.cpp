@@ -146,16 +146,12 @@ void waiter::leave_chain() noexcept {
     }
     cancel_state* cs = c.node() ? c.node()->canceler : nullptr;
     if (cs == nullptr) {
-        if (w->ext != nullptr) {
-            w->ext->reg.disarm();
-        }
+        w->disarm_own();
         return true; // never done
     }
     if (w->owner != nullptr) {
         if (await_chain* ch = await_chain::of(w->owner, cs)) {
-            if (w->ext != nullptr) {
-                w->ext->reg.disarm(); // from an earlier arm() that was not finished
-            }
+            w->disarm_own(); // from an earlier arm() that was not finished
             if (cs->is_done()) {
                 w->error = c.err();
                 return false;
@@ -183,10 +179,8 @@ bool waiter::arm_on(cancel_state* c) noexcept {
     completed = false;
     cancel_requested = false;
     if (c == nullptr) {
-        if (ext != nullptr) {
-            ext->reg.disarm(); // as arming on a null state does
-        }
-        return true; // never done
+        disarm_own(); // as arming on a null state does
+        return true;  // never done
     }
     if (!ensure_ext().reg.arm(c, &on_ctx_done, this)) {
         return false;
@@ -224,9 +218,7 @@ bool waiter::finish_quietly(std::error_code e) noexcept {
     }
     // Waits for a cancel callback running on another thread; afterwards remote_queued
     // is stable (only a registration's callback queues the waiter).
-    if (ext != nullptr) {
-        ext->reg.disarm();
-    }
+    disarm_own();
     if (remote_queued) {
         lp->impl().unqueue_remote(this);
     }

@@ -103,6 +103,9 @@ struct waiter {
 
     /// Returns true while a registration of its own is armed.
     bool has_registration() const noexcept;
+    /// Disarms its own registration, if it has one (waiting for a callback running on
+    /// another thread).
+    void disarm_own() noexcept;
     /// Returns the waiter's registration and remote-queue place, making them first.
     waiter_ext& ensure_ext() noexcept;
     /// Arms cancellation on `c`; returns false (with `error` set) if `c` is already done.
@@ -163,6 +166,12 @@ struct waiter_ext {
 
 inline bool waiter::has_registration() const noexcept {
     return ext != nullptr && ext->reg.is_armed();
+}
+
+inline void waiter::disarm_own() noexcept {
+    if (ext != nullptr) {
+        ext->reg.disarm();
+    }
 }
 
 /// One cancel registration shared by the awaits of a spawned task (or fan-out child): its own
